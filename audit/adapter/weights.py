@@ -1,0 +1,174 @@
+"""Opening an adapter's weights without trusting them.
+
+- Pickle files (``adapter_model.bin``, torch's zip format) are never unpickled: they are
+  recognised by name and magic bytes and refused.
+- A git-LFS pointer committed in place of the weights is recognised and reported.
+- safetensors files are opened with the safetensors library, which validates the header, the
+  offsets and the byte lengths and memory-maps the file without reading tensors. On top of that,
+  the caps of :class:`audit.limits.Limits` are enforced on what the header declares (file size,
+  tensor count, dimensions, elements) before any tensor is materialized.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from audit.errors import AdapterFormatError, LimitExceededError, UnsafeFormatError
+from audit.limits import Limits
+
+WeightsFormat = Literal["safetensors", "pickle", "lfs_pointer", "unknown"]
+
+SAFETENSORS_NAME = "adapter_model.safetensors"
+PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+@dataclass(frozen=True)
+class WeightsLocation:
+    """Which file holds an adapter's weights and what it looks like from its first bytes."""
+
+    path: Path
+    format: WeightsFormat
+    size: int
+
+
+def sniff(path: Path) -> WeightsFormat:
+    """Format of a weights file from its first bytes (never loads it).
+
+    ``lfs_pointer`` for a git-LFS pointer, ``pickle`` for torch zip archives and raw pickles,
+    ``safetensors`` when the 8-byte header length is plausible, ``unknown`` otherwise.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(LFS_MAGIC):
+        return "lfs_pointer"
+    if len(head) >= 9 and int.from_bytes(head[:8], "little") < os.path.getsize(path) and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def locate_weights(folder: Path) -> WeightsLocation | None:
+    """Find the weights file of an adapter folder: ``adapter_model.safetensors`` first, then the
+    pickle names peft used to write, then a lone ``*.safetensors``; ``None`` when there is none."""
+    candidates = [folder / SAFETENSORS_NAME] + [folder / n for n in PICKLE_NAMES]
+    lone = sorted(folder.glob("*.safetensors"))
+    if len(lone) == 1:
+        candidates.append(lone[0])
+    for path in candidates:
+        if path.is_file():
+            return WeightsLocation(path=path, format=sniff(path), size=path.stat().st_size)
+    return None
+
+
+def refuse_unreadable(loc: WeightsLocation) -> None:
+    """Raise the error that fits a weights file that is not safetensors.
+
+    Raises:
+        UnsafeFormatError: a pickle (code ``pickle_weights_refused``).
+        AdapterFormatError: a git-LFS pointer (``lfs_pointer``) or bytes that are none of the
+            known formats (``weights_invalid``).
+    """
+    file = loc.path.name
+    if loc.format == "pickle" or (loc.format == "unknown" and loc.path.suffix in (".bin", ".pt", ".pth")
+                                  and loc.size >= 64):
+        raise UnsafeFormatError(
+            f"weights are a torch pickle ({loc.size} bytes); pickles can execute code and are never "
+            "loaded: ask the author for adapter_model.safetensors", file=file)
+    if loc.format == "lfs_pointer":
+        raise AdapterFormatError(
+            f"the file is a git-LFS pointer ({loc.size} bytes), not the weights: the upload did not "
+            "include the LFS object", code="lfs_pointer", file=file)
+    if loc.format != "safetensors":
+        raise AdapterFormatError(
+            f"{loc.size} bytes that are neither safetensors, a pickle nor an LFS pointer",
+            code="weights_invalid", file=file)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the safetensors header declares for one tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+class SafeWeights:
+    """A safetensors file opened under caps; tensors are read one at a time on request.
+
+    Use as a context manager. ``tensors`` lists the header (name, shape, dtype) in file order.
+
+    Raises (from the constructor):
+        LimitExceededError: the file, a dimension, a tensor or the total exceeds ``limits``.
+        AdapterFormatError: safetensors rejects the header (code ``safetensors_invalid``).
+    """
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        self.path = path
+        file = path.name
+        size = path.stat().st_size
+        if size > limits.max_weights_bytes:
+            raise LimitExceededError(f"weights are {size} bytes, cap is {limits.max_weights_bytes}", file=file)
+        try:
+            self._handle = safe_open(str(path), framework="pt", device="cpu")
+            self._file = self._handle.__enter__()
+            names = list(self._file.keys())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise AdapterFormatError(f"safetensors rejects the file: {exc}", code="safetensors_invalid",
+                                     file=file) from None
+        if len(names) > limits.max_tensors:
+            self.close()
+            raise LimitExceededError(f"{len(names)} tensors, cap is {limits.max_tensors}", file=file)
+        infos: list[TensorInfo] = []
+        total = 0
+        for name in dict.fromkeys(names):
+            sl = self._file.get_slice(name)
+            info = TensorInfo(name=name, shape=tuple(int(d) for d in sl.get_shape()), dtype=str(sl.get_dtype()))
+            if any(d > limits.max_dim for d in info.shape):
+                self.close()
+                raise LimitExceededError(f"tensor {name} has shape {list(info.shape)}, dimension cap is "
+                                         f"{limits.max_dim}", file=file)
+            if info.numel > limits.max_tensor_elements:
+                self.close()
+                raise LimitExceededError(f"tensor {name} has {info.numel} elements, cap is "
+                                         f"{limits.max_tensor_elements}", file=file)
+            total += info.numel
+            infos.append(info)
+        if total > limits.max_total_elements:
+            self.close()
+            raise LimitExceededError(f"{total} elements in all, cap is {limits.max_total_elements}", file=file)
+        self.tensors: dict[str, TensorInfo] = {i.name: i for i in infos}
+        self.size = size
+
+    def is_float(self, name: str) -> bool:
+        return self.tensors[name].dtype in _FLOAT_DTYPES
+
+    def read(self, name: str) -> torch.Tensor:
+        """Materialize one tensor (its declared dtype, on CPU)."""
+        return self._file.get_tensor(name)
+
+    def close(self) -> None:
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            handle.__exit__(None, None, None)
+
+    def __enter__(self) -> SafeWeights:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

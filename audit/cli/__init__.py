@@ -1,0 +1,24 @@
+"""The ``lora-audit`` command line (Typer + rich). Thin: parses options, calls the library."""
+
+from __future__ import annotations
+
+import typer
+
+from audit.cli.query import query
+from audit.cli.scan import scan
+
+app = typer.Typer(
+    name="lora-audit",
+    help="Audit the LoRA adapters of a registry: exact delta spectra of every adapter, stored as "
+         "Parquet and queryable with DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("scan")(scan)
+app.command("query")(query)
+
+
+def main() -> None:
+    """Entry point of the ``lora-audit`` console script."""
+    app()

@@ -1,0 +1,130 @@
+"""Stable finding codes: what can be wrong with (or worth noting about) an adapter.
+
+A finding is a recorded observation, not a crash: the scan goes on. Codes are a public contract
+(people filter on them in DuckDB); add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from audit.errors import AuditError
+
+Severity = Literal["info", "warning", "error"]
+
+
+class Code(StrEnum):
+    """Machine-readable finding codes. ``error`` findings mean the adapter has no spectra."""
+
+    # the adapter as a whole (severity error: nothing could be measured)
+    PICKLE_WEIGHTS_REFUSED = "pickle_weights_refused"
+    LFS_POINTER = "lfs_pointer"
+    WEIGHTS_MISSING = "weights_missing"
+    CONFIG_MISSING = "config_missing"
+    CONFIG_INVALID = "config_invalid"
+    UNKNOWN_PEFT_TYPE = "unknown_peft_type"
+    UNSUPPORTED_PEFT_TYPE = "unsupported_peft_type"
+    SAFETENSORS_INVALID = "safetensors_invalid"
+    WEIGHTS_INVALID = "weights_invalid"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    NO_LORA_MODULES = "no_lora_modules"
+    ACCESS_DENIED = "access_denied"
+    NOT_FOUND = "not_found"
+    INTERNAL_ERROR = "internal_error"
+    # one module (severity warning: that module is skipped or its numbers need care)
+    LORA_PAIR_INCOMPLETE = "lora_pair_incomplete"
+    RANK_MISMATCH = "rank_mismatch"
+    SHAPE_MISMATCH = "shape_mismatch"
+    NONFINITE_WEIGHTS = "nonfinite_weights"
+    UNSUPPORTED_DTYPE = "unsupported_dtype"
+    # worth knowing (severity info or warning)
+    KEY_PREFIX_DOUBLED = "key_prefix_doubled"
+    UNTARGETED_MODULE = "untargeted_module"
+    TARGET_WITHOUT_TENSORS = "target_without_tensors"
+    MODULES_TO_SAVE_WEIGHTS = "modules_to_save_weights"
+    UNRECOGNISED_TENSORS = "unrecognised_tensors"
+    DORA_MAGNITUDE_NOT_APPLIED = "dora_magnitude_not_applied"
+    ZERO_DELTA = "zero_delta"
+    CONFIG_UNEXPECTED_KEYS = "config_unexpected_keys"
+    CARD_INVALID = "card_invalid"
+    EXTRA_PICKLE_FILE = "extra_pickle_file"
+
+
+def severity_of(code: str) -> Severity:
+    """Default severity of a finding code: ``error`` when the adapter could not be measured at all."""
+    if code in _ERRORS:
+        return "error"
+    if code in _INFOS:
+        return "info"
+    return "warning"
+
+
+_ERRORS = {
+    Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
+    Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
+    Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.NOT_FOUND, Code.INTERNAL_ERROR,
+    "adapter_format", "permanent",
+}
+_INFOS = {
+    Code.UNSUPPORTED_PEFT_TYPE, Code.MODULES_TO_SAVE_WEIGHTS, Code.DORA_MAGNITUDE_NOT_APPLIED,
+    Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE,
+}
+
+
+@dataclass(frozen=True)
+class Note:
+    """A finding before it is tied to an adapter and a unit of work."""
+
+    stage: str
+    code: str
+    message: str
+    severity: Severity
+    file: str | None = None
+    module: str | None = None
+
+
+class FindingLog:
+    """Collects the findings of one audit. Per-module observations of the same code are folded
+    into one finding (``12 modules: a, b, c, ... : detail``) so that a bad adapter with 200
+    modules gives a readable handful of rows, not 200."""
+
+    def __init__(self) -> None:
+        self.notes: list[Note] = []
+        self._per_module: dict[tuple[str, str, str | None], list[tuple[str, str]]] = {}
+
+    def add(self, stage: str, code: str, message: str, *, file: str | None = None,
+            module: str | None = None, severity: Severity | None = None) -> None:
+        self.notes.append(Note(stage, str(code), message, severity or severity_of(code), file, module))
+
+    def add_error(self, stage: str, error: AuditError) -> None:
+        """Record a permanent error (its code, message and file)."""
+        self.add(stage, error.code, error.message, file=error.file)
+
+    def per_module(self, stage: str, code: str, module: str, detail: str, *, file: str | None = None) -> None:
+        self._per_module.setdefault((stage, str(code), file), []).append((module, detail))
+
+    def finish(self) -> list[Note]:
+        """All notes, per-module ones folded, in the order they were first seen."""
+        out = list(self.notes)
+        for (stage, code, file), items in self._per_module.items():
+            if len(items) == 1:
+                module, detail = items[0]
+                out.append(Note(stage, code, f"{module}: {detail}", severity_of(code), file, module))
+                continue
+            names = ", ".join(m for m, _ in items[:5]) + (", ..." if len(items) > 5 else "")
+            details = sorted({d for _, d in items})
+            detail = details[0] if len(details) == 1 else f"{details[0]} (and {len(details) - 1} other cases)"
+            out.append(Note(stage, code, f"{len(items)} modules ({names}): {detail}", severity_of(code), file))
+        self._per_module.clear()
+        self.notes = out
+        return list(out)
+
+    def codes(self) -> set[str]:
+        """Every code recorded so far (folded or not)."""
+        return {n.code for n in self.notes} | {code for (_, code, _) in self._per_module}
+
+    @property
+    def has_error(self) -> bool:
+        return any(n.severity == "error" for n in self.notes)

@@ -1,0 +1,102 @@
+"""A registry that is a folder on disk.
+
+Every folder (any depth) holding an ``adapter_config.json`` is an adapter. Its ``repo_id`` is the
+folder's path relative to the registry root (``/``-separated); its ``revision`` is the sha256 of
+the files that matter (config, model card and weight files, by name and content), so editing any
+of them makes a new revision, and copying a folder elsewhere keeps it. Hidden folders (``.x``)
+are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from audit.errors import ConfigurationError
+from audit.findings import Note
+from audit.records import AdapterRef, FileEntry
+from audit.registry.base import Listing
+from audit.registry.hashcache import ContentHashCache, default_cache_dir
+
+CONFIG_NAME = "adapter_config.json"
+_MATTERS_NAMES = {"adapter_config.json", "README.md"}
+_MATTERS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
+
+
+def files_that_matter(folder: Path) -> list[Path]:
+    """The files of an adapter folder that an audit reads or refuses, sorted by name."""
+    out = []
+    for entry in os.scandir(folder):
+        if entry.is_file() and (entry.name in _MATTERS_NAMES or Path(entry.name).suffix in _MATTERS_SUFFIXES):
+            out.append(Path(entry.path))
+    return sorted(out, key=lambda p: p.name)
+
+
+def revision_of(files: list[Path], hashes: ContentHashCache) -> str:
+    """sha256 over ``name NUL sha256(content)`` lines of the given files (hex, 64 characters)."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.name}\0{hashes.sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+class LocalRegistry:
+    """Adapters in a folder tree.
+
+    Args:
+        root: the registry folder.
+        hash_cache: where content hashes are cached between runs (default: a file under
+            :func:`default_cache_dir`); ``None`` disables persistence.
+
+    Raises:
+        ConfigurationError: ``root`` is not a folder.
+    """
+
+    def __init__(self, root: str | Path, *, hash_cache: Path | None | str = "default") -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ConfigurationError(f"registry folder {str(root)!r} does not exist or is not a folder")
+        if hash_cache == "default":
+            digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            hash_cache = default_cache_dir() / "content-hashes" / f"{digest}.parquet"
+        self._hashes = ContentHashCache(Path(hash_cache) if hash_cache else None)
+
+    @property
+    def name(self) -> str:
+        return f"local:{self.root}"
+
+    def list_adapters(self) -> Listing:
+        """Walk the tree; one :class:`AdapterRef` per folder with an ``adapter_config.json``."""
+        listing = Listing()
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=lambda e: _walk_error(e, listing, self.root)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if CONFIG_NAME not in filenames:
+                continue
+            folder = Path(dirpath)
+            rel = folder.relative_to(self.root).as_posix()
+            repo_id = rel if rel != "." else self.root.name
+            try:
+                files = files_that_matter(folder)
+                revision = revision_of(files, self._hashes)
+                entries = tuple(FileEntry(name=p.name, size=p.stat().st_size) for p in files)
+            except OSError as exc:
+                listing.notes.append((repo_id, Note("list", "not_found", f"cannot read the folder: {exc}",
+                                                    "error", None)))
+                continue
+            listing.refs.append(AdapterRef(repo_id=repo_id, revision=revision, registry=self.name,
+                                           local_dir=str(folder), files=entries))
+        self._hashes.save()
+        listing.refs.sort(key=lambda r: r.repo_id)
+        return listing
+
+    def fetch(self, ref: AdapterRef) -> AdapterRef:
+        """Local files are already on disk: returns ``ref`` (with ``local_dir`` set)."""
+        if ref.local_dir is None:
+            return ref.model_copy(update={"local_dir": str(self.root / ref.repo_id)})
+        return ref
+
+
+def _walk_error(exc: OSError, listing: Listing, root: Path) -> None:
+    where = Path(exc.filename).relative_to(root).as_posix() if exc.filename else str(root)
+    listing.notes.append((where, Note("list", "not_found", f"cannot list: {exc.strerror}", "error", None)))

@@ -1,0 +1,147 @@
+"""The scan, as a sequence of steps: start the run, list, diff, audit, write, finish.
+
+Each step is a plain function so that the Prefect flow (``flows/nightly_scan.py``) can wrap them
+as tasks; :func:`scan` chains them in-process for library use and tests. How the audits run is an
+:class:`Executor`: in-process here, a Ray actor pool in :mod:`audit.distributed`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from audit.limits import DEFAULT_LIMITS, Limits
+from audit.records import AdapterRef, AuditResult, RunRow, new_id, utcnow
+from audit.registry.base import Listing, Registry
+from audit.store.diff import missing_refs
+from audit.store.parquet import ParquetStore
+from audit.unit import finding_rows
+from audit.version import ANALYZER_VERSION
+from audit.worker import Deferred, Outcome, process_ref
+
+
+class Executor(Protocol):
+    """Runs :func:`audit.worker.process_ref` over refs, yielding outcomes as they finish."""
+
+    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Outcome]: ...
+
+
+class InProcessExecutor:
+    """Audits one adapter after the other in this process."""
+
+    def __init__(self, registry: Registry, limits: Limits = DEFAULT_LIMITS,
+                 analyzer_version: str = ANALYZER_VERSION) -> None:
+        self.registry, self.limits, self.analyzer_version = registry, limits, analyzer_version
+
+    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Outcome]:
+        for ref in refs:
+            yield process_ref(self.registry, ref, limits=self.limits, analyzer_version=self.analyzer_version)
+
+
+@dataclass
+class ScanReport:
+    """What a scan did (also written to the ``runs`` table)."""
+
+    run_id: str
+    registry: str
+    n_listed: int = 0
+    n_new: int = 0
+    n_audited: int = 0
+    n_failed: int = 0
+    n_deferred: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+ProgressFn = Callable[[Outcome], None]
+
+
+def start_run(store: ParquetStore, registry_name: str, run_id: str | None = None,
+              analyzer_version: str = ANALYZER_VERSION) -> RunRow:
+    """Record that a run started (status ``running``)."""
+    run = RunRow(run_id=run_id or new_id(), started_at=utcnow(), finished_at=None, registry=registry_name,
+                 n_listed=None, n_new=None, n_audited=None, n_failed=None, status="running",
+                 analyzer_version=analyzer_version)
+    store.write_run(run, 0)
+    return run
+
+
+def record_listing(store: ParquetStore, listing: Listing, run_id: str,
+                   analyzer_version: str = ANALYZER_VERSION) -> None:
+    """Write the problems met while listing as run-level findings."""
+    if not listing.notes:
+        return
+    now = utcnow()
+    rows = [row for repo_id, note in listing.notes
+            for row in finding_rows(repo_id, None, [note], analyzer_version, now, run_id)]
+    store.write_findings(rows, f"{run_id}-listing")
+
+
+def audit_refs(executor: Executor, store: ParquetStore, refs: Sequence[AdapterRef], report: ScanReport,
+               progress: ProgressFn | None = None) -> ScanReport:
+    """Run the audits and write each result as soon as it arrives (not at the end)."""
+    for outcome in executor.map(refs):
+        if isinstance(outcome, Deferred):
+            report.n_deferred += 1
+            report.deferred.append(f"{outcome.ref.adapter_id}: {outcome.error}")
+        else:
+            store.write_result(outcome)
+            report.n_audited += 1
+            report.statuses[outcome.status] = report.statuses.get(outcome.status, 0) + 1
+            if outcome.status == "failed":
+                report.n_failed += 1
+        if progress is not None:
+            progress(outcome)
+    return report
+
+
+def finish_run(store: ParquetStore, run: RunRow, report: ScanReport, status: str = "completed") -> RunRow:
+    """Record the run's final counts."""
+    done = run.model_copy(update={
+        "finished_at": utcnow(), "n_listed": report.n_listed, "n_new": report.n_new,
+        "n_audited": report.n_audited, "n_failed": report.n_failed, "status": status, "updated_at": utcnow()})
+    store.write_run(done, 1)
+    return done
+
+
+def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
+         limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
+         progress: ProgressFn | None = None, on_plan: Callable[[int, int], None] | None = None) -> ScanReport:
+    """Audit every adapter of ``registry`` not yet in ``store`` at this analyzer version.
+
+    Args:
+        registry: where adapters are listed and fetched.
+        store: where results go.
+        executor: how audits run (default: in this process, one after the other).
+        progress: called with each outcome as it is written.
+        on_plan: called with ``(n_listed, n_new)`` once the diff is known.
+
+    Returns:
+        A :class:`ScanReport`; the same counts are in the ``runs`` table.
+    """
+    t0 = time.perf_counter()
+    run = start_run(store, registry.name, analyzer_version=analyzer_version)
+    report = ScanReport(run_id=run.run_id, registry=registry.name)
+    try:
+        listing = registry.list_adapters()
+        record_listing(store, listing, run.run_id, analyzer_version)
+        new = missing_refs(store, listing.refs, analyzer_version)
+        report.n_listed, report.n_new = len(listing.refs), len(new)
+        if on_plan is not None:
+            on_plan(report.n_listed, report.n_new)
+        executor = executor or InProcessExecutor(registry, limits, analyzer_version)
+        audit_refs(executor, store, new, report, progress)
+    except BaseException:
+        report.elapsed_s = time.perf_counter() - t0
+        finish_run(store, run, report, status="failed")
+        raise
+    report.elapsed_s = time.perf_counter() - t0
+    finish_run(store, run, report)
+    return report
+
+
+__all__ = ["AuditResult", "Executor", "InProcessExecutor", "ScanReport", "audit_refs", "finish_run",
+           "record_listing", "scan", "start_run"]

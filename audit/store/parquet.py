@@ -1,0 +1,163 @@
+"""The Parquet store: one file per finished unit of work, hive-partitioned, never rewritten.
+
+Layout under the store root (a local folder or any URI pyarrow's filesystems understand, such as
+``s3://bucket/prefix``)::
+
+    adapters/audit_date=2026-11-21/<unit_id>.parquet
+    modules/audit_date=2026-11-21/<unit_id>.parquet
+    findings/audit_date=2026-11-21/<unit_id>.parquet
+    runs/run_date=2026-11-21/<run_id>-<n>.parquet
+
+Crash safety: on a local filesystem each file is written under a hidden temporary name and
+renamed into place (a rename is atomic), so a killed process never leaves a half file where
+readers look; on an object store a PUT is atomic by itself. A unit writes its ``findings`` and
+``modules`` files first and its ``adapters`` row last: the ``adapters`` row is the commit record,
+and the views only show ``modules``/``findings`` rows of committed units. A unit killed half way
+is thus invisible and is redone by the next scan; two scans racing on one adapter both commit,
+and the views pick one unit per (adapter_id, analyzer_version).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from audit.errors import ConfigurationError, StoreError
+from audit.records import AuditResult, FindingRow, RunRow, utcnow
+from audit.store.schema import PARTITION, TABLES
+
+TMP_PREFIX = ".tmp-"
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+class ParquetStore:
+    """Writes rows to the store and hands out DuckDB connections with views over it.
+
+    Args:
+        location: a local folder (created if missing) or a URI such as ``s3://bucket/prefix``.
+
+    Raises:
+        ConfigurationError: the location cannot be opened.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        loc = str(location)
+        try:
+            if _is_uri(loc):
+                self.fs, self.root = pafs.FileSystem.from_uri(loc)
+                self.local = False
+            else:
+                path = Path(loc.removeprefix("file://")).expanduser().resolve()
+                path.mkdir(parents=True, exist_ok=True)
+                self.fs, self.root, self.local = pafs.LocalFileSystem(), path.as_posix(), True
+        except (OSError, pa.ArrowException) as exc:
+            raise ConfigurationError(f"cannot open store {loc!r}: {exc}") from None
+        self.location = loc if _is_uri(loc) else self.root
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write_rows(self, table: str, rows: Sequence[BaseModel] | Sequence[dict], name: str,
+                   when: datetime | None = None) -> str | None:
+        """Write ``rows`` of ``table`` as one Parquet file ``<name>.parquet`` in today's partition.
+
+        Returns:
+            The file's path, or ``None`` when ``rows`` is empty (nothing is written).
+
+        Raises:
+            StoreError: the file could not be written (transient: retry the unit).
+        """
+        if not rows:
+            return None
+        schema = TABLES[table]
+        dicts = [r.model_dump() if isinstance(r, BaseModel) else r for r in rows]
+        arrow = pa.Table.from_pylist(dicts, schema=schema)
+        day = (when or utcnow()).date().isoformat()
+        folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
+        final = posixpath.join(folder, f"{name}.parquet")
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            if self.local:
+                tmp = posixpath.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}.parquet.partial")
+                pq.write_table(arrow, tmp, filesystem=self.fs)
+                os.replace(tmp, final)
+            else:
+                pq.write_table(arrow, final, filesystem=self.fs)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot write {final}: {exc}") from exc
+        return final
+
+    def write_result(self, result: AuditResult) -> None:
+        """Write one unit of work: findings, then modules, then the adapters row (the commit)."""
+        unit, when = result.adapter.unit_id, result.adapter.audited_at
+        self.write_rows("findings", result.findings, unit, when)
+        self.write_rows("modules", result.modules, unit, when)
+        self.write_rows("adapters", [result.adapter], unit, when)
+
+    def write_findings(self, rows: Sequence[FindingRow], name: str) -> None:
+        """Write findings that belong to a run rather than to one adapter (listing problems)."""
+        self.write_rows("findings", rows, name)
+
+    def write_run(self, run: RunRow, seq: int) -> None:
+        """Write one state of a run (``seq`` 0 at start, 1 at the end); the view keeps the latest."""
+        self.write_rows("runs", [run], f"{run.run_id}-{seq}", run.started_at)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def table_glob(self, table: str) -> str:
+        return posixpath.join(self.location if not self.local else self.root, table, "*", "*.parquet")
+
+    def has_files(self, table: str) -> bool:
+        """Whether any committed file of ``table`` exists (cheap: stops at the first)."""
+        base = posixpath.join(self.root, table)
+        if self.local:
+            return any(Path(base).glob("*/*.parquet"))
+        sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        return any(i.path.endswith(".parquet") for i in self.fs.get_file_info(sel))
+
+    def partial_files(self) -> list[str]:
+        """Temporary files left by killed writers (invisible to readers; safe to delete)."""
+        if not self.local:
+            return []
+        return [p.as_posix() for p in Path(self.root).glob(f"*/*/{TMP_PREFIX}*")]
+
+    def clean_partial_files(self, older_than_s: float = 3600.0) -> int:
+        """Delete temporary files older than ``older_than_s`` seconds; returns how many."""
+        import time
+
+        n = 0
+        for p in self.partial_files():
+            try:
+                if time.time() - os.path.getmtime(p) > older_than_s:
+                    os.remove(p)
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+    def connect(self):
+        """A DuckDB connection with the store's views (see :mod:`audit.store.views`)."""
+        from audit.store.views import connect
+
+        return connect(self)
+
+
+def rows_of(results: Iterable[AuditResult]) -> dict[str, list[BaseModel]]:
+    """Group the rows of several results by table (for bulk writers and tests)."""
+    out: dict[str, list[BaseModel]] = {"adapters": [], "modules": [], "findings": []}
+    for r in results:
+        out["adapters"].append(r.adapter)
+        out["modules"].extend(r.modules)
+        out["findings"].extend(r.findings)
+    return out

@@ -1,0 +1,9 @@
+"""Versions that key stored results.
+
+``ANALYZER_VERSION`` is part of every audit's identity (repo_id, revision, analyzer version): bump
+it whenever a change alters what the analyzer writes for the same input, and every adapter is
+audited again on the next scan (old rows stay).
+"""
+
+ANALYZER_VERSION = "spectra-1"
+PACKAGE_VERSION = "0.1.0"
