@@ -1,0 +1,1 @@
+"""Prefect flows of lora-audit: orchestration only (the work lives in the ``audit`` package)."""

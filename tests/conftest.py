@@ -1,0 +1,43 @@
+"""Shared fixtures: synthetic adapters, the real adapters in ../shared, an empty store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED = Path(os.environ.get("LORA_AUDIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+REALWORLD = SHARED / "realworld"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the content-hash cache of each test session out of the user's home."""
+    monkeypatch.setenv("LORA_AUDIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def realworld() -> Path:
+    """The real public adapters (../shared/realworld); skipped where that folder is absent."""
+    if not (REALWORLD / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real adapters not found at {REALWORLD}")
+    return REALWORLD
+
+
+@pytest.fixture(scope="session")
+def manifest(realworld) -> dict[str, dict[str, str]]:
+    import csv
+
+    with open(realworld / "MANIFEST.tsv", newline="") as fh:
+        return {row["dir"]: row for row in csv.DictReader(fh, delimiter="\t")}
+
+
+@pytest.fixture
+def store(tmp_path):
+    from audit.store import ParquetStore
+
+    return ParquetStore(tmp_path / "store")

@@ -1,0 +1,60 @@
+"""The ``lora-audit`` command line, driven through Typer's runner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from typer.testing import CliRunner
+
+from audit.cli import app
+from synth import SynthAdapter, llama_like
+
+runner = CliRunner()
+
+
+def _reg(tmp_path):
+    root = tmp_path / "reg"
+    SynthAdapter(llama_like(2)).write(root / "good")
+    bad = root / "bad"
+    bad.mkdir(parents=True)
+    (bad / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8, "lora_alpha": 16}')
+    (bad / "adapter_model.bin").write_bytes(b"\x80\x02" + b"\0" * 100)
+    return root
+
+
+def test_scan_then_query_in_every_format(tmp_path):
+    root, store = _reg(tmp_path), str(tmp_path / "store")
+    res = runner.invoke(app, ["scan", "--registry", str(root), "--store", store])
+    assert res.exit_code == 0, res.output
+    assert "pickle_weights_refused" in res.output and "audited" in res.output
+    res = runner.invoke(app, ["query", "--store", store, "--format", "json",
+                              "SELECT repo_id, status, n_modules FROM adapters ORDER BY repo_id"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    assert rows == [{"repo_id": "bad", "status": "failed", "n_modules": 0},
+                    {"repo_id": "good", "status": "ok", "n_modules": 4}]
+    res = runner.invoke(app, ["query", "--store", store, "-f", "csv", "SELECT module FROM modules ORDER BY 1"])
+    assert list(csv.reader(io.StringIO(res.output)))[0] == ["module"]
+    assert len(res.output.splitlines()) == 5
+    res = runner.invoke(app, ["query", "--store", store, "SELECT count(*) AS n FROM findings"])
+    assert res.exit_code == 0 and " n " in res.output
+    again = runner.invoke(app, ["scan", "--registry", str(root), "--store", store])
+    assert again.exit_code == 0 and "new" in again.output
+
+
+def test_errors_are_clear(tmp_path):
+    res = runner.invoke(app, ["scan", "--registry", str(tmp_path / "missing"), "--store", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = runner.invoke(app, ["query", "--store", str(tmp_path / "s"), "SELECT * FROM nope"])
+    assert res.exit_code == 2 and "query failed" in res.output
+    res = runner.invoke(app, ["scan", "--store", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "--registry" in res.output
+
+
+def test_help_explains():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "scan" in res.output and "query" in res.output
+    res = runner.invoke(app, ["query", "--help"])
+    assert "Examples" in res.output and "latest_adapters" in res.output
