@@ -7,9 +7,8 @@ finding on the :class:`audit.findings.FindingLog`; only the modules that can be 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import torch
 
 from audit.adapter.config import AdapterConfig
 from audit.adapter.keys import ModuleKeys, module_layer, module_type, plan_modules
@@ -106,16 +105,18 @@ def _measure_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKey
     except AdapterFormatError as exc:
         log.per_module(STAGE, exc.code, name, exc.message, file=file)
         return None
-    if not (torch.isfinite(a2).all() and torch.isfinite(b2).all()):
+    transposed = keys.embedding or config.fan_in_fan_out
+    try:
+        sigma = tuple(delta_spectrum(a2, b2, scale, transposed=transposed).singular_values.tolist())
+    except RuntimeError:  # LAPACK refuses non-finite input on some paths
+        sigma = (math.nan,)
+    if not all(math.isfinite(x) for x in sigma):  # NaN/Inf in a factor propagates through QR
         log.per_module(STAGE, Code.NONFINITE_WEIGHTS, name, "NaN or Inf in the factors", file=file)
         return None
     rank = int(a2.shape[0])
     if config_rank is not None and rank != config_rank:
         log.per_module(STAGE, Code.RANK_MISMATCH, name,
                        f"tensors have rank {rank}, config says {config_rank}", file=file)
-    transposed = keys.embedding or config.fan_in_fan_out
-    spectrum = delta_spectrum(a2, b2, scale, transposed=transposed)
-    sigma = tuple(float(x) for x in spectrum.singular_values)
     summary = summarize(sigma)
     if summary.spectral_norm == 0.0:
         log.per_module(STAGE, Code.ZERO_DELTA, name, "the delta weight is zero (B or A is all zeros)", file=file)

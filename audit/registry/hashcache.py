@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 
 _SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                      ("inode", pa.int64()), ("sha256", pa.string())])
-_CHUNK = 4 * 2**20
 
 
 def default_cache_dir() -> Path:
@@ -28,12 +27,9 @@ def default_cache_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 4 MiB chunks (hex, 64 characters)."""
-    h = hashlib.sha256()
+    """sha256 of a file's bytes (hex, 64 characters)."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class ContentHashCache:

@@ -92,17 +92,25 @@ def delta_spectrum(A: torch.Tensor, B: torch.Tensor, scale: float, *, vectors: b
             code="shape_mismatch")
     a = A.detach().to(torch.float64)
     b = B.detach().to(torch.float64)
-    q_b, r_b = torch.linalg.qr(b)        # [d_out, k_b], [k_b, r]
-    q_a, r_a = torch.linalg.qr(a.T)      # [d_in, k_a], [k_a, r]
-    core = r_b @ r_a.T                   # [k_b, k_a], k_* = min(d_*, r)
     s = abs(float(scale))
     if not vectors:
-        sigma = torch.linalg.svdvals(core) * s
+        # LAPACK geqrf: R is the upper triangle of the first min(d, r) rows; Q is never formed
+        r_b = _r_factor(b)               # [k_b, r], k_b = min(d_out, r)
+        r_a = _r_factor(a.T)             # [k_a, r], k_a = min(d_in, r)
+        sigma = torch.linalg.svdvals(r_b @ r_a.T) * s
         return DeltaSpectrum(singular_values=sigma, transposed=transposed)
-    u, sigma, vh = torch.linalg.svd(core, full_matrices=False)
+    q_b, r_b = torch.linalg.qr(b)        # [d_out, k_b], [k_b, r]
+    q_a, r_a = torch.linalg.qr(a.T)      # [d_in, k_a], [k_a, r]
+    u, sigma, vh = torch.linalg.svd(r_b @ r_a.T, full_matrices=False)
     sign = -1.0 if scale < 0 else 1.0
     return DeltaSpectrum(singular_values=sigma * s, left=(q_b @ u) * sign, right=q_a @ vh.T,
                          transposed=transposed)
+
+
+def _r_factor(m: torch.Tensor) -> torch.Tensor:
+    """The ``R`` of a thin QR of ``m: [d, r]``: ``[min(d, r), r]``, upper triangular."""
+    packed, _ = torch.geqrf(m)
+    return packed[: min(m.shape[0], m.shape[1])].triu()
 
 
 def dense_delta(A: torch.Tensor, B: torch.Tensor, scale: float, *, transposed: bool = False) -> torch.Tensor:

@@ -47,19 +47,16 @@ def summarize(singular_values: Sequence[float] | np.ndarray) -> SpectralSummary:
     Raises:
         ValueError: if a singular value is negative or not finite.
     """
-    s = np.asarray(singular_values, dtype=np.float64).ravel()
-    if s.size and (not np.all(np.isfinite(s)) or s.min() < 0):
+    s = sorted((float(x) for x in np.asarray(singular_values, dtype=np.float64).ravel()), reverse=True)
+    if any(not math.isfinite(x) or x < 0 for x in s):
         raise ValueError("singular values must be finite and non-negative")
-    s = np.sort(s)[::-1]
-    sigma1 = float(s[0]) if s.size else 0.0
-    energy = float(np.sum(s * s))
-    nuclear = float(np.sum(s))
+    sigma1 = s[0] if s else 0.0
+    energy = math.fsum(x * x for x in s)
+    nuclear = math.fsum(s)
     fro = math.sqrt(energy)
     if sigma1 == 0.0 or energy == 0.0:
         return SpectralSummary(fro, sigma1, nuclear, None, None, None, None)
-    p = s / nuclear
-    p = p[p > 0]
-    entropy = float(-np.sum(p * np.log(p)))
+    entropy = -math.fsum(p * math.log(p) for p in (x / nuclear for x in s) if p > 0)
     return SpectralSummary(
         fro_norm=fro,
         spectral_norm=sigma1,

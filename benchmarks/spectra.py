@@ -1,0 +1,245 @@
+"""Benchmark: exact delta spectra (QR route) against the dense paths, scan throughput, peak memory.
+
+Prints, from one run, ratios against anchors measured in the same run:
+
+1. time per module of the QR route vs a dense float64 ARPACK ``scipy.sparse.linalg.svds`` of ΔW
+   (WeightWatcher's path for LoRA) vs dense ``torch.linalg.svdvals`` of ΔW, on real adapters'
+   modules and on Llama-8B-shaped modules (r = 16; 4096×4096 and 14336×4096);
+2. the scan's MB/s (list + diff + audit + write, one process) against a plain read of the same
+   safetensors bytes (warm page cache, and cold: pages evicted with posix_fadvise);
+3. peak RSS of a scan of one large synthetic adapter (Llama-8B shapes, every projection, r = 16)
+   against 2 × the file size + the interpreter baseline.
+
+Usage: python benchmarks/spectra.py [--registry ../shared/realworld] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timeit(fn, repeat: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def qr_route(A, B, s):
+    from audit.spectra import delta_spectrum
+
+    return delta_spectrum(A, B, s).singular_values
+
+
+def arpack_route(A, B, s):
+    from scipy.sparse.linalg import svds
+
+    dw = (s * (B.double() @ A.double())).numpy()
+    k = min(A.shape[0], min(dw.shape) - 1)
+    return np.sort(svds(dw, k=k, return_singular_vectors=False, random_state=0))[::-1]
+
+
+def dense_route(A, B, s):
+    return torch.linalg.svdvals(s * (B.double() @ A.double()))
+
+
+def real_modules(registry: Path, limit: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    from safetensors import safe_open
+
+    out = []
+    for f in sorted(glob.glob(str(registry / "*" / "adapter_model.safetensors"))):
+        with safe_open(f, "pt") as h:
+            a_keys = [k for k in h.keys() if k.endswith("lora_A.weight")]
+            if not a_keys:
+                continue
+            k = a_keys[0]
+            A, B = h.get_tensor(k), h.get_tensor(k.replace("lora_A", "lora_B"))
+            if A.dim() == 2 and B.dim() == 2 and A.shape[0] == B.shape[1]:
+                out.append((Path(f).parent.name[:32], A, B))
+    out.sort(key=lambda t: -t[2].shape[0] * t[1].shape[1])
+    return out[:limit]
+
+
+def section_modules(registry: Path | None, quick: bool) -> None:
+    torch.set_num_threads(1)
+    print("## 1. time per module: QR route vs dense paths (1 thread, median)")
+    print(f"{'module':34} {'shape':>16} {'QR route':>10} {'ARPACK':>10} {'dense':>10} {'ARPACK/QR':>10} {'dense/QR':>9}")
+    cases = []
+    g = torch.Generator().manual_seed(0)
+    if registry is not None:
+        cases += real_modules(registry, 4 if quick else 8)
+    cases.append(("llama-8B q_proj r=16", torch.randn(16, 4096, generator=g) * 0.01,
+                  torch.randn(4096, 16, generator=g) * 0.01))
+    if not quick:
+        cases.append(("llama-8B up_proj r=16", torch.randn(16, 4096, generator=g) * 0.01,
+                      torch.randn(14336, 16, generator=g) * 0.01))
+    ratios = []
+    for name, A, B in cases:
+        big = B.shape[0] * A.shape[1] > 2e7
+        t_qr = timeit(lambda: qr_route(A, B, 2.0), 20)
+        t_ar = timeit(lambda: arpack_route(A, B, 2.0), 1 if big else 3, warmup=not big)
+        t_de = timeit(lambda: dense_route(A, B, 2.0), 1 if big else 2, warmup=not big)
+        ref = qr_route(A, B, 2.0)
+        err = float(np.max(np.abs(arpack_route(A, B, 2.0)[: ref.numel()] - ref.numpy())) / float(ref[0]))
+        ratios.append(t_ar / t_qr)
+        print(f"{name:34} {str(tuple(B.shape[:1]) + tuple(A.shape[1:])):>16} {t_qr*1e3:9.3f}ms "
+              f"{t_ar*1e3:9.1f}ms {t_de*1e3:9.1f}ms {t_ar/t_qr:9.0f}x {t_de/t_qr:8.0f}x   (ARPACK rel. err {err:.1e})")
+    print(f"ARPACK/QR: min {min(ratios):.0f}x, median {statistics.median(ratios):.0f}x (target >= 500x)\n")
+
+
+def _weights(registry: Path) -> list[str]:
+    return sorted(glob.glob(str(registry / "**" / "adapter_model.safetensors"), recursive=True))
+
+
+def _evict(files: list[str]) -> None:
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _plain_read(files: list[str]) -> float:
+    t = time.perf_counter()
+    for f in files:
+        with open(f, "rb") as fh:
+            while fh.read(8 * 2**20):
+                pass
+    return time.perf_counter() - t
+
+
+def _scan_once(registry: Path) -> float:
+    from audit.registry import LocalRegistry
+    from audit.scan import scan
+    from audit.store import ParquetStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ParquetStore(Path(tmp) / "store")
+        t = time.perf_counter()
+        scan(LocalRegistry(registry, hash_cache=None), store)
+        return time.perf_counter() - t
+
+
+def section_throughput(registry: Path) -> None:
+    torch.set_num_threads(1)
+    files = _weights(registry)
+    mb = sum(os.path.getsize(f) for f in files) / 1e6
+    print(f"## 2. scan throughput on {registry} ({len(files)} safetensors files, {mb:.1f} MB; 1 process)")
+    import audit.adapter.config  # noqa: F401 - import peft once, outside the timings
+    from audit.adapter.config import parse_adapter_config
+
+    parse_adapter_config(b'{"peft_type": "LORA"}', max_bytes=100)
+    _scan_once(registry)
+    warm_read = min(_plain_read(files) for _ in range(3))
+    warm_scan = min(_scan_once(registry) for _ in range(2))
+    _evict(files)
+    cold_read = _plain_read(files)
+    _evict(files)
+    cold_scan = _scan_once(registry)
+    from safetensors.torch import load_file
+
+    t = time.perf_counter()
+    for f in files:
+        load_file(f)
+    st_load = time.perf_counter() - t
+    print(f"plain read, warm: {mb/warm_read:8.0f} MB/s   scan, warm: {mb/warm_scan:6.0f} MB/s   "
+          f"ratio {warm_read/warm_scan*100:5.1f}%")
+    print(f"plain read, cold: {mb/cold_read:8.0f} MB/s   scan, cold: {mb/cold_scan:6.0f} MB/s   "
+          f"ratio {cold_read/cold_scan*100:5.1f}%   (target >= 70%)")
+    print(f"safetensors load_file (every tensor materialized), warm: {mb/st_load:6.0f} MB/s   "
+          f"ratio {st_load/warm_scan*100:5.1f}%\n")
+
+
+RSS_CHILD = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+from pathlib import Path
+import audit.adapter.config, audit.unit, audit.store, audit.registry, audit.scan
+from audit.adapter.config import parse_adapter_config
+parse_adapter_config(b'{"peft_type": "LORA"}', max_bytes=100)
+import psutil
+base = psutil.Process().memory_info().rss
+if sys.argv[1] == "scan":
+    from audit.registry import LocalRegistry
+    from audit.scan import scan
+    from audit.store import ParquetStore
+    t = time.perf_counter()
+    scan(LocalRegistry(sys.argv[2], hash_cache=None), ParquetStore(sys.argv[3]))
+    dt = time.perf_counter() - t
+else:
+    dt = 0.0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"baseline": base, "peak": peak, "seconds": dt}))
+"""
+
+
+def _llama8b_adapter(folder: Path, r: int = 16, layers: int = 32) -> int:
+    from safetensors.torch import save_file
+
+    shapes = {"self_attn.q_proj": (4096, 4096), "self_attn.k_proj": (1024, 4096),
+              "self_attn.v_proj": (1024, 4096), "self_attn.o_proj": (4096, 4096),
+              "mlp.gate_proj": (14336, 4096), "mlp.up_proj": (14336, 4096), "mlp.down_proj": (4096, 14336)}
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for i in range(layers):
+        for name, (d_out, d_in) in shapes.items():
+            key = f"base_model.model.model.layers.{i}.{name}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(r, d_in, generator=g) * 0.01
+            tensors[f"{key}.lora_B.weight"] = torch.randn(d_out, r, generator=g) * 0.01
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": r, "lora_alpha": 32, "base_model_name_or_path": "meta-llama/Llama-3.1-8B",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}))
+    return (folder / "adapter_model.safetensors").stat().st_size
+
+
+def section_memory(quick: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        size = _llama8b_adapter(Path(tmp) / "reg" / "llama8b-r16", layers=4 if quick else 32)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        base = json.loads(subprocess.run([sys.executable, "-c", RSS_CHILD, "baseline"], env=env,
+                                         capture_output=True, text=True, check=True).stdout)
+        run = json.loads(subprocess.run([sys.executable, "-c", RSS_CHILD, "scan", str(Path(tmp) / "reg"),
+                                         str(Path(tmp) / "store")], env=env, capture_output=True, text=True,
+                                        check=True).stdout)
+    extra = run["peak"] - base["peak"]
+    print(f"## 3. peak RSS, one Llama-8B-shaped adapter (all projections, r=16): file {size/2**20:.0f} MiB")
+    print(f"interpreter baseline {base['peak']/2**20:.0f} MiB, scan peak {run['peak']/2**20:.0f} MiB: "
+          f"+{extra/2**20:.0f} MiB = {extra/size:.2f} x the file (target < 2x); "
+          f"{size/1e6/run['seconds']:.0f} MB/s\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--registry", type=Path, default=ROOT.parent / "shared" / "realworld")
+    ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run, not figures)")
+    args = ap.parse_args()
+    registry = args.registry if args.registry.is_dir() else None
+    section_modules(registry, args.quick)
+    if registry is not None:
+        section_throughput(registry)
+    section_memory(args.quick)
+
+
+if __name__ == "__main__":
+    main()
