@@ -33,6 +33,7 @@ class Code(StrEnum):
     ACCESS_DENIED = "access_denied"
     NOT_FOUND = "not_found"
     INTERNAL_ERROR = "internal_error"
+    WORKER_CRASHED = "worker_crashed"
     # one module (severity warning: that module is skipped or its numbers need care)
     LORA_PAIR_INCOMPLETE = "lora_pair_incomplete"
     RANK_MISMATCH = "rank_mismatch"
@@ -64,7 +65,7 @@ def severity_of(code: str) -> Severity:
 _ERRORS = {
     Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
     Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
-    Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.NOT_FOUND, Code.INTERNAL_ERROR,
+    Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.NOT_FOUND, Code.INTERNAL_ERROR, Code.WORKER_CRASHED,
     "adapter_format", "permanent",
 }
 _INFOS = {

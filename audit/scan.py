@@ -8,11 +8,12 @@ as tasks; :func:`scan` chains them in-process for library use and tests. How the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from audit.limits import DEFAULT_LIMITS, Limits
+from audit.progress import ProgressSink, current
 from audit.records import AdapterRef, AuditResult, RunRow, new_id, utcnow
 from audit.registry.base import Listing, Registry
 from audit.store.diff import missing_refs
@@ -56,9 +57,6 @@ class ScanReport:
     elapsed_s: float = 0.0
 
 
-ProgressFn = Callable[[Outcome], None]
-
-
 def start_run(store: ParquetStore, registry_name: str, run_id: str | None = None,
               analyzer_version: str = ANALYZER_VERSION) -> RunRow:
     """Record that a run started (status ``running``)."""
@@ -81,7 +79,7 @@ def record_listing(store: ParquetStore, listing: Listing, run_id: str,
 
 
 def audit_refs(executor: Executor, store: ParquetStore, refs: Sequence[AdapterRef], report: ScanReport,
-               progress: ProgressFn | None = None) -> ScanReport:
+               sink: ProgressSink | None = None) -> ScanReport:
     """Run the audits and write each result as soon as it arrives (not at the end)."""
     for outcome in executor.map(refs):
         if isinstance(outcome, Deferred):
@@ -93,8 +91,8 @@ def audit_refs(executor: Executor, store: ParquetStore, refs: Sequence[AdapterRe
             report.statuses[outcome.status] = report.statuses.get(outcome.status, 0) + 1
             if outcome.status == "failed":
                 report.n_failed += 1
-        if progress is not None:
-            progress(outcome)
+        if sink is not None:
+            sink.outcome(outcome)
     return report
 
 
@@ -109,19 +107,19 @@ def finish_run(store: ParquetStore, run: RunRow, report: ScanReport, status: str
 
 def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
          limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
-         progress: ProgressFn | None = None, on_plan: Callable[[int, int], None] | None = None) -> ScanReport:
+         sink: ProgressSink | None = None) -> ScanReport:
     """Audit every adapter of ``registry`` not yet in ``store`` at this analyzer version.
 
     Args:
         registry: where adapters are listed and fetched.
         store: where results go.
         executor: how audits run (default: in this process, one after the other).
-        progress: called with each outcome as it is written.
-        on_plan: called with ``(n_listed, n_new)`` once the diff is known.
+        sink: where progress goes (default: the current sink of :mod:`audit.progress`, if any).
 
     Returns:
         A :class:`ScanReport`; the same counts are in the ``runs`` table.
     """
+    sink = sink or current()
     t0 = time.perf_counter()
     run = start_run(store, registry.name, analyzer_version=analyzer_version)
     report = ScanReport(run_id=run.run_id, registry=registry.name)
@@ -130,10 +128,10 @@ def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None =
         record_listing(store, listing, run.run_id, analyzer_version)
         new = missing_refs(store, listing.refs, analyzer_version)
         report.n_listed, report.n_new = len(listing.refs), len(new)
-        if on_plan is not None:
-            on_plan(report.n_listed, report.n_new)
+        if sink is not None:
+            sink.plan(report.n_listed, report.n_new)
         executor = executor or InProcessExecutor(registry, limits, analyzer_version)
-        audit_refs(executor, store, new, report, progress)
+        audit_refs(executor, store, new, report, sink)
     except BaseException:
         report.elapsed_s = time.perf_counter() - t0
         finish_run(store, run, report, status="failed")

@@ -41,3 +41,24 @@ def store(tmp_path):
     from audit.store import ParquetStore
 
     return ParquetStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray instance for the whole test run (2 CPUs), shut down at the end."""
+    ray = pytest.importorskip("ray")
+    from audit.raypool import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (a temporary database and ephemeral API) for the whole run."""
+    import flows._prefect  # noqa: F401
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

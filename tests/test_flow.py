@@ -1,0 +1,150 @@
+"""The nightly-scan Prefect flow on Ray: same rows as the in-process scan, fault tolerance of the
+actor pool, concurrent scans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+from audit.raypool import RayExecutor
+from audit.records import AuditResult
+from audit.registry import LocalRegistry
+from audit.scan import InProcessExecutor, scan
+from audit.store import ParquetStore
+from audit.worker import Deferred
+from synth import SynthAdapter, llama_like
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(store: ParquetStore) -> list[tuple]:
+    con = store.connect()
+    return con.execute(
+        """SELECT a.repo_id, a.revision, a.status, a.n_modules, m.module, m.singular_values, m.stable_rank
+           FROM adapters a LEFT JOIN modules m USING (adapter_id, unit_id) ORDER BY 1, 5""").fetchall()
+
+
+def test_flow_on_ray_gives_the_same_rows_as_in_process(realworld, tmp_path, ray_session, prefect_harness):
+    from flows.nightly_scan import nightly_scan
+
+    state = nightly_scan(registry=str(realworld), store=str(tmp_path / "ray"), workers=2, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["n_new"] == summary["n_audited"] == summary["n_listed"] > 40
+    scan(LocalRegistry(realworld, hash_cache=None), ParquetStore(tmp_path / "local"))
+    assert _rows(ParquetStore(tmp_path / "ray")) == _rows(ParquetStore(tmp_path / "local"))
+    again = nightly_scan(registry=str(realworld), store=str(tmp_path / "ray"), workers=2)
+    assert again["n_new"] == 0 and again["n_audited"] == 0
+    runs = ParquetStore(tmp_path / "ray").connect().execute(
+        "SELECT status, n_new FROM runs ORDER BY started_at").fetchall()
+    assert runs == [("completed", summary["n_new"]), ("completed", 0)]
+
+
+def _synthetic_registry(root, n: int):
+    for i in range(n):
+        SynthAdapter(llama_like(2, r=8, d=256, kv=64), seed=i).write(root / f"a{i:03d}")
+    return LocalRegistry(root, hash_cache=None)
+
+
+def test_killed_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_session):
+    import ray
+
+    registry = _synthetic_registry(tmp_path / "reg", 30)
+    refs = registry.list_adapters().refs
+    executor = RayExecutor(registry.name, workers=2)
+    outcomes, killed = [], []
+    for outcome in executor.map(refs):
+        outcomes.append(outcome)
+        if not killed:
+            victim = executor.actors[0]
+            pid = ray.get(victim.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    assert killed
+    assert len(outcomes) == len(refs)
+    assert all(isinstance(o, AuditResult) and o.status == "ok" for o in outcomes)
+    assert {o.adapter.adapter_id for o in outcomes} == {r.adapter_id for r in refs}
+
+
+class PoisonRegistry(LocalRegistry):
+    """Fetching one particular adapter kills the worker process (as a parser crash would)."""
+
+    poison = "a001"
+
+    def fetch(self, ref):
+        if ref.repo_id == self.poison:
+            os._exit(3)
+        return super().fetch(ref)
+
+
+def test_adapter_that_kills_every_worker_becomes_a_finding(tmp_path, ray_session):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    _synthetic_registry(tmp_path / "reg", 6)
+    registry = PoisonRegistry(tmp_path / "reg", hash_cache=None)
+    refs = registry.list_adapters().refs
+    executor = RayExecutor(registry, workers=2, max_restarts=2)
+    outcomes = {o.adapter.repo_id: o for o in executor.map(refs)}
+    assert set(outcomes) == {r.repo_id for r in refs}
+    assert outcomes["a001"].status == "failed"
+    assert [f.code for f in outcomes["a001"].findings] == ["worker_crashed"]
+    assert all(o.status == "ok" for k, o in outcomes.items() if k != "a001")
+
+
+def test_two_scans_at_once_leave_one_row_per_adapter(tmp_path):
+    registry_root = tmp_path / "reg"
+    _synthetic_registry(registry_root, 20)
+    store_path = tmp_path / "store"
+    reports, errors = [], []
+    barrier = threading.Barrier(2, timeout=60)
+
+    class RacingExecutor(InProcessExecutor):
+        """Both scans have diffed against the store before either writes: a real race."""
+
+        def map(self, refs):
+            barrier.wait()
+            yield from super().map(refs)
+
+    def run():
+        try:
+            registry = LocalRegistry(registry_root, hash_cache=None)
+            reports.append(scan(registry, ParquetStore(store_path), executor=RacingExecutor(registry)))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    con = ParquetStore(store_path).connect()
+    assert con.execute("SELECT count(*) FROM adapters_all").fetchone() == (40,)  # both audited everything
+    assert con.execute("SELECT count(*), count(DISTINCT adapter_id) FROM adapters").fetchone() == (20, 20)
+    assert con.execute("SELECT count(*) FROM modules").fetchone() == (80,)
+    assert con.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone() == (2,)
+    assert [r.n_audited for r in reports] == [20, 20]
+
+
+def test_deferred_outcomes_are_not_written(tmp_path):
+    from audit.errors import RegistryUnavailableError
+
+    class Flaky(LocalRegistry):
+        def fetch(self, ref):
+            if ref.repo_id == "a002":
+                raise RegistryUnavailableError("timeout", repo_id=ref.repo_id)
+            return super().fetch(ref)
+
+    _synthetic_registry(tmp_path / "reg", 4)
+    store = ParquetStore(tmp_path / "store")
+    report = scan(Flaky(tmp_path / "reg", hash_cache=None), store)
+    assert (report.n_audited, report.n_deferred) == (3, 1)
+    assert "a002" in report.deferred[0]
+    again = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store)
+    assert (again.n_new, again.n_audited) == (1, 1)
+    assert isinstance(Deferred(ref=None, error="x"), Deferred)  # the type the CLI reports
