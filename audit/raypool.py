@@ -1,8 +1,10 @@
 """Audits on a pool of long-lived Ray actors (the Ray edge of the library; thin).
 
 Each :class:`SpectraWorker` actor opens the registry and imports peft once, then audits one
-adapter per call. The driver keeps at most one call in flight per actor and hands each outcome back as soon as it is ready, so results are written as units finish and a
-listing of 10,000 adapters never becomes 10,000 pending object refs.
+adapter per call and commits the unit to the store itself (workers write in parallel; the
+store must be reachable from every node: a shared folder or an object store). The driver keeps
+at most one call in flight per actor and receives a small report per unit, so a listing of
+10,000 adapters never becomes 10,000 pending object refs.
 
 Fault tolerance is Ray's: actors are created with ``max_restarts`` and ``max_task_retries``, so a
 worker process or node that dies mid-call is restarted and the call re-sent. An adapter that
@@ -24,11 +26,12 @@ import ray
 
 from audit.errors import PermanentAuditError
 from audit.limits import DEFAULT_LIMITS, Limits
-from audit.records import AdapterRef
+from audit.records import AdapterRef, AuditResult
 from audit.registry.base import Registry
+from audit.store.parquet import ParquetStore
 from audit.unit import failed_result
 from audit.version import ANALYZER_VERSION
-from audit.worker import Deferred, Outcome
+from audit.worker import Deferred, Reported, commit
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +60,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
 class SpectraWorker:
     """One long-lived auditor: opens the registry once, audits one adapter per call."""
 
-    def __init__(self, registry: str | Registry, limits: dict[str, Any], analyzer_version: str) -> None:
+    def __init__(self, registry: str | Registry, store: ParquetStore, limits: dict[str, Any],
+                 analyzer_version: str) -> None:
         import torch
 
         from audit.registry import open_registry
 
         torch.set_num_threads(1)  # one actor per CPU: no oversubscription
         self.registry = open_registry(registry) if isinstance(registry, str) else registry
+        self.store = store
         self.limits = Limits(**limits)
         self.analyzer_version = analyzer_version
 
-    def audit(self, ref: AdapterRef) -> tuple[str, Outcome]:
-        from audit.worker import process_ref
+    def audit(self, ref: AdapterRef) -> Reported:
+        """Audit ``ref`` and commit its unit to the store; returns the small report."""
+        from audit.worker import audit_and_store
 
-        return ref.adapter_id, process_ref(self.registry, ref, limits=self.limits,
-                                           analyzer_version=self.analyzer_version)
+        return audit_and_store(self.registry, self.store, ref, limits=self.limits,
+                               analyzer_version=self.analyzer_version)
 
     def pid(self) -> int:
         return os.getpid()
@@ -94,10 +100,12 @@ class RayExecutor:
             (restarts spent), so a lost node or process costs a retry, never an adapter.
     """
 
-    def __init__(self, registry: str | Registry, *, workers: int | None = None, limits: Limits = DEFAULT_LIMITS,
+    def __init__(self, registry: str | Registry, store: ParquetStore, *, workers: int | None = None,
+                 limits: Limits = DEFAULT_LIMITS,
                  analyzer_version: str = ANALYZER_VERSION, num_cpus: float = 1, num_gpus: float = 0,
                  max_restarts: int = 3, max_task_retries: int = -1) -> None:
-        self.registry, self.limits, self.analyzer_version = registry, limits, analyzer_version
+        self.registry, self.store = registry, store
+        self.limits, self.analyzer_version = limits, analyzer_version
         self.workers = workers
         self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": max_restarts,
                         "max_task_retries": max_task_retries, "scheduling_strategy": "SPREAD"}
@@ -105,10 +113,10 @@ class RayExecutor:
 
     def _new_actor(self) -> Any:
         return SpectraWorker.options(**self.options).remote(
-            self.registry, self.limits.model_dump(), self.analyzer_version)
+            self.registry, self.store, self.limits.model_dump(), self.analyzer_version)
 
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Outcome]:
-        """Yield one outcome per ref, in completion order, with one call in flight per actor.
+    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]:
+        """Yield one report per ref, in completion order, with one call in flight per actor.
 
         This is Ray's "limit pending tasks with ray.wait" pattern over an actor pool (what
         ``ray.util.ActorPool`` does), keeping which ref each call carries so that a call lost
@@ -136,10 +144,10 @@ class RayExecutor:
                 [done], _ = ray.wait(list(in_flight), num_returns=1)
                 ref, actor = in_flight.pop(done)
                 try:
-                    _, outcome = ray.get(done)
+                    outcome = ray.get(done)
                 except ray.exceptions.ActorDiedError as exc:  # restarts spent: it kills every worker
                     log.warning("worker died for good auditing %s: %s", ref.adapter_id, exc)
-                    outcome = self._crashed(ref, exc)
+                    outcome = commit(self.store, self._crashed(ref, exc))
                     actor = self._new_actor()
                     self.actors.append(actor)
                 except ray.exceptions.RayActorError as exc:  # unavailable for now: try next run
@@ -153,7 +161,7 @@ class RayExecutor:
                 ray.kill(actor)
             self.actors = []
 
-    def _crashed(self, ref: AdapterRef, exc: Exception) -> Outcome:
+    def _crashed(self, ref: AdapterRef, exc: Exception) -> AuditResult:
         err = PermanentAuditError(
             f"the worker auditing this adapter died {self.options['max_restarts'] + 1} times "
             f"({type(exc).__name__}); not retried until the analyzer changes", code="worker_crashed")

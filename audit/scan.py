@@ -1,8 +1,10 @@
-"""The scan, as a sequence of steps: start the run, list, diff, audit, write, finish.
+"""The scan, as a sequence of steps: start the run, list, diff, audit and commit, finish.
 
 Each step is a plain function so that the Prefect flow (``flows/nightly_scan.py``) can wrap them
 as tasks; :func:`scan` chains them in-process for library use and tests. How the audits run is an
-:class:`Executor`: in-process here, a Ray actor pool in :mod:`audit.distributed`.
+:class:`Executor`: in this process here, a Ray actor pool in :mod:`audit.raypool`. Either way the
+worker that audits a unit also commits it to the store, so results land as units finish and the
+driver only counts.
 """
 
 from __future__ import annotations
@@ -14,31 +16,33 @@ from typing import Protocol
 
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.progress import ProgressSink, current
-from audit.records import AdapterRef, AuditResult, RunRow, new_id, utcnow
+from audit.records import AdapterRef, FindingRow, RunRow, new_id, utcnow
 from audit.registry.base import Listing, Registry
 from audit.store.diff import missing_refs
 from audit.store.parquet import ParquetStore
 from audit.unit import finding_rows
 from audit.version import ANALYZER_VERSION
-from audit.worker import Deferred, Outcome, process_ref
+from audit.worker import Deferred, Reported, audit_and_store
 
 
 class Executor(Protocol):
-    """Runs :func:`audit.worker.process_ref` over refs, yielding outcomes as they finish."""
+    """Audits refs and commits each unit, yielding a report per ref as it finishes."""
 
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Outcome]: ...
+    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]: ...
 
 
 class InProcessExecutor:
     """Audits one adapter after the other in this process."""
 
-    def __init__(self, registry: Registry, limits: Limits = DEFAULT_LIMITS,
+    def __init__(self, registry: Registry, store: ParquetStore, limits: Limits = DEFAULT_LIMITS,
                  analyzer_version: str = ANALYZER_VERSION) -> None:
-        self.registry, self.limits, self.analyzer_version = registry, limits, analyzer_version
+        self.registry, self.store = registry, store
+        self.limits, self.analyzer_version = limits, analyzer_version
 
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Outcome]:
+    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]:
         for ref in refs:
-            yield process_ref(self.registry, ref, limits=self.limits, analyzer_version=self.analyzer_version)
+            yield audit_and_store(self.registry, self.store, ref, limits=self.limits,
+                                  analyzer_version=self.analyzer_version)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class ScanReport:
     n_deferred: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     deferred: list[str] = field(default_factory=list)
+    findings: list[FindingRow] = field(default_factory=list)
+    """Problems met while listing (stored with the run)."""
     elapsed_s: float = 0.0
 
 
@@ -67,32 +73,37 @@ def start_run(store: ParquetStore, registry_name: str, run_id: str | None = None
     return run
 
 
-def record_listing(store: ParquetStore, listing: Listing, run_id: str,
-                   analyzer_version: str = ANALYZER_VERSION) -> None:
-    """Write the problems met while listing as run-level findings."""
-    if not listing.notes:
-        return
+def plan(store: ParquetStore, run: RunRow, listing: Listing, report: ScanReport,
+         analyzer_version: str = ANALYZER_VERSION) -> list[AdapterRef]:
+    """Diff the listing against the store; record the listing's problems with the run.
+
+    Returns:
+        The refs to audit (not yet audited at ``analyzer_version``), in listing order.
+    """
     now = utcnow()
-    rows = [row for repo_id, note in listing.notes
-            for row in finding_rows(repo_id, None, [note], analyzer_version, now, run_id)]
-    store.write_findings(rows, f"{run_id}-listing")
+    report.findings = [row for repo_id, note in listing.notes
+                       for row in finding_rows(repo_id, None, [note], analyzer_version, now, run.run_id)]
+    new = missing_refs(store, listing.refs, analyzer_version)
+    report.n_listed, report.n_new = len(listing.refs), len(new)
+    if report.findings:
+        store.write_run(run.model_copy(update={"n_listed": report.n_listed, "n_new": report.n_new,
+                                               "updated_at": utcnow()}), 1, report.findings)
+    return new
 
 
-def audit_refs(executor: Executor, store: ParquetStore, refs: Sequence[AdapterRef], report: ScanReport,
+def audit_refs(executor: Executor, refs: Sequence[AdapterRef], report: ScanReport,
                sink: ProgressSink | None = None) -> ScanReport:
-    """Run the audits and write each result as soon as it arrives (not at the end)."""
-    for outcome in executor.map(refs):
-        if isinstance(outcome, Deferred):
+    """Run the audits (each worker commits its units) and count what comes back."""
+    for reported in executor.map(refs):
+        if isinstance(reported, Deferred):
             report.n_deferred += 1
-            report.deferred.append(f"{outcome.ref.adapter_id}: {outcome.error}")
+            report.deferred.append(f"{reported.ref.adapter_id}: {reported.error}")
         else:
-            store.write_result(outcome)
             report.n_audited += 1
-            report.statuses[outcome.status] = report.statuses.get(outcome.status, 0) + 1
-            if outcome.status == "failed":
-                report.n_failed += 1
+            report.statuses[reported.status] = report.statuses.get(reported.status, 0) + 1
+            report.n_failed += reported.status == "failed"
         if sink is not None:
-            sink.outcome(outcome)
+            sink.outcome(reported)
     return report
 
 
@@ -101,7 +112,7 @@ def finish_run(store: ParquetStore, run: RunRow, report: ScanReport, status: str
     done = run.model_copy(update={
         "finished_at": utcnow(), "n_listed": report.n_listed, "n_new": report.n_new,
         "n_audited": report.n_audited, "n_failed": report.n_failed, "status": status, "updated_at": utcnow()})
-    store.write_run(done, 1)
+    store.write_run(done, 2, report.findings)
     return done
 
 
@@ -124,14 +135,11 @@ def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None =
     run = start_run(store, registry.name, analyzer_version=analyzer_version)
     report = ScanReport(run_id=run.run_id, registry=registry.name)
     try:
-        listing = registry.list_adapters()
-        record_listing(store, listing, run.run_id, analyzer_version)
-        new = missing_refs(store, listing.refs, analyzer_version)
-        report.n_listed, report.n_new = len(listing.refs), len(new)
+        new = plan(store, run, registry.list_adapters(), report, analyzer_version)
         if sink is not None:
             sink.plan(report.n_listed, report.n_new)
-        executor = executor or InProcessExecutor(registry, limits, analyzer_version)
-        audit_refs(executor, store, new, report, sink)
+        executor = executor or InProcessExecutor(registry, store, limits, analyzer_version)
+        audit_refs(executor, new, report, sink)
     except BaseException:
         report.elapsed_s = time.perf_counter() - t0
         finish_run(store, run, report, status="failed")
@@ -139,7 +147,3 @@ def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None =
     report.elapsed_s = time.perf_counter() - t0
     finish_run(store, run, report)
     return report
-
-
-__all__ = ["AuditResult", "Executor", "InProcessExecutor", "ScanReport", "audit_refs", "finish_run",
-           "record_listing", "scan", "start_run"]

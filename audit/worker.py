@@ -15,10 +15,11 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from audit.errors import AuditError, PermanentAuditError, TransientAuditError
+from audit.errors import AuditError, PermanentAuditError, StoreError, TransientAuditError
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef, AuditResult
 from audit.registry.base import Registry
+from audit.store.parquet import ParquetStore
 from audit.unit import audit_adapter, failed_result
 from audit.version import ANALYZER_VERSION
 
@@ -54,3 +55,48 @@ def process_ref(registry: Registry, ref: AdapterRef, *, limits: Limits = DEFAULT
                          code="internal_error", repo_id=ref.repo_id, revision=ref.revision)
         return failed_result(ref, PermanentAuditError(err.message, code=err.code), "audit",
                              analyzer_version=analyzer_version)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A unit that was audited and committed to the store (what a worker reports back)."""
+
+    adapter_id: str
+    repo_id: str
+    status: str
+    n_modules: int
+    error_codes: tuple[str, ...]
+    """Codes of the unit's ``error`` findings (why a ``failed`` adapter failed)."""
+
+    @classmethod
+    def of(cls, result: AuditResult) -> Written:
+        a = result.adapter
+        codes = tuple(sorted({f.code for f in result.findings if f.severity == "error"}))
+        return cls(a.adapter_id, a.repo_id, a.status, a.n_modules, codes)
+
+
+Reported = Written | Deferred
+
+
+def audit_and_store(registry: Registry, store: ParquetStore, ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
+                    analyzer_version: str = ANALYZER_VERSION) -> Reported:
+    """Audit one adapter and commit the unit to the store where the work was done (workers write
+    in parallel; the driver only receives this small report)."""
+    outcome = process_ref(registry, ref, limits=limits, analyzer_version=analyzer_version)
+    return commit(store, outcome)
+
+
+def commit(store: ParquetStore, outcome: Outcome) -> Reported:
+    """Write an audit result (a store failure defers the unit to the next run)."""
+    if isinstance(outcome, Deferred):
+        return outcome
+    try:
+        store.write_result(outcome)
+    except StoreError as exc:
+        return Deferred(_ref_of(outcome), f"store: {exc}")
+    return Written.of(outcome)
+
+
+def _ref_of(result: AuditResult) -> AdapterRef:
+    a = result.adapter
+    return AdapterRef(repo_id=a.repo_id, revision=a.revision, registry=a.registry)

@@ -19,9 +19,8 @@ from audit.progress import current
 from audit.records import AdapterRef, RunRow
 from audit.registry import open_registry
 from audit.registry.base import Listing
-from audit.scan import InProcessExecutor, ScanReport, audit_refs, finish_run, record_listing, start_run
+from audit.scan import InProcessExecutor, ScanReport, audit_refs, finish_run, plan, start_run
 from audit.store import ParquetStore
-from audit.store.diff import missing_refs
 from audit.version import ANALYZER_VERSION
 
 
@@ -48,24 +47,24 @@ def list_registry(registry: str) -> Listing:
 
 
 @task(name="diff-against-store", cache_policy=NO_CACHE)
-def diff_against_store(store: str, listing: Listing, run_id: str) -> list[AdapterRef]:
-    st = ParquetStore(store)
-    record_listing(st, listing, run_id)
-    return missing_refs(st, listing.refs, ANALYZER_VERSION)
+def diff_against_store(store: str, run: RunRow, listing: Listing, report: ScanReport) -> list[AdapterRef]:
+    return plan(ParquetStore(store), run, listing, report, ANALYZER_VERSION)
 
 
 @task(name="audit-new-adapters", cache_policy=NO_CACHE)
 def audit_new(registry: str, store: str, refs: list[AdapterRef], report: ScanReport, workers: int | None,
               ray_address: str | None, in_process: bool) -> ScanReport:
+    st = ParquetStore(store)
     if in_process or not refs:
-        executor = InProcessExecutor(open_registry(registry), DEFAULT_LIMITS, ANALYZER_VERSION)
+        executor = InProcessExecutor(open_registry(registry), st, DEFAULT_LIMITS, ANALYZER_VERSION)
     else:
         from audit.raypool import RayExecutor, init_ray
 
         resources = init_ray(ray_address)
         get_run_logger().info("Ray: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU")})
-        executor = RayExecutor(registry, workers=workers, limits=DEFAULT_LIMITS, analyzer_version=ANALYZER_VERSION)
-    return audit_refs(executor, ParquetStore(store), refs, report, current())
+        executor = RayExecutor(registry, st, workers=workers, limits=DEFAULT_LIMITS,
+                               analyzer_version=ANALYZER_VERSION)
+    return audit_refs(executor, refs, report, current())
 
 
 @task(name="record-run", cache_policy=NO_CACHE)
@@ -94,8 +93,7 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
     report = ScanReport(run_id=run.run_id, registry=spec)
     try:
         listing = list_registry(spec)
-        refs = diff_against_store(store, listing, run.run_id)
-        report.n_listed, report.n_new = len(listing.refs), len(refs)
+        refs = diff_against_store(store, run, listing, report)
         sink = current()
         if sink is not None:
             sink.plan(report.n_listed, report.n_new)

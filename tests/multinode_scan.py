@@ -44,8 +44,9 @@ def main(registry_root: str, store_root: str) -> None:
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
         registry = LocalRegistry(registry_root, hash_cache=None)
-        executor = RemovingExecutor(cluster, registry.name, workers=2)
-        report = scan(registry, ParquetStore(store_root), executor=executor)
+        store = ParquetStore(store_root)
+        executor = RemovingExecutor(cluster, registry.name, store, workers=2)
+        report = scan(registry, store, executor=executor)
         print("RESULT " + json.dumps({"n_listed": report.n_listed, "n_audited": report.n_audited,
                           "n_deferred": report.n_deferred, "statuses": report.statuses,
                           "removed": executor.removed, "worker_nodes_left": len(cluster.worker_nodes)}))

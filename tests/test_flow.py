@@ -11,11 +11,10 @@ import threading
 import pytest
 
 from audit.raypool import RayExecutor
-from audit.records import AuditResult
 from audit.registry import LocalRegistry
 from audit.scan import InProcessExecutor, scan
 from audit.store import ParquetStore
-from audit.worker import Deferred
+from audit.worker import Deferred, Written
 from synth import SynthAdapter, llama_like
 
 pytestmark = pytest.mark.slow
@@ -55,7 +54,8 @@ def test_killed_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_session):
 
     registry = _synthetic_registry(tmp_path / "reg", 30)
     refs = registry.list_adapters().refs
-    executor = RayExecutor(registry.name, workers=2)
+    store = ParquetStore(tmp_path / "store")
+    executor = RayExecutor(registry.name, store, workers=2)
     outcomes, killed = [], []
     for outcome in executor.map(refs):
         outcomes.append(outcome)
@@ -66,8 +66,10 @@ def test_killed_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_session):
             killed.append(pid)
     assert killed
     assert len(outcomes) == len(refs)
-    assert all(isinstance(o, AuditResult) and o.status == "ok" for o in outcomes)
-    assert {o.adapter.adapter_id for o in outcomes} == {r.adapter_id for r in refs}
+    assert all(isinstance(o, Written) and o.status == "ok" for o in outcomes)
+    assert {o.adapter_id for o in outcomes} == {r.adapter_id for r in refs}
+    con = store.connect()
+    assert con.execute("SELECT count(DISTINCT adapter_id) FROM adapters").fetchone() == (len(refs),)
 
 
 class PoisonRegistry(LocalRegistry):
@@ -88,11 +90,14 @@ def test_adapter_that_kills_every_worker_becomes_a_finding(tmp_path, ray_session
     _synthetic_registry(tmp_path / "reg", 6)
     registry = PoisonRegistry(tmp_path / "reg", hash_cache=None)
     refs = registry.list_adapters().refs
-    executor = RayExecutor(registry, workers=2, max_restarts=2)
-    outcomes = {o.adapter.repo_id: o for o in executor.map(refs)}
+    store = ParquetStore(tmp_path / "store")
+    executor = RayExecutor(registry, store, workers=2, max_restarts=2)
+    outcomes = {o.repo_id: o for o in executor.map(refs)}
     assert set(outcomes) == {r.repo_id for r in refs}
     assert outcomes["a001"].status == "failed"
-    assert [f.code for f in outcomes["a001"].findings] == ["worker_crashed"]
+    assert outcomes["a001"].error_codes == ("worker_crashed",)
+    assert store.connect().execute("SELECT code FROM findings WHERE repo_id = 'a001'").fetchall() == [
+        ("worker_crashed",)]
     assert all(o.status == "ok" for k, o in outcomes.items() if k != "a001")
 
 
@@ -113,7 +118,8 @@ def test_two_scans_at_once_leave_one_row_per_adapter(tmp_path):
     def run():
         try:
             registry = LocalRegistry(registry_root, hash_cache=None)
-            reports.append(scan(registry, ParquetStore(store_path), executor=RacingExecutor(registry)))
+            store = ParquetStore(store_path)
+            reports.append(scan(registry, store, executor=RacingExecutor(registry, store)))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -124,7 +130,7 @@ def test_two_scans_at_once_leave_one_row_per_adapter(tmp_path):
         t.join()
     assert not errors
     con = ParquetStore(store_path).connect()
-    assert con.execute("SELECT count(*) FROM adapters_all").fetchone() == (40,)  # both audited everything
+    assert con.execute("SELECT count(*) FROM units_all").fetchone() == (40,)  # both audited everything
     assert con.execute("SELECT count(*), count(DISTINCT adapter_id) FROM adapters").fetchone() == (20, 20)
     assert con.execute("SELECT count(*) FROM modules").fetchone() == (80,)
     assert con.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone() == (2,)

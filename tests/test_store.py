@@ -10,15 +10,17 @@ import pytest
 from audit.records import AdapterRef, AdapterRow, FindingRow, ModuleRow, RunRow
 from audit.store import ParquetStore
 from audit.store.diff import missing_refs
-from audit.store.schema import TABLES
 from audit.unit import audit_adapter
 from synth import SynthAdapter, llama_like
 
 
-@pytest.mark.parametrize("table, record", [("adapters", AdapterRow), ("modules", ModuleRow),
-                                           ("findings", FindingRow), ("runs", RunRow)])
-def test_schema_matches_record(table, record):
-    assert TABLES[table].names == list(record.model_fields)
+@pytest.mark.parametrize("view, record, extra", [
+    ("adapters", AdapterRow, ["audit_date"]), ("modules", ModuleRow, ["audit_date"]),
+    ("findings", FindingRow, []), ("runs", RunRow, ["run_date"])])
+def test_view_columns_match_records(store, view, record, extra):
+    """The public columns are the row records' fields (the contract), whatever the file layout."""
+    columns = [d[0] for d in store.connect().execute(f"SELECT * FROM {view} LIMIT 0").description]
+    assert sorted(columns) == sorted(list(record.model_fields) + extra)
 
 
 def _result(tmp_path: Path, name: str = "a", seed: int = 0):
@@ -50,22 +52,43 @@ def test_a_unit_written_twice_shows_once(store, tmp_path):
     store.write_result(second)
     con = store.connect()
     assert con.execute("SELECT count(*) FROM adapters_all").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM units_all").fetchone() == (2,)
     assert con.execute("SELECT count(*) FROM adapters").fetchone() == (1,)
     assert con.execute("SELECT count(*) FROM modules").fetchone() == (4,)
     assert con.execute("SELECT count(DISTINCT unit_id) FROM modules").fetchone() == (1,)
 
 
-def test_uncommitted_unit_is_invisible_and_redone(store, tmp_path):
+def test_half_written_unit_is_invisible_and_redone(store, tmp_path):
     ref, result = _result(tmp_path)
-    # a crash after modules and findings were written, before the adapters row (the commit)
-    store.write_rows("modules", result.modules, result.adapter.unit_id)
+    # a writer killed mid-file leaves only its temporary file, which no view reads
+    part = Path(store.root) / "units" / "audit_date=2026-01-01"
+    part.mkdir(parents=True)
+    (part / f".tmp-{result.adapter.unit_id}-dead.parquet.partial").write_bytes(b"PAR1 half a file")
     con = store.connect()
-    assert con.execute("SELECT count(*) FROM modules_all").fetchone() == (4,)
-    assert con.execute("SELECT count(*) FROM modules").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM units_all").fetchone() == (0,)
     assert missing_refs(store, [ref], result.adapter.analyzer_version) == [ref]
     store.write_result(audit_adapter(ref))
     assert store.connect().execute("SELECT count(*) FROM modules").fetchone() == (4,)
     assert missing_refs(store, [ref], result.adapter.analyzer_version) == []
+
+
+def test_findings_of_a_unit_and_of_a_listing(store, tmp_path):
+    from audit.findings import Note
+    from audit.registry.base import Listing
+    from audit.scan import ScanReport, finish_run, plan, start_run
+
+    folder = SynthAdapter(llama_like(1)).write(tmp_path / "reg" / "z")
+    (folder / "adapter_model.bin").write_bytes(b"\x80\x02" + b"\0" * 100)
+    ref = AdapterRef(repo_id="z", revision="r", registry="test", local_dir=str(folder))
+    store.write_result(audit_adapter(ref))
+    run = start_run(store, "test")
+    report = ScanReport(run_id=run.run_id, registry="test")
+    plan(store, run, Listing(refs=[ref], notes=[("broken/x", Note("list", "not_found", "gone", "error"))]), report)
+    finish_run(store, run, report)
+    rows = store.connect().execute(
+        "SELECT repo_id, adapter_id IS NULL, code, severity, unit_id = ? FROM findings ORDER BY repo_id",
+        [run.run_id]).fetchall()
+    assert rows == [("broken/x", True, "not_found", "error", True), ("z", False, "extra_pickle_file", "info", False)]
 
 
 def test_diff_is_per_analyzer_version(store, tmp_path):
@@ -89,7 +112,7 @@ def test_newer_analyzer_version_adds_rows_and_latest_views_pick_it(store, tmp_pa
 def test_temporary_files_are_never_read(store, tmp_path):
     _, result = _result(tmp_path)
     store.write_result(result)
-    part = Path(store.root) / "adapters" / "audit_date=2026-01-01"
+    part = Path(store.root) / "units" / "audit_date=2026-01-01"
     part.mkdir(parents=True)
     (part / ".tmp-dead-1234.parquet.partial").write_bytes(b"PAR1 half a file")
     assert store.connect().execute("SELECT count(*) FROM adapters").fetchone() == (1,)
@@ -113,3 +136,31 @@ def test_store_location_forms(tmp_path):
 
     with pytest.raises(ConfigurationError):
         ParquetStore("nosuchscheme://bucket/x")
+
+
+def test_object_store_path_writes_and_reads_through_pyarrow_filesystems(tmp_path):
+    """A non-local pyarrow filesystem (fsspec's in-memory one, standing in for S3) goes through
+    the same store code: direct atomic PUTs, views over pyarrow datasets."""
+    fsspec = pytest.importorskip("fsspec")
+    import pyarrow.fs as pafs
+
+    from audit.scan import scan
+    from audit.registry import LocalRegistry
+
+    memfs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
+    store = ParquetStore("/bucket/lora-audit", filesystem=memfs)
+    assert not store.local
+    assert store.connect().execute("SELECT count(*) FROM adapters").fetchone() == (0,)
+    root = tmp_path / "reg"
+    SynthAdapter(llama_like(2), seed=1).write(root / "x")
+    SynthAdapter(llama_like(1), seed=2).write(root / "y")
+    report = scan(LocalRegistry(root, hash_cache=None), store)
+    assert report.n_audited == 2
+    con = store.connect()
+    assert con.execute("SELECT count(*) FROM adapters").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM modules").fetchone() == (6,)
+    assert con.execute("SELECT status FROM runs").fetchall() == [("completed",)]
+    again = scan(LocalRegistry(root, hash_cache=None), store)
+    assert again.n_new == 0
+    names = [i.path for i in memfs.get_file_info(pafs.FileSelector("/bucket/lora-audit", recursive=True))]
+    assert not any(".tmp-" in n for n in names)

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from audit.cli.common import STORE_OPTION, fail
 from audit.errors import ConfigurationError
-from audit.records import AuditResult
-from audit.worker import Deferred
+from audit.worker import Deferred, Written
 
 console = Console()
 
@@ -30,9 +29,8 @@ class _Bar:
 
     def outcome(self, outcome: Any) -> None:
         self.progress.advance(self.task)
-        if isinstance(outcome, AuditResult) and outcome.status == "failed":
-            codes = ", ".join(sorted({f.code for f in outcome.findings if f.severity == "error"}))
-            self.progress.console.print(f"[yellow]finding[/yellow] {outcome.adapter.repo_id}: {codes}")
+        if isinstance(outcome, Written) and outcome.status == "failed":
+            self.progress.console.print(f"[yellow]finding[/yellow] {outcome.repo_id}: {', '.join(outcome.error_codes)}")
         elif isinstance(outcome, Deferred):
             self.progress.console.print(f"[red]deferred[/red] {outcome.ref.repo_id}: {outcome.error}")
 

@@ -3,18 +3,15 @@
 Layout under the store root (a local folder or any URI pyarrow's filesystems understand, such as
 ``s3://bucket/prefix``)::
 
-    adapters/audit_date=2026-11-21/<unit_id>.parquet
-    modules/audit_date=2026-11-21/<unit_id>.parquet
-    findings/audit_date=2026-11-21/<unit_id>.parquet
-    runs/run_date=2026-11-21/<run_id>-<n>.parquet
+    units/audit_date=2026-11-21/<unit_id>.parquet     one audited adapter: row + modules + findings
+    runs/run_date=2026-11-21/<run_id>-<n>.parquet     one state of a scan run
+    <table>/<partition>=<date>/<name>.parquet         tables added by later features
 
 Crash safety: on a local filesystem each file is written under a hidden temporary name and
 renamed into place (a rename is atomic), so a killed process never leaves a half file where
-readers look; on an object store a PUT is atomic by itself. A unit writes its ``findings`` and
-``modules`` files first and its ``adapters`` row last: the ``adapters`` row is the commit record,
-and the views only show ``modules``/``findings`` rows of committed units. A unit killed half way
-is thus invisible and is redone by the next scan; two scans racing on one adapter both commit,
-and the views pick one unit per (adapter_id, analyzer_version).
+readers look; on an object store a PUT is atomic by itself. A unit is a single file, so it is
+either committed whole or absent: a unit killed half way is redone by the next scan. Two scans
+racing on one adapter both commit; the views pick one unit per (adapter_id, analyzer_version).
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -33,9 +30,12 @@ from pydantic import BaseModel
 
 from audit.errors import ConfigurationError, StoreError
 from audit.records import AuditResult, FindingRow, RunRow, utcnow
-from audit.store.schema import PARTITION, TABLES
+from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, PARTITION, RUN_FINDING_FIELDS, TABLES, names
 
 TMP_PREFIX = ".tmp-"
+_MODULE_KEYS = set(names(MODULE_FIELDS))
+_FINDING_KEYS = set(names(FINDING_FIELDS))
+_RUN_FINDING_KEYS = set(names(RUN_FINDING_FIELDS))
 
 
 def _is_uri(location: str) -> bool:
@@ -47,13 +47,19 @@ class ParquetStore:
 
     Args:
         location: a local folder (created if missing) or a URI such as ``s3://bucket/prefix``.
+        filesystem: a pyarrow filesystem to use instead of resolving ``location`` (which is then
+            a path inside it).
 
     Raises:
         ConfigurationError: the location cannot be opened.
     """
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None) -> None:
         loc = str(location)
+        if filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem):
+            self.fs, self.root, self.local = filesystem, loc.rstrip("/"), False
+            self.location = loc
+            return
         try:
             if _is_uri(loc):
                 self.fs, self.root = pafs.FileSystem.from_uri(loc)
@@ -98,20 +104,20 @@ class ParquetStore:
             raise StoreError(f"cannot write {final}: {exc}") from exc
         return final
 
-    def write_result(self, result: AuditResult) -> None:
-        """Write one unit of work: findings, then modules, then the adapters row (the commit)."""
-        unit, when = result.adapter.unit_id, result.adapter.audited_at
-        self.write_rows("findings", result.findings, unit, when)
-        self.write_rows("modules", result.modules, unit, when)
-        self.write_rows("adapters", [result.adapter], unit, when)
+    def write_result(self, result: AuditResult) -> str | None:
+        """Write one unit of work (its adapter row with its modules and findings) as one file."""
+        a = result.adapter
+        row = a.model_dump()
+        row["modules"] = [m.model_dump(include=_MODULE_KEYS) for m in result.modules]
+        row["findings"] = [f.model_dump(include=_FINDING_KEYS) for f in result.findings]
+        return self.write_rows("units", [row], a.unit_id, a.audited_at)
 
-    def write_findings(self, rows: Sequence[FindingRow], name: str) -> None:
-        """Write findings that belong to a run rather than to one adapter (listing problems)."""
-        self.write_rows("findings", rows, name)
-
-    def write_run(self, run: RunRow, seq: int) -> None:
-        """Write one state of a run (``seq`` 0 at start, 1 at the end); the view keeps the latest."""
-        self.write_rows("runs", [run], f"{run.run_id}-{seq}", run.started_at)
+    def write_run(self, run: RunRow, seq: int, findings: Sequence[FindingRow] = ()) -> None:
+        """Write one state of a run (``seq`` increasing; the view keeps the latest) with the
+        findings met while listing (each state repeats them)."""
+        row = run.model_dump()
+        row["findings"] = [f.model_dump(include=_RUN_FINDING_KEYS) for f in findings]
+        self.write_rows("runs", [row], f"{run.run_id}-{seq}", run.started_at)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -153,11 +159,3 @@ class ParquetStore:
         return connect(self)
 
 
-def rows_of(results: Iterable[AuditResult]) -> dict[str, list[BaseModel]]:
-    """Group the rows of several results by table (for bulk writers and tests)."""
-    out: dict[str, list[BaseModel]] = {"adapters": [], "modules": [], "findings": []}
-    for r in results:
-        out["adapters"].append(r.adapter)
-        out["modules"].extend(r.modules)
-        out["findings"].extend(r.findings)
-    return out

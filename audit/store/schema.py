@@ -1,7 +1,14 @@
-"""Arrow schemas of the store's tables. Column names are a public contract: add, never rename.
+"""Arrow schemas of the store's files. The views built on them (see :mod:`audit.store.views`) carry
+the public column names: add columns, never rename.
 
-Each schema mirrors a row record of :mod:`audit.records`; ``tests/test_store.py`` checks that
-they agree.
+Two kinds of files:
+
+- a **unit** file (``units/``): one row per finished unit of work, the ``adapters`` columns plus
+  the unit's modules and findings as nested lists. One file holds the whole unit, so a unit is
+  committed or absent, never half there;
+- a **run** file (``runs/``): one state of a run (its counts) plus the findings met while listing.
+
+Other features add plain tables with :func:`register_table`.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
 
-ADAPTERS = pa.schema([
+ADAPTER_FIELDS = [
     ("adapter_id", pa.string()), ("repo_id", pa.string()), ("revision", pa.string()),
     ("registry", pa.string()), ("base_model", pa.string()), ("peft_type", pa.string()),
     ("task_type", pa.string()), ("method", pa.string()), ("method_source", pa.string()),
@@ -19,37 +26,50 @@ ADAPTERS = pa.schema([
     ("weights_file", pa.string()), ("weights_format", pa.string()), ("dtypes", pa.list_(pa.string())),
     ("tags", pa.list_(pa.string())), ("card_labels", pa.string()), ("status", pa.string()),
     ("n_findings", pa.int64()), ("analyzer_version", pa.string()), ("audited_at", TS), ("unit_id", pa.string()),
-])
+]
 
-MODULES = pa.schema([
-    ("adapter_id", pa.string()), ("module", pa.string()), ("layer", pa.int64()), ("module_type", pa.string()),
+MODULE_FIELDS = [
+    ("module", pa.string()), ("layer", pa.int64()), ("module_type", pa.string()),
     ("kind", pa.string()), ("d_out", pa.int64()), ("d_in", pa.int64()), ("rank", pa.int64()),
     ("config_rank", pa.int64()), ("scale", pa.float64()), ("transposed", pa.bool_()), ("dora", pa.bool_()),
     ("dtype", pa.string()), ("singular_values", pa.list_(pa.float64())), ("truncated", pa.bool_()),
     ("fro_norm", pa.float64()), ("spectral_norm", pa.float64()), ("stable_rank", pa.float64()),
     ("effective_rank", pa.float64()), ("spectral_entropy", pa.float64()), ("top1_energy", pa.float64()),
-    ("nuclear_norm", pa.float64()), ("analyzer_version", pa.string()), ("unit_id", pa.string()),
-])
+    ("nuclear_norm", pa.float64()),
+]
+"""Per-module columns; the ``modules`` view adds ``adapter_id``, ``analyzer_version``, ``unit_id``."""
 
-FINDINGS = pa.schema([
-    ("adapter_id", pa.string()), ("repo_id", pa.string()), ("stage", pa.string()), ("severity", pa.string()),
-    ("code", pa.string()), ("message", pa.string()), ("file", pa.string()), ("module", pa.string()),
-    ("analyzer_version", pa.string()), ("created_at", TS), ("unit_id", pa.string()),
-])
+FINDING_FIELDS = [
+    ("stage", pa.string()), ("severity", pa.string()), ("code", pa.string()), ("message", pa.string()),
+    ("file", pa.string()), ("module", pa.string()), ("created_at", TS),
+]
+"""Per-finding columns; the ``findings`` view adds ``adapter_id``, ``repo_id``, ``analyzer_version``,
+``unit_id``."""
 
-RUNS = pa.schema([
+RUN_FINDING_FIELDS = [("repo_id", pa.string()), *FINDING_FIELDS]
+
+RUN_FIELDS = [
     ("run_id", pa.string()), ("started_at", TS), ("finished_at", TS), ("registry", pa.string()),
     ("n_listed", pa.int64()), ("n_new", pa.int64()), ("n_audited", pa.int64()), ("n_failed", pa.int64()),
     ("status", pa.string()), ("analyzer_version", pa.string()), ("updated_at", TS),
-])
+]
 
-TABLES: dict[str, pa.Schema] = {"adapters": ADAPTERS, "modules": MODULES, "findings": FINDINGS, "runs": RUNS}
-"""Base tables written by scans. Later features register theirs with :func:`register_table`."""
+UNITS = pa.schema([*ADAPTER_FIELDS, ("modules", pa.list_(pa.struct(MODULE_FIELDS))),
+                   ("findings", pa.list_(pa.struct(FINDING_FIELDS)))])
+RUNS = pa.schema([*RUN_FIELDS, ("findings", pa.list_(pa.struct(RUN_FINDING_FIELDS)))])
 
-PARTITION = {"adapters": "audit_date", "modules": "audit_date", "findings": "audit_date", "runs": "run_date"}
+TABLES: dict[str, pa.Schema] = {"units": UNITS, "runs": RUNS}
+"""Every file kind of the store and its schema. Later features register theirs."""
+
+PARTITION = {"units": "audit_date", "runs": "run_date"}
+"""The hive partition key of each table (a date)."""
 
 
 def register_table(name: str, schema: pa.Schema, partition: str) -> None:
-    """Declare another table of the store (its schema and its hive partition key)."""
+    """Declare another table of the store (its schema and its hive partition key, a date)."""
     TABLES[name] = schema
     PARTITION[name] = partition
+
+
+def names(fields: list[tuple[str, pa.DataType]]) -> list[str]:
+    return [n for n, _ in fields]

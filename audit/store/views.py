@@ -1,13 +1,15 @@
 """DuckDB views over the Parquet store.
 
-- ``<table>_all``: every committed file of a table, as written (duplicates included).
-- ``adapters``: one row per (adapter_id, analyzer_version): the first committed unit wins.
-- ``modules`` / ``findings``: the rows of the units ``adapters`` shows (so a unit killed before
-  its commit, or the loser of two racing scans, never shows), plus run-level findings.
-- ``runs``: the latest state of each run.
+- ``units_all`` / ``runs_all``: every committed file, as written (duplicates included);
+- ``adapters_all``: the adapter row of every committed unit;
+- ``adapters``: one row per (adapter_id, analyzer_version): the first committed unit wins;
+- ``modules`` / ``findings``: the rows of the units ``adapters`` shows (so the loser of two racing
+  scans never shows), plus the findings of listings (``adapter_id`` null);
+- ``runs``: the latest state of each run;
 - ``latest_adapters`` / ``latest_modules``: only the newest analyzer version of each adapter.
 
-Views re-read the files at every query, so a connection sees what was written after it opened.
+On a local store, views re-read the files at every query, so a connection sees what was written
+after it opened; on an object store they read the files listed when the connection was made.
 """
 
 from __future__ import annotations
@@ -17,30 +19,41 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from audit.store.schema import PARTITION, TABLES
+from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
 if TYPE_CHECKING:
     from audit.store.parquet import ParquetStore
 
+_MODULE_COLS = ", ".join(names(MODULE_FIELDS))
+_FINDING_COLS = ", ".join(names(FINDING_FIELDS))
+
 _DERIVED = {
+    "adapters_all": "SELECT * EXCLUDE (modules, findings) FROM units_all",
     "adapters": """
         SELECT * FROM adapters_all
         QUALIFY row_number() OVER (PARTITION BY adapter_id, analyzer_version ORDER BY audited_at, unit_id) = 1""",
-    "modules": """
-        SELECT m.* FROM modules_all m WHERE m.unit_id IN (SELECT unit_id FROM adapters)""",
+    "modules": f"""
+        SELECT adapter_id, {_MODULE_COLS}, analyzer_version, unit_id, audit_date FROM (
+            SELECT adapter_id, analyzer_version, unit_id, audit_date, unnest(modules, recursive := true)
+            FROM units_all WHERE unit_id IN (SELECT unit_id FROM adapters))""",
     "runs": """
-        SELECT * FROM runs_all
+        SELECT * EXCLUDE (findings) FROM runs_all
         QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, finished_at DESC NULLS LAST) = 1""",
-    "findings": """
-        SELECT f.* FROM findings_all f
-        WHERE f.unit_id IN (SELECT unit_id FROM adapters) OR f.unit_id IN (SELECT run_id FROM runs)""",
+    "findings": f"""
+        SELECT adapter_id, repo_id, {_FINDING_COLS}, analyzer_version, unit_id FROM (
+            SELECT adapter_id, repo_id, analyzer_version, unit_id, unnest(findings, recursive := true)
+            FROM units_all WHERE unit_id IN (SELECT unit_id FROM adapters))
+        UNION ALL BY NAME
+        SELECT NULL AS adapter_id, repo_id, {_FINDING_COLS}, analyzer_version, run_id AS unit_id FROM (
+            SELECT run_id, analyzer_version, unnest(findings, recursive := true) FROM runs_all
+            QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, finished_at DESC NULLS LAST) = 1)""",
     "latest_adapters": """
         SELECT * FROM adapters
         QUALIFY row_number() OVER (PARTITION BY adapter_id ORDER BY audited_at DESC, analyzer_version DESC) = 1""",
     "latest_modules": """
         SELECT m.* FROM modules m WHERE m.unit_id IN (SELECT unit_id FROM latest_adapters)""",
 }
-"""Views derived from the base tables, created in this order. Later features add theirs with
+"""Views derived from the stored tables, created in this order. Later features add theirs with
 :func:`register_view`."""
 
 
@@ -58,17 +71,32 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -
     con = con or duckdb.connect()
     for table, schema in TABLES.items():
         part = PARTITION[table]
-        if store.has_files(table):
+        full = schema.append(pa.field(part, pa.date32()))
+        if not store.has_files(table):
+            con.register(f"_src_{table}", pa.Table.from_pylist([], schema=full))
+            src = f"_src_{table}"
+        elif store.local:
             src = (f"read_parquet('{_quote(store.table_glob(table))}', hive_partitioning = true, "
                    f"union_by_name = true)")
         else:
-            empty = pa.Table.from_pylist([], schema=schema.append(pa.field(part, pa.date32())))
-            con.register(f"_empty_{table}", empty)
-            src = f"_empty_{table}"
+            con.register(f"_src_{table}", _remote_dataset(store, table, full))
+            src = f"_src_{table}"
         con.execute(f"CREATE OR REPLACE VIEW {table}_all AS SELECT * FROM {src}")
     for name, sql in _DERIVED.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     return con
+
+
+def _remote_dataset(store: ParquetStore, table: str, schema: pa.Schema):
+    """A table on an object store, read through the same pyarrow filesystem that wrote it (no
+    DuckDB extension or separate credentials). The file list is taken when the view is made."""
+    import posixpath
+
+    import pyarrow.dataset as ds
+
+    part = ds.partitioning(pa.schema([schema.field(PARTITION[table])]), flavor="hive")
+    return ds.dataset(posixpath.join(store.root, table), filesystem=store.fs, format="parquet",
+                      partitioning=part, schema=schema)
 
 
 def _quote(path: str) -> str:

@@ -1,0 +1,86 @@
+"""deploy/: Prefect deployments point at real flows with matching parameters; the KubeRay manifest
+and the container recipe name the image and the resources."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def _prefect_yaml() -> dict:
+    return yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
+
+
+def _load_flow(entrypoint: str):
+    path, func = entrypoint.split(":")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, func)
+
+
+@pytest.mark.parametrize("deployment", _prefect_yaml()["deployments"], ids=lambda d: d["name"])
+def test_deployment_entrypoint_imports_and_parameters_match(deployment):
+    from prefect import Flow
+    from prefect.client.schemas.schedules import CronSchedule
+
+    flow = _load_flow(deployment["entrypoint"])
+    assert isinstance(flow, Flow)
+    signature = inspect.signature(flow.fn)
+    unknown = set(deployment.get("parameters", {})) - set(signature.parameters)
+    assert not unknown, f"parameters not in {flow.name}'s signature: {unknown}"
+    required = {n for n, p in signature.parameters.items() if p.default is inspect.Parameter.empty}
+    assert required <= set(deployment.get("parameters", {}))
+    for schedule in deployment.get("schedules", []):
+        CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+    assert deployment["work_pool"]["job_variables"]["image"].startswith("ghcr.io/")
+
+
+def test_nightly_scan_runs_nightly():
+    nightly = next(d for d in _prefect_yaml()["deployments"] if d["name"] == "nightly-scan")
+    assert nightly["schedules"][0]["cron"] == "0 2 * * *"
+    assert {"store"} <= set(nightly["parameters"]) and ({"hub_org", "registry"} & set(nightly["parameters"]))
+
+
+def _images(manifest: dict) -> list[tuple[str, dict]]:
+    groups = [manifest["spec"]["headGroupSpec"]] + manifest["spec"]["workerGroupSpecs"]
+    return [(c["image"], c["resources"]) for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def test_raycluster_manifest_names_image_and_resources():
+    import ray
+
+    manifest = yaml.safe_load((DEPLOY / "raycluster.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
+    assert manifest["spec"]["rayVersion"] == ray.__version__
+    image = _prefect_yaml()["deployments"][0]["work_pool"]["job_variables"]["image"]
+    repo = image.rsplit(":", 1)[0]
+    for img, resources in _images(manifest):
+        assert img.startswith(repo + ":"), img
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources[kind])
+    groups = {g["groupName"]: g for g in manifest["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu-probes"]["template"]["spec"]["containers"][0]["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == gpu["requests"]["nvidia.com/gpu"] == "1"
+    cpu = groups["cpu-spectra"]["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in cpu["limits"]
+
+
+def test_container_recipe_installs_the_project_with_the_pinned_torch():
+    recipe = (DEPLOY / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    torch_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch"))
+    assert re.search(r"^FROM python:3\.11", recipe, re.M)
+    assert f'"{torch_pin}"' in recipe
+    assert re.search(r"pip install \.", recipe)
+    for folder in ("audit", "flows", "deploy"):
+        assert f"COPY {folder} ./{folder}" in recipe
