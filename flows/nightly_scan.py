@@ -25,10 +25,13 @@ from audit.version import ANALYZER_VERSION
 
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
-    """Retry listing only for failures that may go away (network, I/O), not for bad settings."""
+    """Retry I/O steps only for failures that may go away (network, a file compacted away under a
+    reader), not for bad settings."""
+    import duckdb
+
     try:
         state.result()
-    except (TransientAuditError, OSError, TimeoutError):
+    except (TransientAuditError, OSError, TimeoutError, duckdb.IOException):
         return True
     except Exception:  # noqa: BLE001
         return False
@@ -46,7 +49,8 @@ def list_registry(registry: str) -> Listing:
     return open_registry(registry).list_adapters()
 
 
-@task(name="diff-against-store", cache_policy=NO_CACHE)
+@task(name="diff-against-store", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
 def diff_against_store(store: str, run: RunRow, listing: Listing, report: ScanReport) -> list[AdapterRef]:
     return plan(ParquetStore(store), run, listing, report, ANALYZER_VERSION)
 
@@ -67,6 +71,15 @@ def audit_new(registry: str, store: str, refs: list[AdapterRef], report: ScanRep
     return audit_refs(executor, refs, report, current())
 
 
+@task(name="compact-store", cache_policy=NO_CACHE)
+def compact_store(store: str, min_files: int) -> int:
+    """Merge partitions that grew past ``min_files`` files (a store of small files is slow to read)."""
+    from audit.store.compact import compact
+
+    done = compact(ParquetStore(store), min_files=min_files)
+    return sum(c.files_in for c in done)
+
+
 @task(name="record-run", cache_policy=NO_CACHE)
 def record_run(store: str, run: RunRow, report: ScanReport, status: str) -> RunRow:
     return finish_run(ParquetStore(store), run, report, status)
@@ -74,7 +87,8 @@ def record_run(store: str, run: RunRow, report: ScanReport, status: str) -> RunR
 
 @flow(name="nightly-scan", log_prints=True)
 def nightly_scan(registry: str | None = None, hub_org: str | None = None, store: str = "audit-store",
-                 workers: int | None = None, ray_address: str | None = None, in_process: bool = False) -> dict:
+                 workers: int | None = None, ray_address: str | None = None, in_process: bool = False,
+                 compact_min_files: int = 64) -> dict:
     """Audit every adapter of a registry that the store does not have yet.
 
     Args:
@@ -84,6 +98,7 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
         workers: Ray actors (default: one per CPU of the cluster).
         ray_address: a Ray cluster to join (default: ``$RAY_ADDRESS``, else Ray in-process).
         in_process: audit in this process without Ray (debugging, tiny registries).
+        compact_min_files: after auditing, merge store partitions holding at least this many files.
 
     Returns:
         The run's counts (``run_id``, ``n_listed``, ``n_new``, ``n_audited``, ``n_failed``...).
@@ -99,6 +114,9 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
             sink.plan(report.n_listed, report.n_new)
         print(f"{report.n_new} new of {report.n_listed} adapters in {spec}")
         report = audit_new(spec, store, refs, report, workers, ray_address, in_process)
+        merged = compact_store(store, compact_min_files)
+        if merged:
+            print(f"compacted {merged} small files of the store")
     except BaseException:
         record_run(store, run, report, "failed")
         raise

@@ -164,3 +164,33 @@ def test_object_store_path_writes_and_reads_through_pyarrow_filesystems(tmp_path
     assert again.n_new == 0
     names = [i.path for i in memfs.get_file_info(pafs.FileSelector("/bucket/lora-audit", recursive=True))]
     assert not any(".tmp-" in n for n in names)
+
+
+def test_compaction_merges_files_and_survives_an_interruption(store, tmp_path):
+    from audit.store.compact import compact, partitions
+
+    refs = []
+    for i in range(5):
+        ref, result = _result(tmp_path, f"c{i}", seed=i)
+        store.write_result(result)
+        refs.append(ref)
+    store.write_result(audit_adapter(refs[0]))  # a second unit for one adapter
+    con = store.connect()
+    before = con.execute("SELECT adapter_id, unit_id, n_modules FROM adapters ORDER BY 1").fetchall()
+    mods = con.execute("SELECT count(*) FROM modules").fetchone()
+    (folder, files), = partitions(store, "units").items()
+    assert len(files) == 6
+    # an interrupted compaction: the merged file exists, the originals were not deleted yet
+    import pyarrow.parquet as pq
+    merged = pq.read_table(files[0], partitioning=None)
+    store.write_table("units", merged, "compacted-interrupted", folder=folder)
+    assert con.execute("SELECT adapter_id, unit_id, n_modules FROM adapters ORDER BY 1").fetchall() == before
+    assert con.execute("SELECT count(*) FROM modules").fetchone() == mods
+    [done] = [c for c in compact(store) if c.table == "units"]
+    assert (done.files_in, done.rows_in, done.rows_out) == (7, 7, 6)
+    assert len(partitions(store, "units")[folder]) == 1
+    con = store.connect()
+    assert con.execute("SELECT adapter_id, unit_id, n_modules FROM adapters ORDER BY 1").fetchall() == before
+    assert con.execute("SELECT count(*) FROM units_all").fetchone() == (6,)
+    assert con.execute("SELECT count(*) FROM modules").fetchone() == mods
+    assert missing_refs(store, refs, before[0] and "spectra-1") == []

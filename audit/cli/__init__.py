@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from audit.cli.compact import compact
 from audit.cli.query import query
 from audit.cli.scan import scan
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("scan")(scan)
 app.command("query")(query)
+app.command("compact")(compact)
 
 
 def main() -> None:

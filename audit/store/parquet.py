@@ -76,7 +76,8 @@ class ParquetStore:
 
     def write_rows(self, table: str, rows: Sequence[BaseModel] | Sequence[dict], name: str,
                    when: datetime | None = None) -> str | None:
-        """Write ``rows`` of ``table`` as one Parquet file ``<name>.parquet`` in today's partition.
+        """Write ``rows`` of ``table`` as one Parquet file ``<name>.parquet`` in the partition of
+        ``when`` (default: today, UTC).
 
         Returns:
             The file's path, or ``None`` when ``rows`` is empty (nothing is written).
@@ -86,20 +87,28 @@ class ParquetStore:
         """
         if not rows:
             return None
-        schema = TABLES[table]
         dicts = [r.model_dump() if isinstance(r, BaseModel) else r for r in rows]
-        arrow = pa.Table.from_pylist(dicts, schema=schema)
-        day = (when or utcnow()).date().isoformat()
-        folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
+        return self.write_table(table, pa.Table.from_pylist(dicts, schema=TABLES[table]), name, when)
+
+    def write_table(self, table: str, data: pa.Table, name: str, when: datetime | None = None, *,
+                    folder: str | None = None) -> str:
+        """Write an Arrow table as one file of ``table`` (atomically, see the module docstring).
+
+        Raises:
+            StoreError: the file could not be written.
+        """
+        if folder is None:
+            day = (when or utcnow()).date().isoformat()
+            folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
         final = posixpath.join(folder, f"{name}.parquet")
         try:
             self.fs.create_dir(folder, recursive=True)
             if self.local:
                 tmp = posixpath.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}.parquet.partial")
-                pq.write_table(arrow, tmp, filesystem=self.fs)
+                pq.write_table(data, tmp, filesystem=self.fs)
                 os.replace(tmp, final)
             else:
-                pq.write_table(arrow, final, filesystem=self.fs)
+                pq.write_table(data, final, filesystem=self.fs)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot write {final}: {exc}") from exc
         return final

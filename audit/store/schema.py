@@ -64,11 +64,16 @@ TABLES: dict[str, pa.Schema] = {"units": UNITS, "runs": RUNS}
 PARTITION = {"units": "audit_date", "runs": "run_date"}
 """The hive partition key of each table (a date)."""
 
+DEDUP_KEYS: dict[str, tuple[str, ...]] = {"units": ("unit_id",), "runs": ("run_id", "updated_at")}
+"""Columns that identify a row: a row found twice (a unit left behind by an interrupted
+compaction) is read once."""
 
-def register_table(name: str, schema: pa.Schema, partition: str) -> None:
-    """Declare another table of the store (its schema and its hive partition key, a date)."""
+
+def register_table(name: str, schema: pa.Schema, partition: str, keys: tuple[str, ...]) -> None:
+    """Declare another table of the store: its schema, hive partition key (a date) and row key."""
     TABLES[name] = schema
     PARTITION[name] = partition
+    DEDUP_KEYS[name] = keys
 
 
 def names(fields: list[tuple[str, pa.DataType]]) -> list[str]:

@@ -1,6 +1,6 @@
 """DuckDB views over the Parquet store.
 
-- ``units_all`` / ``runs_all``: every committed file, as written (duplicates included);
+- ``units_all`` / ``runs_all``: every committed row, once (a unit audited twice is two rows);
 - ``adapters_all``: the adapter row of every committed unit;
 - ``adapters``: one row per (adapter_id, analyzer_version): the first committed unit wins;
 - ``modules`` / ``findings``: the rows of the units ``adapters`` shows (so the loser of two racing
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
+from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
 if TYPE_CHECKING:
     from audit.store.parquet import ParquetStore
@@ -81,7 +81,10 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -
         else:
             con.register(f"_src_{table}", _remote_dataset(store, table, full))
             src = f"_src_{table}"
-        con.execute(f"CREATE OR REPLACE VIEW {table}_all AS SELECT * FROM {src}")
+        # a row present in two files (left by an interrupted compaction) is read once
+        keys = ", ".join(DEDUP_KEYS[table])
+        con.execute(f"CREATE OR REPLACE VIEW {table}_all AS SELECT * FROM {src} "
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
     for name, sql in _DERIVED.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     return con
