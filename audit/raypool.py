@@ -47,12 +47,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
         # token authentication is what we want for an in-process cluster; its announcement is noise
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                  "log_to_driver": False}
-        if address:
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address:  # an existing cluster (or a Ray client "ray://" address): its own settings apply
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     return dict(ray.cluster_resources())
 
 
