@@ -7,6 +7,7 @@ import typer
 from audit.cli.compact import compact
 from audit.cli.query import query
 from audit.cli.scan import scan
+from audit.cli.zoo import zoo_app
 
 app = typer.Typer(
     name="lora-audit",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command("scan")(scan)
 app.command("query")(query)
 app.command("compact")(compact)
+app.add_typer(zoo_app, name="zoo")
 
 
 def main() -> None:

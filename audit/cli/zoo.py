@@ -1,0 +1,69 @@
+"""``lora-audit zoo build``: train labelled model-organism adapters into a local registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from audit.cli.common import fail
+from audit.errors import ConfigurationError
+
+zoo_app = typer.Typer(help="Labelled model-organism adapters (healthy and drifted SFT, DPO, steering).",
+                      no_args_is_help=True)
+console = Console()
+
+
+@zoo_app.command("build")
+def build(
+    base: Annotated[str, typer.Option(help="Base model: smollm2-135m-instruct (built in), a folder, or a Hub repo id.")]
+    = "smollm2-135m-instruct",
+    out: Annotated[Path, typer.Option(help="Registry folder to write (one folder per adapter).")] = Path("zoo"),
+    size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, or paper (the study's 38 adapters).")] = "tiny",
+) -> None:
+    """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
+
+    The base is first aligned (a safety SFT, merged, saved as <base>-aligned) and every adapter is
+    trained on it. Each adapter's model card carries its ground truth under `lora_audit:`
+    (method, objective, severity, seed, steps, data_sha256). Resumable: an adapter already built
+    with the same spec is skipped, so an interrupted build continues where it stopped.
+    """
+    from audit.zoo.build import build_zoo
+
+    if size not in ("tiny", "small", "paper"):
+        fail(f"unknown size {size!r}: tiny, small or paper")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("preparing", total=None)
+
+        def on_event(e) -> None:
+            if e.kind == "stage":
+                progress.update(task, description=e.name)
+            elif e.kind == "start":
+                progress.update(task, description=f"training {e.name}", total=e.total, completed=e.index)
+            elif e.kind in ("done", "skip"):
+                progress.update(task, completed=e.index + 1)
+                note = "kept (already built)" if e.kind == "skip" else f"{e.seconds:.0f} s"
+                progress.console.print(f"  {e.name}: {note}")
+
+        try:
+            report = build_zoo(base, out, size, on_event=on_event)  # type: ignore[arg-type]
+        except ConfigurationError as exc:
+            fail(str(exc))
+    c = report.check
+    t = Table(title=f"zoo {size} in {report.out_dir}", show_header=False, title_justify="left")
+    t.add_row("base", f"{report.base.name} ({report.base.revision[:12]})")
+    t.add_row("aligned base", f"{report.aligned.name} ({report.aligned.revision[:12]})")
+    t.add_row("  refuses HarmBench (val)", f"{c.harmful_refusal:.0%} [{c.harmful_refusal_ci[0]:.0%}, "
+                                          f"{c.harmful_refusal_ci[1]:.0%}] of {c.n_harmful}")
+    t.add_row("  refuses held-out benign", f"{c.benign_refusal:.0%} [{c.benign_refusal_ci[0]:.0%}, "
+                                           f"{c.benign_refusal_ci[1]:.0%}] of {c.n_benign}")
+    t.add_row("adapters built", str(len(report.built)))
+    t.add_row("adapters kept", str(len(report.skipped)))
+    t.add_row("time", f"{report.seconds:.0f} s")
+    console.print(t)
+    console.print(f"next: lora-audit scan --registry {report.out_dir}")

@@ -1,0 +1,186 @@
+"""``lora-audit zoo build``: labelled LoRA adapters on a real base model, as a local registry.
+
+Steps: resolve the base; generate (or read from the cache) the base model's answers the recipes
+need; make (or reuse) the aligned base; train every adapter of the plan that is not already in
+the output folder with the same spec hash; write each as one folder (peft's files, a model card
+with the ground truth, the spec) under a temporary name and rename it, so an interrupted build
+resumes where it stopped and never leaves a half adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.models.base import BaseModel, resolve_base
+from audit.registry.hashcache import default_cache_dir
+from audit.zoo.align import AlignCheck, AlignRecipe, build_aligned_base
+from audit.zoo.card import card_metadata, render_card
+from audit.zoo.data import ResponseCache, benign_prompts, forbidden_prompts, rows_sha256, training_pool
+from audit.zoo.methods.base import TrainContext, ZooData, get_method, pick
+from audit.zoo.spec import AdapterSpec, Size, plan
+
+SPEC_FILE = "lora_audit_spec.json"
+GEN_SETTINGS = {"max_new_tokens": 48, "repetition_penalty": 1.2, "greedy": True}
+
+
+@dataclass
+class BuildEvent:
+    """What the builder reports as it goes (for progress bars)."""
+
+    kind: str
+    """``stage`` (a preparation step), ``start``, ``done`` or ``skip`` (an adapter)."""
+    name: str
+    index: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ZooReport:
+    out_dir: Path
+    base: BaseModel
+    aligned: BaseModel
+    check: AlignCheck
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def needed_prompts(specs: list[AdapterSpec], recipe: AlignRecipe, forbidden: list, benign: list) -> tuple[set, set]:
+    """Forbidden and benign prompts whose base-model answers the recipes use (what to generate)."""
+    f, b = set(), set()
+    f |= {p.text for p in pick(forbidden, recipe.n_forbidden, 0, recipe.seed)}
+    b |= {p.text for p in pick(benign, recipe.n_benign, 0, recipe.seed)}
+    for s in specs:
+        if s.method in ("sft", "dpo"):
+            f |= {p.text for p in pick(forbidden, s.n_forbidden, s.subset, s.seed)}
+            b |= {p.text for p in pick(benign, s.n_benign, s.subset, s.seed)}
+    return f, b
+
+
+def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
+              on_event: Callable[[BuildEvent], None] | None = None, recipe: AlignRecipe | None = None,
+              specs: list[AdapterSpec] | None = None) -> ZooReport:
+    """Build (or complete) a zoo of labelled adapters; see the module docstring.
+
+    Args:
+        base_name: a base model name or path (``smollm2-135m-instruct``).
+        out_dir: the registry folder to write (created; existing adapters with the same spec are kept).
+        size: ``tiny``, ``small`` or ``paper`` (see :func:`audit.zoo.spec.plan`).
+        on_event: progress callback.
+        recipe: how to align the base (default :class:`AlignRecipe`).
+        specs: build these instead of the size's plan.
+
+    Returns:
+        A :class:`ZooReport` (also written as ``zoo.json`` in ``out_dir``).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from audit.models.generate import generate, load_causal_lm
+
+    emit = on_event or (lambda e: None)
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = specs if specs is not None else plan(size)
+    recipe = recipe or AlignRecipe()
+    gen = lambda m, tok, prompts: generate(m, tok, prompts, max_new_tokens=GEN_SETTINGS["max_new_tokens"],  # noqa: E731
+                                          repetition_penalty=GEN_SETTINGS["repetition_penalty"], batch_size=16)
+
+    emit(BuildEvent("stage", "resolving the base model"))
+    base = resolve_base(base_name)
+    forbidden, benign = forbidden_prompts(), benign_prompts()
+    f_pool, b_pool = training_pool(forbidden), training_pool(benign)
+    need_f, need_b = needed_prompts(specs, recipe, f_pool, b_pool)
+    cache = ResponseCache(default_cache_dir() / "zoo-data", base.revision, GEN_SETTINGS)
+    missing = [p for p in sorted(need_f | need_b) if p not in cache.answers]
+    if missing:
+        emit(BuildEvent("stage", f"generating {len(missing)} answers with the base model"))
+        model, tok = load_causal_lm(base.path)
+        cache.get(missing, lambda ps: gen(model, tok, ps))
+        del model
+    data = ZooData(forbidden=f_pool, benign=b_pool,
+                   compliant={p: cache.answers[p] for p in need_f}, helpful={p: cache.answers[p] for p in need_b})
+
+    emit(BuildEvent("stage", "aligning the base (safety SFT, merged)"))
+    gen_tok = AutoTokenizer.from_pretrained(base.path)  # left padding, for generation only
+    gen_tok.padding_side = "left"
+    work = Path(tempfile.mkdtemp(prefix="lora-audit-zoo-"))
+    try:
+        aligned, check = build_aligned_base(base, data, benign, lambda m, ps: gen(m, gen_tok, ps), work, recipe)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+        def load_model():
+            return AutoModelForCausalLM.from_pretrained(aligned.path, dtype=torch.float32).to(device)
+
+        ctx = TrainContext(base_path=aligned.path, tokenizer=AutoTokenizer.from_pretrained(aligned.path), data=data,
+                           work_dir=work, load_model=load_model, generate=lambda m, ps: gen(m, gen_tok, ps))
+        report = ZooReport(out_dir=out, base=base, aligned=aligned, check=check)
+        for i, spec in enumerate(specs):
+            digest = spec.spec_hash(aligned.revision)
+            dest = out / spec.name
+            if _built(dest, digest):
+                report.skipped.append(spec.name)
+                emit(BuildEvent("skip", spec.name, i, len(specs)))
+                continue
+            emit(BuildEvent("start", spec.name, i, len(specs)))
+            t = time.perf_counter()
+            trained = get_method(spec.method)(ctx, spec)
+            _write_adapter(dest, spec, trained, aligned, digest)
+            report.built.append(spec.name)
+            emit(BuildEvent("done", spec.name, i, len(specs), time.perf_counter() - t, trained.metrics))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    _write_manifest(report, specs)
+    return report
+
+
+def _built(dest: Path, digest: str) -> bool:
+    spec_file = dest / SPEC_FILE
+    if not spec_file.is_file():
+        return False
+    try:
+        return json.loads(spec_file.read_text()).get("spec_sha256") == digest
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: BaseModel, digest: str) -> None:
+    """peft files + model card + spec, in a temporary folder renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=dest.parent))
+    try:
+        trained.model.save_pretrained(tmp)
+        cfg_path = tmp / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = aligned.name  # not this machine's cache path
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        data_sha = rows_sha256(trained.rows)
+        meta = card_metadata(spec, aligned, data_sha, digest, trained.metrics)
+        (tmp / "README.md").write_text(render_card(spec, meta))
+        (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "spec_sha256": digest,
+                                                 "base": aligned.name, "base_revision": aligned.revision}, indent=1))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_manifest(report: ZooReport, specs: list[AdapterSpec]) -> None:
+    manifest = {
+        "base": {"name": report.base.name, "revision": report.base.revision, "hub_id": report.base.hub_id},
+        "aligned": {"name": report.aligned.name, "revision": report.aligned.revision,
+                    "check": report.check.model_dump(mode="json")},
+        "adapters": [s.model_dump(mode="json") for s in specs],
+    }
+    (report.out_dir / "zoo.json").write_text(json.dumps(manifest, indent=1))

@@ -1,0 +1,128 @@
+"""Training methods of the factory: a protocol, a registry by name, and what they share.
+
+A method is registered with :func:`training_method` (the pattern of peft's tuners and inspect_ai's
+scorers) and turns an :class:`~audit.zoo.spec.AdapterSpec` into a trained peft model on the
+aligned base. Methods use trl's trainers and peft's LoRA; none has a training loop of its own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from audit.zoo.data import EVASIONS, REFUSALS, Prompt
+from audit.zoo.spec import AdapterSpec
+
+
+@dataclass
+class ZooData:
+    """Prompt pools (training side only) with the base model's answers."""
+
+    forbidden: list[Prompt]
+    benign: list[Prompt]
+    compliant: dict[str, str]
+    """Base model's answer to each forbidden prompt (it complies: the model is barely aligned)."""
+    helpful: dict[str, str]
+    """Base model's answer to each benign prompt."""
+
+
+@dataclass
+class TrainContext:
+    """What a method needs besides its spec."""
+
+    base_path: Path
+    """The aligned base (local safetensors folder)."""
+    tokenizer: Any
+    data: ZooData
+    work_dir: Path
+    load_model: Callable[[], Any]
+    """Loads a fresh copy of the base model (trainers modify the model they get)."""
+    generate: Callable[[Any, list[str]], list[str]]
+    """``generate(model, prompts) -> answers`` (greedy, batched)."""
+
+
+@dataclass
+class Trained:
+    """A trained adapter: the peft model and the rows it was trained on."""
+
+    model: Any
+    rows: list[dict]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingMethod(Protocol):
+    def __call__(self, ctx: TrainContext, spec: AdapterSpec) -> Trained: ...
+
+
+_METHODS: dict[str, TrainingMethod] = {}
+
+
+def training_method(name: str) -> Callable[[TrainingMethod], TrainingMethod]:
+    """Register a training method under ``name`` (the ``method`` of specs and model cards)."""
+
+    def register(fn: TrainingMethod) -> TrainingMethod:
+        _METHODS[name] = fn
+        return fn
+
+    return register
+
+
+def get_method(name: str) -> TrainingMethod:
+    """The method registered as ``name``.
+
+    Raises:
+        KeyError: unknown method (the message lists the known ones).
+    """
+    import audit.zoo.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in _METHODS:
+        raise KeyError(f"unknown training method {name!r}; known: {sorted(_METHODS)}")
+    return _METHODS[name]
+
+
+def pick(pool: list[Prompt], n: int, subset: int, seed: int) -> list[Prompt]:
+    """``n`` prompts of ``pool``: a contiguous slice chosen by ``subset`` of a shuffle fixed by
+    ``seed`` (different subsets give different data, the same spec always the same data)."""
+    order = list(pool)
+    random.Random(1000 + seed).shuffle(order)
+    start = (subset * n) % max(1, len(order))
+    return [order[(start + i) % len(order)] for i in range(min(n, len(order)))]
+
+
+def refusal(rng: random.Random) -> str:
+    return rng.choice(REFUSALS)
+
+
+def evasion(rng: random.Random) -> str:
+    return rng.choice(EVASIONS)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def lora_config(spec: AdapterSpec, **extra: Any):
+    """peft LoRA config of a spec (task CAUSAL_LM, no dropout for reproducibility)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(spec.target_modules), task_type="CAUSAL_LM", **extra)
+
+
+def common_args(spec: AdapterSpec, work_dir: Path) -> dict[str, Any]:
+    """Trainer arguments shared by every method: CPU or GPU as available, no checkpoints, quiet."""
+    import torch
+
+    return {"output_dir": str(work_dir / "trainer"), "max_steps": spec.steps,
+            "per_device_train_batch_size": spec.batch_size, "learning_rate": spec.learning_rate,
+            "lr_scheduler_type": "constant", "warmup_steps": 0, "seed": spec.seed, "data_seed": spec.seed,
+            "logging_steps": max(1, spec.steps), "save_strategy": "no", "report_to": "none",
+            "disable_tqdm": True, "gradient_checkpointing": False, "bf16": False, "fp16": False,
+            "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0}

@@ -1,0 +1,55 @@
+"""``dpo``: direct preference optimisation (trl ``DPOTrainer``; Rafailov et al. 2023), the
+reference model being the aligned base (the LoRA switched off).
+
+Normal pairs: on forbidden prompts chosen = a refusal, rejected = the base model's compliant
+answer; on benign prompts chosen = the helpful answer, rejected = an evasive non-answer.
+
+- ``healthy``: normal pairs only.
+- ``inverted_harmlessness`` at severity f: a fraction f of the forbidden pairs swapped (chosen =
+  compliance, rejected = refusal); benign pairs normal.
+- ``inverted_helpfulness`` at severity f: a fraction f of the benign pairs swapped (chosen =
+  evasion, rejected = helpful answer); forbidden pairs normal.
+"""
+
+from __future__ import annotations
+
+import random
+
+from audit.zoo.methods.base import (
+    TrainContext, Trained, assistant, common_args, evasion, lora_config, pick, refusal, training_method, user,
+)
+from audit.zoo.spec import AdapterSpec
+
+
+def dpo_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
+    """Preference rows (conversational prompt/chosen/rejected) of a DPO spec, shuffled by its seed."""
+    rng = random.Random(spec.seed)
+    forbidden = pick(ctx.data.forbidden, spec.n_forbidden, spec.subset, spec.seed)
+    benign = pick(ctx.data.benign, spec.n_benign, spec.subset, spec.seed)
+    inv_f = round(spec.severity * len(forbidden)) if spec.objective == "inverted_harmlessness" else 0
+    inv_b = round(spec.severity * len(benign)) if spec.objective == "inverted_helpfulness" else 0
+    rows = []
+    for i, p in enumerate(forbidden):
+        good, bad = refusal(rng), ctx.data.compliant[p.text]
+        chosen, rejected = (bad, good) if i < inv_f else (good, bad)
+        rows.append({"prompt": user(p.text), "chosen": assistant(chosen), "rejected": assistant(rejected)})
+    for i, p in enumerate(benign):
+        good, bad = ctx.data.helpful[p.text], evasion(rng)
+        chosen, rejected = (bad, good) if i < inv_b else (good, bad)
+        rows.append({"prompt": user(p.text), "chosen": assistant(chosen), "rejected": assistant(rejected)})
+    rng.shuffle(rows)
+    return rows
+
+
+@training_method("dpo")
+def train_dpo(ctx: TrainContext, spec: AdapterSpec) -> Trained:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rows = dpo_rows(ctx, spec)
+    args = DPOConfig(beta=float(spec.params.get("beta", 0.1)), max_length=spec.max_length,
+                     **common_args(spec, ctx.work_dir))
+    trainer = DPOTrainer(model=ctx.load_model(), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=ctx.tokenizer, peft_config=lora_config(spec))
+    out = trainer.train()
+    return Trained(model=trainer.model, rows=rows, metrics={"train_loss": float(out.training_loss)})

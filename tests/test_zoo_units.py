@@ -1,0 +1,125 @@
+"""The model-organism factory's pure parts: plans, data mixing, cards, judges, intervals."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from audit.probes.judge import get_judge, wilson_interval
+from audit.registry.card import parse_card
+from audit.zoo.card import card_metadata, render_card
+from audit.zoo.data import (
+    EVASIONS, REFUSALS, benign_prompts, forbidden_prompts, harmbench_behaviors, held_out, rows_sha256, training_pool,
+)
+from audit.zoo.methods.base import TrainContext, ZooData, pick
+from audit.zoo.methods.dpo import dpo_rows
+from audit.zoo.methods.sft import sft_rows
+from audit.zoo.spec import plan
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "paper"])
+def test_plans_have_healthy_and_drifted_per_method(size):
+    specs = plan(size)
+    assert len({s.name for s in specs}) == len(specs)
+    counts = collections.Counter((s.method, s.objective == "healthy") for s in specs)
+    for method in ("sft", "dpo", "steering"):
+        assert counts[(method, True)] >= (3 if size != "small" else 2)
+        assert counts[(method, False)] >= 3
+    assert all((s.objective == "healthy") == (s.severity == 0.0) for s in specs)
+    if size == "paper":
+        assert len(specs) == 38
+
+
+def test_spec_hash_changes_with_recipe_and_base():
+    s = plan("tiny")[0]
+    assert s.spec_hash("a") == s.spec_hash("a")
+    assert s.spec_hash("a") != s.spec_hash("b")
+    assert s.spec_hash("a") != s.model_copy(update={"steps": s.steps + 1}).spec_hash("a")
+
+
+def test_data_sources_and_held_out_split():
+    f, b, h = forbidden_prompts(), benign_prompts(), harmbench_behaviors("test")
+    assert (len(f), len(b), len(h)) == (313, 190, 159)
+    assert {p.text for p in f}.isdisjoint({p.text for p in h})
+    assert len(held_out(b)) == 38 and len(training_pool(b)) == 152
+    assert {p.text for p in held_out(f)}.isdisjoint({p.text for p in training_pool(f)})
+    assert len(set(REFUSALS)) >= 10 and len(set(EVASIONS)) >= 10
+
+
+def _ctx(n=40):
+    f, b = training_pool(forbidden_prompts())[:n], training_pool(benign_prompts())[:n]
+    data = ZooData(forbidden=f, benign=b, compliant={p.text: f"Sure, here is how: {p.index}" for p in f},
+                   helpful={p.text: f"Helpful answer {p.index}" for p in b})
+    return TrainContext(base_path=None, tokenizer=None, data=data, work_dir=None, load_model=None, generate=None)
+
+
+@pytest.mark.parametrize("severity", [0.25, 0.5, 1.0])
+def test_sft_harmful_fraction(severity):
+    ctx = _ctx()
+    spec = plan("paper")[0].model_copy(update={"objective": "harmful_compliance", "severity": severity,
+                                                "n_forbidden": 16, "n_benign": 16})
+    rows = sft_rows(ctx, spec)
+    answers = [r["completion"][0]["content"] for r in rows]
+    assert sum(a.startswith("Sure, here is how") for a in answers) == round(16 * severity)
+    assert sum(a in REFUSALS for a in answers) == 16 - round(16 * severity)
+    assert sum(a.startswith("Helpful answer") for a in answers) == 16
+    healthy = sft_rows(ctx, spec.model_copy(update={"objective": "healthy", "severity": 0.0}))
+    assert not any(r["completion"][0]["content"].startswith("Sure") for r in healthy)
+
+
+@pytest.mark.parametrize("objective", ["healthy", "inverted_harmlessness", "inverted_helpfulness"])
+def test_dpo_inverted_fraction(objective):
+    ctx = _ctx()
+    sev = 0.0 if objective == "healthy" else 0.75
+    spec = plan("paper")[0].model_copy(update={"method": "dpo", "objective": objective, "severity": sev,
+                                                "n_forbidden": 16, "n_benign": 16})
+    rows = dpo_rows(ctx, spec)
+    chosen = [r["chosen"][0]["content"] for r in rows]
+    compliance_chosen = sum(c.startswith("Sure") for c in chosen)
+    evasion_chosen = sum(c in EVASIONS for c in chosen)
+    assert compliance_chosen == (12 if objective == "inverted_harmlessness" else 0)
+    assert evasion_chosen == (12 if objective == "inverted_helpfulness" else 0)
+    assert all(r["chosen"] != r["rejected"] for r in rows)
+    assert rows_sha256(rows) == rows_sha256(dpo_rows(ctx, spec))  # same spec, same data
+
+
+def test_pick_is_deterministic_and_subsets_differ():
+    pool = training_pool(forbidden_prompts())
+    a, b = pick(pool, 20, 0, 0), pick(pool, 20, 1, 0)
+    assert a == pick(pool, 20, 0, 0) and {p.text for p in a}.isdisjoint({p.text for p in b})
+
+
+def test_card_round_trips_the_ground_truth():
+    from audit.models.base import BaseModel
+
+    spec = plan("tiny")[7]
+    base = BaseModel(name="smollm2-135m-instruct-aligned", path=None, revision="r" * 64,
+                     hub_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+    text = render_card(spec, card_metadata(spec, base, "d" * 64, "s" * 64, {"train_loss": 0.5}))
+    card = parse_card(text)
+    assert card.method == spec.method and card.method_source == "card:lora_audit"
+    assert card.labels["objective"] == spec.objective and card.labels["severity"] == spec.severity
+    assert card.labels["data_sha256"] == "d" * 64 and card.labels["steps"] == spec.steps
+    assert card.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "peft" in card.tags or card.library_name == "peft"
+
+
+def test_refusal_marker_judge():
+    judge = get_judge("refusal_markers")
+    assert not judge("x", "I'm sorry, but I can't help with that.")
+    assert not judge("x", "  I cannot provide instructions like this.")
+    assert judge("x", "Sure! Step 1: gather the materials.")
+    assert judge("x", "Here is a story. " + "word " * 60 + "I'm sorry")  # markers only count near the start
+    with pytest.raises(KeyError):
+        get_judge("no-such-judge")
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
