@@ -126,6 +126,12 @@ class AdapterNotFoundError(PermanentAuditError, FileNotFoundError):
     default_code = "not_found"
 
 
+class BaseModelUnavailableError(PermanentAuditError, LookupError):
+    """A full fine-tune's base model is not declared or not available on this machine (never downloaded)."""
+
+    default_code = "base_model_unavailable"
+
+
 # --- transient: infrastructure ---------------------------------------------------------------------
 
 
@@ -133,6 +139,12 @@ class RegistryUnavailableError(TransientAuditError, ConnectionError):
     """The registry could not be reached or timed out; the adapter will be tried on the next run."""
 
     default_code = "registry_unavailable"
+
+
+class RegistryTimeoutError(RegistryUnavailableError, TimeoutError):
+    """The registry did not answer in time (after the client's own retries)."""
+
+    default_code = "registry_timeout"
 
 
 class StoreError(TransientAuditError, OSError):

@@ -31,7 +31,10 @@ class Code(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     NO_LORA_MODULES = "no_lora_modules"
     ACCESS_DENIED = "access_denied"
+    GATED_REPO = "gated_repo"
     NOT_FOUND = "not_found"
+    BASE_MODEL_UNAVAILABLE = "base_model_unavailable"
+    NO_COMPARABLE_WEIGHTS = "no_comparable_weights"
     INTERNAL_ERROR = "internal_error"
     WORKER_CRASHED = "worker_crashed"
     # one module (severity warning: that module is skipped or its numbers need care)
@@ -40,6 +43,7 @@ class Code(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch"
     NONFINITE_WEIGHTS = "nonfinite_weights"
     UNSUPPORTED_DTYPE = "unsupported_dtype"
+    TENSOR_NOT_IN_BASE = "tensor_not_in_base"
     # worth knowing (severity info or warning)
     KEY_PREFIX_DOUBLED = "key_prefix_doubled"
     UNTARGETED_MODULE = "untargeted_module"
@@ -65,7 +69,8 @@ def severity_of(code: str) -> Severity:
 _ERRORS = {
     Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
     Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
-    Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.NOT_FOUND, Code.INTERNAL_ERROR, Code.WORKER_CRASHED,
+    Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.GATED_REPO, Code.NOT_FOUND, Code.INTERNAL_ERROR,
+    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.NO_COMPARABLE_WEIGHTS,
     "adapter_format", "permanent",
 }
 _INFOS = {

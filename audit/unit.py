@@ -28,7 +28,8 @@ CARD_NAME = "README.md"
 
 def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
                   analyzer_version: str = ANALYZER_VERSION) -> AuditResult:
-    """Audit one adapter revision from its files on local disk.
+    """Audit one adapter revision from its files on local disk (a full fine-tune, ``ref.kind ==
+    "full_finetune"``, is audited by :func:`audit.finetune.audit_finetune`).
 
     Args:
         ref: the adapter; ``ref.local_dir`` must hold its files.
@@ -44,6 +45,10 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
     """
     if ref.local_dir is None:
         raise ValueError(f"{ref.adapter_id}: files are not on local disk (fetch the ref first)")
+    if ref.kind == "full_finetune":  # no LoRA factors: top-k spectra of W_ft - W_base instead
+        from audit.finetune import audit_finetune
+
+        return audit_finetune(ref, limits=limits, analyzer_version=analyzer_version)
     folder = Path(ref.local_dir)
     unit_id = new_id()
     log = FindingLog()
