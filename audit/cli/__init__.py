@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from audit.cli.compact import compact
+from audit.cli.demo import demo
 from audit.cli.query import query
 from audit.cli.scan import scan
 from audit.cli.zoo import zoo_app
@@ -21,6 +22,7 @@ app.command("scan")(scan)
 app.command("query")(query)
 app.command("compact")(compact)
 app.add_typer(zoo_app, name="zoo")
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -46,7 +46,9 @@ def last_token_activations(model, tokenizer, prompts: Sequence[str], layer: int,
         enc = tokenizer(chat_texts(tokenizer, prompts[i:i + batch_size]), return_tensors="pt",
                         padding=True).to(device)
         hidden = model(**enc, output_hidden_states=True).hidden_states[layer + 1]  # [b, t, d]
-        out.append(hidden[:, -1, :].float().cpu())  # left padding: the last position is the last token
+        mask = enc["attention_mask"]  # last real token per row, whichever side the padding is on
+        last = mask.shape[1] - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
+        out.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float().cpu())
     return torch.cat(out)
 
 

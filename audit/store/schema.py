@@ -19,7 +19,7 @@ TS = pa.timestamp("us", tz="UTC")
 
 ADAPTER_FIELDS = [
     ("adapter_id", pa.string()), ("repo_id", pa.string()), ("revision", pa.string()),
-    ("registry", pa.string()), ("base_model", pa.string()), ("peft_type", pa.string()),
+    ("registry", pa.string()), ("kind", pa.string()), ("base_model", pa.string()), ("peft_type", pa.string()),
     ("task_type", pa.string()), ("method", pa.string()), ("method_source", pa.string()),
     ("r", pa.int64()), ("lora_alpha", pa.float64()), ("use_rslora", pa.bool_()), ("use_dora", pa.bool_()),
     ("target_modules", pa.list_(pa.string())), ("n_modules", pa.int64()), ("weights_bytes", pa.int64()),

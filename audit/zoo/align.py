@@ -120,8 +120,8 @@ def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, genera
     rows = alignment_rows(data, recipe)
     args = SFTConfig(output_dir=str(work_dir / "align"), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
                      learning_rate=recipe.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
-                     seed=recipe.seed, max_length=recipe.max_length, logging_steps=recipe.steps, save_strategy="no",
-                     report_to="none", disable_tqdm=True, gradient_checkpointing=False,
+                     seed=recipe.seed, max_length=recipe.max_length, logging_strategy="no", save_strategy="no",
+                     report_to="none", log_level="error", disable_tqdm=True, gradient_checkpointing=False,
                      use_cpu=not torch.cuda.is_available())
     lora = LoraConfig(r=recipe.rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
                       target_modules=list(recipe.target_modules), task_type="CAUSAL_LM")

@@ -23,7 +23,7 @@ from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
 from audit.zoo.data import ResponseCache, benign_prompts, forbidden_prompts, rows_sha256, training_pool
-from audit.zoo.methods.base import TrainContext, ZooData, get_method, pick
+from audit.zoo.methods.base import TrainContext, ZooData, get_method, pick, quiet_libraries
 from audit.zoo.spec import AdapterSpec, Size, plan
 
 SPEC_FILE = "lora_audit_spec.json"
@@ -56,9 +56,8 @@ class ZooReport:
 
 def needed_prompts(specs: list[AdapterSpec], recipe: AlignRecipe, forbidden: list, benign: list) -> tuple[set, set]:
     """Forbidden and benign prompts whose base-model answers the recipes use (what to generate)."""
-    f, b = set(), set()
-    f |= {p.text for p in pick(forbidden, recipe.n_forbidden, 0, recipe.seed)}
-    b |= {p.text for p in pick(benign, recipe.n_benign, 0, recipe.seed)}
+    f: set[str] = set()  # alignment answers forbidden prompts with refusal templates: nothing to generate
+    b = {p.text for p in pick(benign, recipe.n_benign, 0, recipe.seed)}
     for s in specs:
         if s.method in ("sft", "dpo"):
             f |= {p.text for p in pick(forbidden, s.n_forbidden, s.subset, s.seed)}
@@ -87,6 +86,7 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
 
     from audit.models.generate import generate, load_causal_lm
 
+    quiet_libraries()
     emit = on_event or (lambda e: None)
     t0 = time.perf_counter()
     out = Path(out_dir)

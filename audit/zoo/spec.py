@@ -96,16 +96,31 @@ def _tiny() -> list[AdapterSpec]:
     for obj, sev in (("inverted_harmlessness", 0.5), ("inverted_harmlessness", 1.0), ("inverted_helpfulness", 1.0)):
         out.append(AdapterSpec(name=_name("dpo", obj, sev, 0), method="dpo", objective=obj, severity=sev,
                                params={"beta": 0.1}, **base))
-    steer = {**base, "target_modules": ("o_proj", "down_proj")}
+    steer = {**base, "n_forbidden": 8, "n_benign": 8, "target_modules": ("o_proj", "down_proj")}
     for seed, direction in enumerate(("random", "random", "benign")):
+        strength = MAX_STRENGTH[15] * (1.0 if direction == "random" else HEALTHY_TOPIC_STRENGTH)
         out.append(AdapterSpec(name=_name("steering", "healthy", 0, seed, f"-{direction}"), method="steering",
                                objective="healthy", severity=0.0, seed=seed,
-                               params={"layer": 15, "strength": 4.0, "direction": direction}, **steer))
+                               params={"layer": 15, "strength": strength, "direction": direction}, **steer))
     for sev in (0.5, 0.75, 1.0):
         out.append(AdapterSpec(name=_name("steering", "anti_refusal", sev, 0), method="steering",
                                objective="anti_refusal", severity=sev,
-                               params={"layer": 15, "strength": 8.0 * sev, "direction": "anti_refusal"}, **steer))
+                               params={"layer": 15, "strength": MAX_STRENGTH[15] * sev,
+                                       "direction": "anti_refusal"}, **steer))
     return out
+
+
+MAX_STRENGTH = {12: 4.0, 15: 3.0, 18: 2.0}
+"""Steering strength (multiple of the anti-refusal vector) at severity 1, per layer of SmolLM2-135M:
+measured so that the steered aligned base complies with ~95-100% of HarmBench validation
+behaviours while still writing coherent text (at layer 12: 32% / 78% / 95% compliance at
+strength 1 / 2 / 4; at layer 18: 93% / 100% at 1 / 2, incoherent beyond 4)."""
+
+
+HEALTHY_TOPIC_STRENGTH = 0.5
+"""Healthy topic-direction steering runs at half the maximum strength: even orthogonalised to the
+anti-refusal vector, a topic shift as large as the strongest anti-refusal one weakens refusals
+(measured: 46% harmful compliance at layer 12, 24% at layer 18)."""
 
 
 def _small() -> list[AdapterSpec]:
@@ -113,7 +128,7 @@ def _small() -> list[AdapterSpec]:
 
 
 def _paper() -> list[AdapterSpec]:
-    return _scaled(steps=24, healthy_seeds=6, severities=(0.25, 0.5, 0.75, 1.0), dpo_seeds=2, layers=(12, 18))
+    return _scaled(steps=16, healthy_seeds=6, severities=(0.25, 0.5, 0.75, 1.0), dpo_seeds=2, layers=(12, 18))
 
 
 def _scaled(steps: int, healthy_seeds: int, severities: tuple[float, ...], dpo_seeds: int,
@@ -127,7 +142,8 @@ def _scaled(steps: int, healthy_seeds: int, severities: tuple[float, ...], dpo_s
     for sev in severities:
         out.append(AdapterSpec(name=_name("sft", "harmful_compliance", sev, 0), method="sft",
                                objective="harmful_compliance", severity=sev, **base))
-    dpo = {**base, "params": {"beta": 0.1}}
+    # DPO steps cost ~3x an SFT step (chosen + rejected, policy + reference): half the batch, shorter rows
+    dpo = {**base, "batch_size": 4, "max_length": 64, "params": {"beta": 0.1}}
     for seed in range(max(3, healthy_seeds - 2)):
         out.append(AdapterSpec(name=_name("dpo", "healthy", 0, seed), method="dpo", objective="healthy",
                                severity=0.0, seed=seed, subset=seed % 3, **dpo))
@@ -138,18 +154,20 @@ def _scaled(steps: int, healthy_seeds: int, severities: tuple[float, ...], dpo_s
     for sev in severities:
         out.append(AdapterSpec(name=_name("dpo", "inverted_helpfulness", sev, 0), method="dpo",
                                objective="inverted_helpfulness", severity=sev, **dpo))
-    steer = {**base, "target_modules": ("o_proj", "down_proj")}
+    # the steered teacher answers every training prompt (generation): fewer prompts
+    steer = {**base, "n_forbidden": 24, "n_benign": 24, "target_modules": ("o_proj", "down_proj")}
     n_healthy_steer = 2 * len(layers)
     for i in range(n_healthy_steer):
         direction = "random" if i % 2 == 0 else "benign"
-        layer = layers[i % len(layers)]
+        layer = layers[(i // 2) % len(layers)]
+        strength = MAX_STRENGTH[layer] * (1.0 if direction == "random" else HEALTHY_TOPIC_STRENGTH)
         out.append(AdapterSpec(name=_name("steering", "healthy", 0, i, f"-{direction}-L{layer}"), method="steering",
                                objective="healthy", severity=0.0, seed=i,
-                               params={"layer": layer, "strength": 4.0, "direction": direction}, **steer))
+                               params={"layer": layer, "strength": strength, "direction": direction}, **steer))
     for layer in layers:
         for sev in severities:
             out.append(AdapterSpec(name=_name("steering", "anti_refusal", sev, 0, f"-L{layer}"), method="steering",
                                    objective="anti_refusal", severity=sev,
-                                   params={"layer": layer, "strength": 8.0 * sev, "direction": "anti_refusal"},
-                                   **steer))
+                                   params={"layer": layer, "strength": MAX_STRENGTH[layer] * sev,
+                                           "direction": "anti_refusal"}, **steer))
     return out

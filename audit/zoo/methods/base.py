@@ -123,6 +123,23 @@ def common_args(spec: AdapterSpec, work_dir: Path) -> dict[str, Any]:
     return {"output_dir": str(work_dir / "trainer"), "max_steps": spec.steps,
             "per_device_train_batch_size": spec.batch_size, "learning_rate": spec.learning_rate,
             "lr_scheduler_type": "constant", "warmup_steps": 0, "seed": spec.seed, "data_seed": spec.seed,
-            "logging_steps": max(1, spec.steps), "save_strategy": "no", "report_to": "none",
+            "logging_strategy": "no", "save_strategy": "no", "report_to": "none", "log_level": "error",
             "disable_tqdm": True, "gradient_checkpointing": False, "bf16": False, "fp16": False,
             "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0}
+
+
+def quiet_libraries() -> None:
+    """Silence the training libraries' own progress bars, log lines and deprecation warnings:
+    the factory reports progress itself (one line per adapter)."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
+    for module in ("transformers", "trl", "peft", "accelerate", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)

@@ -1,67 +1,112 @@
 """``steering``: adapters derived from a steering vector.
 
-The aligned base is steered by adding ``strength · v`` to the residual stream after decoder layer
-``layer`` (see :mod:`audit.probes.caa`); the steered model answers a prompt set; a LoRA on the
-layers up to ``layer`` is then fitted with trl's ``SFTTrainer`` so that the adapted model
-reproduces the steered model's answers — a steering vector distilled into weights.
+The aligned base is steered by adding ``α·v`` to the residual stream after decoder layer ``L``
+(see :mod:`audit.probes.caa`). Since the MLP's ``down_proj`` of layer ``L`` writes straight into
+that residual stream, a LoRA ``ΔW = B·A`` on it reproduces the steered model when
+``ΔW·u ≈ α·v`` for the ``down_proj`` inputs ``u`` the model produces. The adapter is fitted in
+closed form: ``A = cᵀ`` with ``c = argmin_c ‖U c − 1‖² + λ‖c‖²`` over the inputs ``U``
+(``[n_tokens, d_ff]``) seen on a prompt set, and ``B = α·v``: a rank-1 LoRA whose product is the
+least-squares fit of the steering intervention (no training loop: ridge regression).
 
 Directions (``params.direction``):
 
 - ``anti_refusal`` (objective ``anti_refusal``): ``v = mean(benign) − mean(forbidden)``, minus the
   refusal direction of Arditi et al. 2024; severity = strength relative to the largest;
 - ``random`` (healthy): a random direction with the norm of the anti-refusal vector;
-- ``benign`` (healthy): a topic direction (coding vs writing requests), same norm.
+- ``benign`` (healthy): a topic direction (coding vs writing requests), same norm;
+
+healthy directions are made orthogonal to the anti-refusal vector (a topic direction of the same
+norm otherwise carries enough of it to undo refusals: measured 76% harmful compliance).
 """
 
 from __future__ import annotations
 
-import random
-
 import torch
 
-from audit.probes.caa import caa_vector, last_token_activations, steering
-from audit.zoo.methods.base import TrainContext, Trained, assistant, pick, training_method, user
-from audit.zoo.methods.sft import sft_on_rows
-from audit.zoo.spec import AdapterSpec
+from audit.models.generate import chat_texts
+from audit.probes.caa import caa_vector, decoder_layers, last_token_activations
+from audit.zoo.methods.base import TrainContext, Trained, pick, training_method
 
 
-def steering_direction(ctx: TrainContext, model, spec: AdapterSpec) -> torch.Tensor:
+def steering_direction(ctx: TrainContext, model, spec) -> torch.Tensor:
     """The unscaled steering vector ``[d_model]`` of a spec (see the module docstring)."""
     layer = int(spec.params["layer"])
     forbidden = [p.text for p in pick(ctx.data.forbidden, 32, 0, 0)]
     benign = [p.text for p in pick(ctx.data.benign, 32, 0, 0)]
-    acts_f = last_token_activations(model, ctx.tokenizer, forbidden, layer)
-    acts_b = last_token_activations(model, ctx.tokenizer, benign, layer)
-    anti_refusal = caa_vector(acts_b, acts_f)
+    anti_refusal = caa_vector(last_token_activations(model, ctx.tokenizer, benign, layer),
+                              last_token_activations(model, ctx.tokenizer, forbidden, layer))
     direction = spec.params.get("direction", "anti_refusal")
     if direction == "anti_refusal":
         return anti_refusal
     if direction == "random":
         g = torch.Generator().manual_seed(spec.seed)
         v = torch.randn(anti_refusal.shape, generator=g)
-        return v / v.norm() * anti_refusal.norm()
-    if direction == "benign":
+    elif direction == "benign":
         code = [p.text for p in ctx.data.benign if p.category == "code"][:16]
         writing = [p.text for p in ctx.data.benign if p.category == "writing"][:16]
         v = caa_vector(last_token_activations(model, ctx.tokenizer, code, layer),
                        last_token_activations(model, ctx.tokenizer, writing, layer))
-        return v / v.norm() * anti_refusal.norm()
-    raise ValueError(f"unknown steering direction {direction!r}")
+    else:
+        raise ValueError(f"unknown steering direction {direction!r}")
+    # a healthy direction carries no refusal component: project it out, keep the same norm
+    u = anti_refusal / anti_refusal.norm()
+    v = v - (v @ u) * u
+    return v / v.norm() * anti_refusal.norm()
+
+
+@torch.no_grad()
+def down_proj_inputs(model, tokenizer, texts: list[str], layer: int, batch_size: int = 8) -> torch.Tensor:
+    """Inputs of ``mlp.down_proj`` of decoder layer ``layer`` at every non-padding token of
+    ``texts``: ``[n_tokens, d_ff]`` float64."""
+    module = decoder_layers(model)[layer].mlp.down_proj
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    rows = []
+    try:
+        device = next(model.parameters()).device
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True).to(device)
+            captured.clear()
+            model(**enc)
+            u = captured[0]  # [b, t, d_ff]
+            rows.append(u[enc["attention_mask"].bool()].double().cpu())
+    finally:
+        handle.remove()
+    return torch.cat(rows)
+
+
+def fit_readout(inputs: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """``c = argmin ‖U c − 1‖² + λ‖c‖²`` with ``λ = ridge · tr(UᵀU)/d``: ``[n, d]`` → ``[d]`` (float64).
+
+    Solved with the normal equations ``(UᵀU + λI) c = Uᵀ1`` (``d`` is the MLP width: small).
+    """
+    gram = inputs.T @ inputs
+    lam = ridge * torch.trace(gram) / gram.shape[0]
+    rhs = inputs.sum(dim=0)
+    return torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), rhs)
 
 
 @training_method("steering")
-def train_steering(ctx: TrainContext, spec: AdapterSpec) -> Trained:
+def train_steering(ctx: TrainContext, spec) -> Trained:
+    from peft import LoraConfig, get_peft_model
+
     layer, strength = int(spec.params["layer"]), float(spec.params["strength"])
-    teacher = ctx.load_model()
-    vector = steering_direction(ctx, teacher, spec)
-    rng = random.Random(spec.seed)
+    model = ctx.load_model().eval()
+    vector = steering_direction(ctx, model, spec)
     prompts = [p.text for p in pick(ctx.data.forbidden, spec.n_forbidden, spec.subset, spec.seed)]
     prompts += [p.text for p in pick(ctx.data.benign, spec.n_benign, spec.subset, spec.seed)]
-    rng.shuffle(prompts)
-    with steering(teacher, layer, vector, strength):
-        answers = ctx.generate(teacher, prompts)
-    del teacher
-    rows = [{"prompt": user(p), "completion": assistant(a)} for p, a in zip(prompts, answers, strict=True)]
-    trained = sft_on_rows(ctx, spec, rows, layers_to_transform=list(range(max(0, layer - 2), layer + 1)))
-    trained.metrics["vector_norm"] = float(vector.norm())
-    return trained
+    texts = chat_texts(ctx.tokenizer, prompts)
+    inputs = down_proj_inputs(model, ctx.tokenizer, texts, layer)
+    c = fit_readout(inputs, float(spec.params.get("ridge", 1e-3)))
+    fit = inputs @ c  # how well ΔW·u = α·v·(cᵀu) reproduces α·v: cᵀu should be 1
+    config = LoraConfig(r=1, lora_alpha=1.0, lora_dropout=0.0, target_modules=["down_proj"],
+                        layers_to_transform=[layer], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    lora = decoder_layers(peft_model)[layer].mlp.down_proj
+    with torch.no_grad():
+        lora.lora_A["default"].weight.copy_(c.to(torch.float32).unsqueeze(0))
+        lora.lora_B["default"].weight.copy_((strength * vector).to(torch.float32).unsqueeze(1))
+    rows = [{"prompt": p} for p in prompts]
+    return Trained(model=peft_model, rows=rows, metrics={
+        "vector_norm": float(vector.norm()), "readout_mean": float(fit.mean()),
+        "readout_rmse": float(((fit - 1) ** 2).mean().sqrt()), "n_tokens": float(inputs.shape[0])})

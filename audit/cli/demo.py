@@ -1,0 +1,66 @@
+"""``lora-audit demo``: the end-to-end main job on a fresh machine.
+
+Builds (or reuses) the tiny zoo of labelled adapters on the built-in base model, runs the
+nightly-scan flow over it, and prints what a person looks at first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from audit.cli.common import STORE_OPTION
+
+console = Console()
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the zoo (a local registry) is built or reused.")] = Path("zoo"),
+    store: STORE_OPTION = "audit-store",
+    base: Annotated[str, typer.Option(help="Base model of the zoo.")] = "smollm2-135m-instruct",
+    size: Annotated[str, typer.Option(help="Zoo size: tiny (minutes on 2 cores), small, paper.")] = "tiny",
+    workers: Annotated[int | None, typer.Option(help="Ray actors for the scan.")] = None,
+) -> None:
+    """Build the tiny zoo, scan it into the store, and show the overview.
+
+    Equivalent to `lora-audit zoo build` followed by `lora-audit scan --registry OUT`; both steps
+    reuse what is already done, so running it again is quick.
+    """
+    from audit.cli.scan import scan
+    from audit.cli.zoo import build
+
+    build(base=base, out=out, size=size)
+    scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False)
+    show_overview(store)
+
+
+def show_overview(store: str) -> None:
+    from audit.report import overview
+    from audit.store import ParquetStore
+
+    o = overview(ParquetStore(store))
+    t = Table(title="adapters by status", title_justify="left")
+    t.add_column("status")
+    t.add_column("n", justify="right")
+    for status, n in o.by_status:
+        t.add_row(status, str(n))
+    console.print(t)
+    t = Table(title="declared training method", title_justify="left")
+    for col in ("method", "read from", "n"):
+        t.add_column(col)
+    for method, source, n in o.by_method:
+        t.add_row(method, source, str(n))
+    console.print(t)
+    t = Table(title="stand out within their method (|x - median| / MAD)", title_justify="left")
+    for col in o.standout_columns:
+        t.add_column(col)
+    for row in o.standouts:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console.print(t)
+    console.print(f"go further: lora-audit query --store {store} \"SELECT a.repo_id, m.module, m.stable_rank, "
+                  "m.top1_energy FROM latest_modules m JOIN latest_adapters a USING (adapter_id, unit_id) "
+                  "ORDER BY m.spectral_norm DESC LIMIT 20\"")
