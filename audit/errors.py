@@ -153,6 +153,13 @@ class StoreError(TransientAuditError, OSError):
     default_code = "store_error"
 
 
+class IntegrityError(AuditError, ValueError):
+    """A stored artifact does not match what was recorded for it (tampered, truncated, or holding
+    types that could execute code); it is refused."""
+
+    default_code = "integrity"
+
+
 # --- usage ----------------------------------------------------------------------------------------
 
 

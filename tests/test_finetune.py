@@ -122,7 +122,7 @@ def test_full_finetunes_from_the_hub(tmp_path, monkeypatch, store):
     assert codes[f"{ORG}/orphan"] == {"base_model_unavailable"}
     assert codes[f"{ORG}/pickled"] == {"pickle_weights_refused"}
     modules = {m: (k, r, t, sv) for m, k, r, t, sv in con.execute(
-        "SELECT module, kind, rank, truncated, singular_values FROM modules JOIN adapters USING (adapter_id) "
+        "SELECT module, modules.kind, rank, truncated, singular_values FROM modules JOIN adapters USING (adapter_id) "
         "WHERE repo_id = ?", [f"{ORG}/tiny-sft"]).fetchall()}
     assert set(modules) == {"model.embed_tokens", "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"}
     kind, rank, truncated, sigma = modules["model.layers.0.self_attn.q_proj"]

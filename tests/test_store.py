@@ -194,3 +194,21 @@ def test_compaction_merges_files_and_survives_an_interruption(store, tmp_path):
     assert con.execute("SELECT count(*) FROM units_all").fetchone() == (6,)
     assert con.execute("SELECT count(*) FROM modules").fetchone() == mods
     assert missing_refs(store, refs, before[0] and "spectra-1") == []
+
+
+def test_files_written_before_a_column_existed_read_as_null(store, tmp_path):
+    """Columns are only ever added: files of an older version show NULL in the new columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, result = _result(tmp_path)
+    store.write_result(result)
+    row = result.adapter.model_dump(exclude={"kind"})
+    row["unit_id"], row["adapter_id"] = "older-unit", "older@r"
+    folder = Path(store.root) / "units" / "audit_date=2026-01-02"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row]), folder / "older-unit.parquet")  # no kind, modules, findings
+    con = store.connect()
+    rows = con.execute("SELECT unit_id, kind FROM adapters ORDER BY unit_id").fetchall()
+    assert ("older-unit", None) in rows and (result.adapter.unit_id, "adapter") in rows
+    assert con.execute("SELECT count(*) FROM modules WHERE unit_id = 'older-unit'").fetchone() == (0,)

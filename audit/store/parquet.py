@@ -113,6 +113,38 @@ class ParquetStore:
             raise StoreError(f"cannot write {final}: {exc}") from exc
         return final
 
+    def write_blob(self, relpath: str, data: bytes) -> str:
+        """Write bytes (an artifact) at ``relpath`` under the store root, atomically.
+
+        Raises:
+            StoreError: the file could not be written.
+        """
+        final = posixpath.join(self.root, relpath)
+        folder = posixpath.dirname(final)
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            target = (posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}.partial") if self.local else final)
+            with self.fs.open_output_stream(target) as fh:
+                fh.write(data)
+            if self.local:
+                os.replace(target, final)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot write {final}: {exc}") from exc
+        return final
+
+    def read_blob(self, relpath: str) -> bytes:
+        """Read the bytes at ``relpath`` under the store root.
+
+        Raises:
+            StoreError: the file cannot be read.
+        """
+        path = posixpath.join(self.root, relpath)
+        try:
+            with self.fs.open_input_stream(path) as fh:
+                return fh.read()
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+
     def write_result(self, result: AuditResult) -> str | None:
         """Write one unit of work (its adapter row with its modules and findings) as one file."""
         a = result.adapter

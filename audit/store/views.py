@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import importlib
+
 import duckdb
 import pyarrow as pa
 
@@ -57,6 +59,10 @@ _DERIVED = {
 :func:`register_view`."""
 
 
+TABLE_MODULES = ("audit.classify.tables",)
+"""Modules that register more tables and views (imported before the views are made)."""
+
+
 def register_view(name: str, sql: str) -> None:
     """Add a derived view (created after the base tables' ``*_all`` views)."""
     _DERIVED[name] = sql
@@ -68,17 +74,19 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -
     Raises:
         duckdb.Error: a view cannot be defined (a damaged file, an unreadable store).
     """
+    for module in TABLE_MODULES:  # features that add tables register them on import
+        importlib.import_module(module)
     con = con or duckdb.connect()
     for table, schema in TABLES.items():
         part = PARTITION[table]
         full = schema.append(pa.field(part, pa.date32()))
-        if not store.has_files(table):
-            con.register(f"_src_{table}", pa.Table.from_pylist([], schema=full))
-            src = f"_src_{table}"
-        elif store.local:
-            src = (f"read_parquet('{_quote(store.table_glob(table))}', hive_partitioning = true, "
-                   f"union_by_name = true)")
-        else:
+        # every column of the current schema, NULL where older files lack it (columns are only added)
+        con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=full))
+        src = f"_empty_{table}"
+        if store.has_files(table) and store.local:
+            src = (f"(SELECT * FROM _empty_{table} UNION ALL BY NAME SELECT * FROM read_parquet("
+                   f"'{_quote(store.table_glob(table))}', hive_partitioning = true, union_by_name = true))")
+        elif store.has_files(table):
             con.register(f"_src_{table}", _remote_dataset(store, table, full))
             src = f"_src_{table}"
         # a row present in two files (left by an interrupted compaction) is read once

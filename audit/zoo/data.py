@@ -128,11 +128,13 @@ class ResponseCache:
         self.path = Path(folder) / f"responses-{key}.json"
         self.answers: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def get(self, prompts: Sequence[str], generate: Callable[[list[str]], list[str]]) -> list[str]:
-        """Answers to ``prompts``; missing ones come from ``generate(missing_prompts)`` and are saved."""
+    def get(self, prompts: Sequence[str], generate: Callable[[list[str]], list[str]], chunk: int = 64) -> list[str]:
+        """Answers to ``prompts``; missing ones come from ``generate(missing_prompts)``, ``chunk``
+        at a time, each chunk saved as soon as it is done (an interrupted build keeps them)."""
         missing = list(dict.fromkeys(p for p in prompts if p not in self.answers))
-        if missing:
-            self.answers.update(zip(missing, generate(missing), strict=True))
+        for i in range(0, len(missing), chunk):
+            part = missing[i:i + chunk]
+            self.answers.update(zip(part, generate(part), strict=True))
             self._save()
         return [self.answers[p] for p in prompts]
 

@@ -1,0 +1,1 @@
+"""Per-method calibrated classifiers: features → verdicts, recalibration and re-audit."""

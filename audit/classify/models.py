@@ -1,0 +1,63 @@
+"""The per-method models (scikit-learn), trained on feature vectors of labelled adapters.
+
+- drift detector: impute (missing aggregates → 0, with indicators) → standardise → logistic
+  regression, wrapped in ``CalibratedClassifierCV`` with Platt (sigmoid) calibration, the choice
+  for small samples (Niculescu-Mizil & Caruana 2005);
+- objective classifier (methods with several drifted objectives): the same pipeline, multinomial;
+- severity score: ridge regression of the severity (0 for healthy) on the same features; used as a
+  ranking (its Spearman ρ with the true severity is what is reported).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+MIN_PER_CLASS = 3
+"""A method needs at least this many healthy and this many drifted labelled adapters."""
+
+
+def _base(estimator) -> Pipeline:
+    return Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True,
+                                              keep_empty_features=True)),
+                     ("scale", StandardScaler()), ("model", estimator)])
+
+
+def drift_detector(y: np.ndarray, seed: int = 0) -> CalibratedClassifierCV:
+    """A calibrated healthy-vs-drifted classifier for binary labels ``y`` (1 = drifted).
+
+    Raises:
+        ValueError: fewer than 2 adapters in a class (no calibration split is possible).
+    """
+    n_min = int(min(np.sum(y == 1), np.sum(y == 0)))
+    if n_min < 2:
+        raise ValueError(f"need at least 2 healthy and 2 drifted adapters, got {int(np.sum(y == 0))} and "
+                         f"{int(np.sum(y == 1))}")
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    cv = StratifiedKFold(n_splits=min(3, n_min), shuffle=True, random_state=seed)
+    return CalibratedClassifierCV(_base(lr), method="sigmoid", cv=cv)
+
+
+def objective_classifier() -> Pipeline:
+    """Multinomial logistic regression over the drifted objectives of one method."""
+    return _base(LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+
+
+def severity_ranker() -> Pipeline:
+    """Ridge regression of severity; its predictions rank adapters by how far they drifted."""
+    return _base(Ridge(alpha=1.0))
+
+
+def fit_drift(X: np.ndarray, y: np.ndarray, seed: int = 0) -> CalibratedClassifierCV:
+    return drift_detector(y, seed).fit(X, y)
+
+
+def drift_proba(model, X: np.ndarray) -> np.ndarray:
+    """Calibrated P(drifted) ``[n]`` for features ``X`` ``[n, d]``."""
+    classes = list(model.classes_)
+    return model.predict_proba(X)[:, classes.index(1)]
