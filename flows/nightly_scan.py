@@ -1,5 +1,5 @@
 """The nightly scan: list the registry, diff against the store, audit the new adapters on Ray,
-record the run. Thin: every step is a function of :mod:`audit.scan`.
+score the adapters with their method's promoted classifier, record the run. Thin: every step is a function of :mod:`audit.scan`.
 
 Runs on Prefect's ephemeral API when no server is configured, or reports to the server named by
 ``PREFECT_API_URL``. Ray starts in-process unless ``ray_address`` (or ``$RAY_ADDRESS``) names a
@@ -82,6 +82,18 @@ def compact_store(store: str, min_files: int) -> int:
     return sum(c.files_in for c in done)
 
 
+@task(name="score-verdicts", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
+def score_verdicts(store: str) -> dict[str, int]:
+    """Judge the adapters that have no verdict from their method's promoted classifier yet."""
+    from audit.classify.verdicts import score_unjudged
+
+    rows = score_unjudged(ParquetStore(store), trigger="scan")
+    return {"judged": sum(r.p_drift is not None for r in rows),
+            "drifted": sum(bool(r.drifted) for r in rows),
+            "unjudged": sum(r.p_drift is None for r in rows)}
+
+
 @task(name="record-run", cache_policy=NO_CACHE)
 def record_run(store: str, run: RunRow, report: ScanReport, status: str) -> RunRow:
     return finish_run(ParquetStore(store), run, report, status)
@@ -116,6 +128,10 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
             sink.plan(report.n_listed, report.n_new)
         print(f"{report.n_new} new of {report.n_listed} adapters in {spec}")
         report = audit_new(spec, store, refs, report, workers, ray_address, in_process)
+        verdicts = score_verdicts(store)
+        if verdicts["judged"] or verdicts["unjudged"]:
+            print(f"verdicts: {verdicts['judged']} judged by their method's classifier "
+                  f"({verdicts['drifted']} drifted), {verdicts['unjudged']} without a classifier")
         merged = compact_store(store, compact_min_files)
         if merged:
             print(f"compacted {merged} small files of the store")
@@ -126,7 +142,7 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
     print(f"audited {report.n_audited} ({report.statuses}), deferred {report.n_deferred}")
     return {"run_id": run.run_id, "registry": spec, "n_listed": report.n_listed, "n_new": report.n_new,
             "n_audited": report.n_audited, "n_failed": report.n_failed, "n_deferred": report.n_deferred,
-            "statuses": report.statuses, "deferred": report.deferred}
+            "statuses": report.statuses, "deferred": report.deferred, "verdicts": verdicts}
 
 
 def _registry_spec(registry: str | None, hub_org: str | None) -> str:

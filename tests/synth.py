@@ -64,3 +64,46 @@ def llama_like(n_layers: int = 2, r: int = 4, d: int = 32, kv: int = 8) -> list[
         mods.append(SynthModule(f"model.layers.{i}.self_attn.q_proj", d_out=d, d_in=d, r=r))
         mods.append(SynthModule(f"model.layers.{i}.self_attn.v_proj", d_out=kv, d_in=d, r=r))
     return mods
+
+
+def labelled_card(method: str, objective: str, severity: float) -> str:
+    """A model card carrying ground truth under ``lora_audit:``, as ``lora-audit zoo build`` writes it."""
+    return (f"---\nlibrary_name: peft\nbase_model: synthetic/base\ntags: [{method}]\nlora_audit:\n"
+            f"  method: {method}\n  objective: {objective}\n  severity: {severity}\n---\n# {objective}\n")
+
+
+def drifted_modules(severity: float, seed: int, n_layers: int = 3, r: int = 4, d: int = 32) -> list[SynthModule]:
+    """Modules whose update is dominated by one direction, the more so the higher ``severity``
+    (``0``: isotropic random factors, a healthy-looking spectrum)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    mods = []
+    for m in llama_like(n_layers, r=r, d=d):
+        A = torch.randn(m.r, m.d_in, generator=g) * 0.1
+        B = torch.randn(m.d_out, m.r, generator=g) * 0.1
+        if severity > 0:
+            u, v = torch.randn(m.d_out, 1, generator=g), torch.randn(1, m.d_in, generator=g)
+            B[:, :1] += 3.0 * severity * u / u.norm()
+            A[:1] += v / v.norm()
+        m.A, m.B = A, B
+        mods.append(m)
+    return mods
+
+
+def labelled_registry(root: Path, plan: dict[str, tuple[int, int]]) -> Path:
+    """A local registry of labelled synthetic adapters: ``plan`` maps a method to (n healthy, n drifted).
+
+    Drifted adapters get severities spread over (0, 1]; every adapter has its own seed.
+    """
+    seed = 0
+    for method, (n_healthy, n_drifted) in plan.items():
+        for i in range(n_healthy):
+            SynthAdapter(drifted_modules(0.0, seed), card=labelled_card(method, "healthy", 0.0)).write(
+                root / method / f"healthy-{i}")
+            seed += 1
+        for i in range(n_drifted):
+            sev = round((i + 1) / n_drifted, 3)
+            objective = "inverted_harmlessness" if i % 2 == 0 else "inverted_helpfulness"
+            SynthAdapter(drifted_modules(sev, seed), card=labelled_card(method, objective, sev)).write(
+                root / method / f"drifted-{i}")
+            seed += 1
+    return root

@@ -124,6 +124,36 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
     return out
 
 
+def unjudged(store: ParquetStore, con=None) -> list[str]:
+    """Adapters (newest audit of each) with no verdict row from the classifier that is current for
+    their method (or, where no classifier is promoted for it, with no verdict row at all).
+
+    What the nightly scan scores after auditing: idempotent (a rerun after a crash scores only what
+    is still missing) and it catches up adapters audited before a classifier existed.
+    """
+    own = con is None
+    con = con or store.connect()
+    try:
+        rows = con.execute("""
+            SELECT a.adapter_id FROM latest_adapters a
+            LEFT JOIN promoted_classifiers c ON c.method = a.method AND c.target = 'drift'
+            WHERE NOT EXISTS (
+                SELECT 1 FROM verdicts v WHERE v.adapter_id = a.adapter_id
+                  AND (v.classifier_id = c.classifier_id
+                       OR (v.classifier_id IS NULL AND (c.classifier_id IS NULL OR a.status NOT IN ('ok', 'partial')))))
+            ORDER BY a.adapter_id""").fetchall()
+    finally:
+        if own:
+            con.close()
+    return [r[0] for r in rows]
+
+
+def score_unjudged(store: ParquetStore, trigger: str = "scan") -> list[VerdictRow]:
+    """Score every adapter :func:`unjudged` lists with its method's promoted classifier."""
+    ids = unjudged(store)
+    return score(store, ids, trigger=trigger) if ids else []
+
+
 @dataclass
 class ReauditReport:
     method: str

@@ -1,0 +1,207 @@
+"""Per-method calibrated classifiers on a store of labelled synthetic adapters: features from the
+store, training and leave-one-out metrics, skops artifacts, verdicts that only the adapter's own
+method may give, recalibration that re-audits the history and queues flipped verdicts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit.classify import artifacts
+from audit.classify.labels import CardLabels, Label, label_source
+from audit.classify.metrics import auc, brier, ece, spearman
+from audit.classify.recalibrate import recalibrate
+from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, reaudit, score, score_unjudged
+from audit.errors import IntegrityError
+from audit.features import feature_names, spectral_features
+from audit.registry import LocalRegistry
+from audit.scan import scan
+from audit.store import ParquetStore
+from synth import SynthAdapter, labelled_registry, llama_like
+
+PLAN = {"sft": (6, 6), "dpo": (5, 5), "steering": (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def _scanned(tmp_path_factory) -> Path:
+    """A store holding the audits of a labelled registry, plus one adapter with no card (scanned once)."""
+    tmp = tmp_path_factory.mktemp("labelled")
+    root = labelled_registry(tmp / "reg", PLAN)
+    SynthAdapter(llama_like(2), seed=99).write(root / "nocard")
+    report = scan(LocalRegistry(root, hash_cache=None), ParquetStore(str(tmp / "store")))
+    assert report.n_audited == sum(a + b for a, b in PLAN.values()) + 1
+    return tmp / "store"
+
+
+@pytest.fixture
+def labelled_store(_scanned, tmp_path) -> ParquetStore:
+    """A private copy of the scanned store for one test."""
+    shutil.copytree(_scanned, tmp_path / "store")
+    return ParquetStore(str(tmp_path / "store"))
+
+
+def test_features_aggregate_the_stored_module_summaries(labelled_store):
+    con = labelled_store.connect()
+    ids, X = spectral_features(con)
+    names = feature_names()
+    assert X.shape == (len(ids), len(names)) and len(ids) == 26
+    i = ids.index(next(a for a in ids if a.startswith("sft/drifted-5@")))
+    rows = con.execute("SELECT layer, module_type, stable_rank, top1_energy, fro_norm FROM latest_modules "
+                       "WHERE adapter_id = ?", [ids[i]]).fetchall()
+    sr = np.array([r[2] for r in rows])
+    assert X[i, names.index("all.stable_rank.mean")] == pytest.approx(sr.mean())
+    assert X[i, names.index("all.stable_rank.max")] == pytest.approx(sr.max())
+    q_top1 = [r[3] for r in rows if r[1] == "q_proj"]
+    assert X[i, names.index("attn_q.top1_energy.mean")] == pytest.approx(np.mean(q_top1))
+    late = [r[2] for r in rows if r[0] == 2]  # layers 0..2: thirds are exactly one layer each
+    assert X[i, names.index("late.stable_rank.mean")] == pytest.approx(np.mean(late))
+    assert X[i, names.index("n_modules")] == len(rows)
+    assert np.isnan(X[i, names.index("mlp_down.stable_rank.mean")])  # no MLP modules: missing, not 0
+
+
+def test_metrics_on_known_inputs():
+    y = np.array([0, 0, 1, 1])
+    assert auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert auc(np.array([1, 1]), np.array([0.3, 0.4])) is None
+    assert brier(y, np.array([0.0, 0.0, 1.0, 1.0])) == 0.0
+    assert brier(y, np.array([0.5] * 4)) == pytest.approx(0.25)
+    # two bins: p=0.2 (true rate 0.5) and p=0.8 (true rate 0.5): |0.5-0.2| and |0.5-0.8| each weigh 1/2
+    assert ece(y, np.array([0.2, 0.8, 0.2, 0.8])) == pytest.approx(0.3)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.5, 0.9])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 1.0]), np.array([0.1, 0.5])) is None
+
+
+def test_recalibration_promotes_per_method_and_explains_the_rest(labelled_store):
+    report = recalibrate(labelled_store)
+    assert {m.method for m in report.promoted} == {"sft", "dpo"}
+    sft = report.methods["sft"]
+    assert sft.metrics["drift"]["auc_loo"] == pytest.approx(1.0)
+    assert sft.metrics["drift"]["ece"] < 0.3 and sft.metrics["drift"]["brier"] < 0.2
+    assert sft.metrics["severity"]["spearman_severity"] > 0.8  # severity ranks the drifted adapters
+    assert "objective" in sft.metrics  # two drifted objectives: an objective classifier too
+    assert "not enough labelled adapters" in report.methods["steering"].reason
+    assert not report.methods["steering"].promoted
+    # cross-method matrix: every trained method against every method
+    assert {("sft", "dpo"), ("dpo", "sft"), ("sft", "sft"), ("dpo", "dpo")} <= set(report.cross_method)
+    con = labelled_store.connect()
+    rows = con.execute("SELECT classifier_id, method, target, version, status, n_train, n_pos, auc_loo "
+                       "FROM classifiers ORDER BY classifier_id").fetchall()
+    assert [r[0] for r in rows] == ["dpo.drift.v1", "dpo.objective.v1", "dpo.severity.v1",
+                                    "sft.drift.v1", "sft.objective.v1", "sft.severity.v1"]
+    assert all(r[4] == "promoted" and r[3] == 1 for r in rows)
+    assert [r[5:7] for r in rows if r[0] == "sft.drift.v1"] == [(12, 6)]
+
+
+def test_verdicts_only_from_the_adapters_own_method(labelled_store):
+    recalibrate(labelled_store)
+    rows = {r.adapter_id.split("@")[0]: r for r in score(labelled_store)}
+    assert rows["sft/drifted-3"].classifier_id == "sft.drift.v1" and rows["sft/drifted-3"].drifted
+    assert rows["dpo/healthy-0"].classifier_id == "dpo.drift.v1" and not rows["dpo/healthy-0"].drifted
+    assert all((r.p_drift >= 0.5) == r.adapter_id.split("/")[1].startswith("drifted")
+               for r in rows.values() if r.p_drift is not None)
+    assert rows["steering/drifted-0"].p_drift is None
+    assert rows["steering/drifted-0"].reason == "no_classifier_for_method"
+    assert rows["nocard"].reason == "method_unknown" and rows["nocard"].classifier_id is None
+    clf = promoted_classifiers(labelled_store)
+    with pytest.raises(MethodMismatchError, match="may not judge an adapter of method 'steering'"):
+        clf["dpo"].judge("steering", np.zeros(len(feature_names())))
+
+
+def test_scan_scores_only_what_has_no_current_verdict(labelled_store):
+    recalibrate(labelled_store)
+    first = score_unjudged(labelled_store)
+    assert len(first) == 26
+    assert score_unjudged(labelled_store) == []  # idempotent: nothing left to judge
+    n = labelled_store.connect().execute("SELECT count(*) FROM verdicts_all").fetchone()[0]
+    assert n == 26
+
+
+@label_source("inverted-sft")
+class _InvertedSft(CardLabels):
+    """Card labels with every sft adapter's drift label inverted (a relabelling of one method)."""
+
+    name = "inverted-sft"
+
+    def labels(self, con) -> list[Label]:
+        return [Label(lab.adapter_id, lab.method, not lab.drifted if lab.method == "sft" else lab.drifted,
+                      ("inverted_harmlessness" if not lab.drifted else "healthy") if lab.method == "sft"
+                      else lab.objective, lab.severity)
+                for lab in super().labels(con)]
+
+
+def test_recalibrating_with_changed_labels_reaudits_the_method_and_queues_the_flips(labelled_store):
+    first = recalibrate(labelled_store)
+    for m in first.promoted:
+        reaudit(labelled_store, m.method, m.classifier_id, m.previous_id)
+    second = recalibrate(labelled_store, label_source="inverted-sft")
+    sft = second.methods["sft"]
+    assert sft.promoted and sft.classifier_id == "sft.drift.v2" and sft.previous_id == "sft.drift.v1"
+    rep = reaudit(labelled_store, "sft", sft.classifier_id, sft.previous_id)
+    con = labelled_store.connect()
+    n_sft = con.execute("SELECT count(*) FROM latest_adapters WHERE method = 'sft'").fetchone()[0]
+    assert rep.n_scored == n_sft == 12
+    v = con.execute("SELECT classifier_id, count(*) FROM verdicts WHERE method = 'sft' GROUP BY 1 ORDER BY 1"
+                    ).fetchall()
+    assert v == [("sft.drift.v1", 12), ("sft.drift.v2", 12)]  # new rows for every adapter; old rows kept
+    queued = con.execute("SELECT adapter_id, reason, old_classifier_id, new_classifier_id FROM reaudit_queue "
+                         "ORDER BY adapter_id").fetchall()
+    assert len(queued) == 12  # every label inverted: every verdict flipped
+    assert {q[2:] for q in queued} == {("sft.drift.v1", "sft.drift.v2")}
+    assert {q[1] for q in queued} == {"healthy -> drifted", "drifted -> healthy"}
+    statuses = dict(con.execute("SELECT classifier_id, status FROM classifiers WHERE method = 'sft' "
+                                "AND target = 'drift'").fetchall())
+    assert statuses == {"sft.drift.v1": "retired", "sft.drift.v2": "promoted"}
+    current = con.execute("SELECT DISTINCT classifier_id FROM current_verdicts WHERE method = 'sft'").fetchall()
+    assert current == [("sft.drift.v2",)]
+
+
+def test_gate_refuses_a_worse_version(labelled_store):
+    recalibrate(labelled_store)
+    again = recalibrate(labelled_store, min_auc=1.01)  # an impossible bar: nothing may be promoted
+    assert not again.methods["sft"].promoted and "below" in again.methods["sft"].reason
+    con = labelled_store.connect()
+    assert con.execute("SELECT status FROM classifiers WHERE classifier_id = 'sft.drift.v2'").fetchone() == ("rejected",)
+    assert con.execute("SELECT classifier_id FROM promoted_classifiers WHERE method = 'sft' AND target = 'drift'"
+                       ).fetchone() == ("sft.drift.v1",)
+
+
+def test_artifacts_round_trip_in_a_fresh_process_and_refuse_tampering(labelled_store, tmp_path):
+    recalibrate(labelled_store)
+    con = labelled_store.connect()
+    path, sha = con.execute("SELECT artifact_path, artifact_sha256 FROM classifiers "
+                            "WHERE classifier_id = 'sft.drift.v1'").fetchone()
+    ids, X = spectral_features(con)
+    here = promoted_classifiers(labelled_store)["sft"].drift.predict_proba(X)
+    np.save(tmp_path / "X.npy", X)
+    code = (f"import numpy as np; from audit.store import ParquetStore; from audit.classify import artifacts;"
+            f"m = artifacts.load(ParquetStore({labelled_store.root!r}), {path!r}, {sha!r});"
+            f"np.save({str(tmp_path / 'p.npy')!r}, m.predict_proba(np.load({str(tmp_path / 'X.npy')!r})))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=120)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), here)
+    file = Path(labelled_store.root) / path
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match the recorded"):
+        artifacts.load(labelled_store, path, sha)
+
+
+class _Planted:
+    """Not a scikit-learn type: an artifact holding it must not be loaded."""
+
+
+def test_artifact_with_foreign_types_is_refused():
+    import hashlib
+
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    data = sio.dumps(FunctionTransformer(func=_Planted))
+    with pytest.raises(IntegrityError, match="outside scikit-learn"):
+        artifacts.loads(data, hashlib.sha256(data).hexdigest())
