@@ -1,6 +1,7 @@
 """Periodic recalibration: retrain the per-method classifiers from the labelled history,
 evaluate them leave-one-adapter-out, promote the versions that pass the gates, and re-audit the
-history of every method whose classifier changed. Thin: the work is in ``audit.classify``."""
+history of every method whose classifier changed (then give every adapter still without a
+verdict row its row, or the reason it has none). Thin: the work is in ``audit.classify``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def retrain_task(store: str, label_source: str, min_auc: float, max_ece: float,
                  auc_tolerance: float) -> RecalibrationReport:
     return retrain(ParquetStore(store), label_source=label_source, min_auc=min_auc, max_ece=max_ece,
                    auc_tolerance=auc_tolerance)
+
+
+@task(name="score-unjudged", cache_policy=NO_CACHE)
+def score_unjudged_task(store: str) -> int:
+    from audit.classify.verdicts import score_unjudged
+
+    return len(score_unjudged(ParquetStore(store), trigger="recalibrate"))
 
 
 @flow(name="recalibrate", log_prints=True)
@@ -43,4 +51,6 @@ def recalibrate(store: str = "audit-store", label_source: str = "card", min_auc:
         if m.promoted:
             entry["reaudit"] = reaudit(store, method, m.classifier_id, m.previous_id)
         out["methods"][method] = entry
+    # adapters that no re-audit covered (methods without a classifier, never scored): a row each
+    out["n_scored_unjudged"] = score_unjudged_task(store)
     return out

@@ -77,3 +77,30 @@ def test_help_explains():
     assert res.exit_code == 0 and "scan" in res.output and "query" in res.output
     res = runner.invoke(app, ["query", "--help"])
     assert "Examples" in res.output and "latest_adapters" in res.output
+
+
+def test_recalibrate_and_verdicts_commands(tmp_path, prefect_harness):
+    from audit.registry import LocalRegistry
+    from audit.scan import scan
+    from audit.store import ParquetStore
+    from synth import labelled_registry
+
+    root = labelled_registry(tmp_path / "reg", {"sft": (4, 4), "steering": (1, 1)})
+    store = str(tmp_path / "store")
+    scan(LocalRegistry(root, hash_cache=None), ParquetStore(store))
+    empty = runner.invoke(app, ["verdicts", "--store", store])
+    assert empty.exit_code == 0 and "no verdicts yet" in empty.output
+    res = runner.invoke(app, ["recalibrate", "--store", store], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "sft.drift.v1 (promoted)" in res.output and "not enough labelled adapters" in res.output
+    assert "re-audited 8, 0 flipped" in res.output
+    res = runner.invoke(app, ["verdicts", "--store", store, "--format", "json"])
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    assert len(rows) == 10
+    assert {r["classifier_id"] for r in rows if r["method"] == "sft"} == {"sft.drift.v1"}
+    assert {r["reason"] for r in rows if r["method"] == "steering"} == {"no_classifier_for_method"}
+    assert all(r["drifted"] == ("drifted" in r["repo_id"]) for r in rows if r["method"] == "sft")
+    flipped = runner.invoke(app, ["verdicts", "--store", store, "--flipped"])
+    assert flipped.exit_code == 0 and "no flipped verdicts" in flipped.output
+    bad = runner.invoke(app, ["recalibrate", "--store", store, "--label-source", "nope"])
+    assert bad.exit_code == 2 and "unknown label source 'nope'" in bad.output

@@ -90,3 +90,14 @@ def test_scan_reads_the_zoo_labels(tiny_zoo, tmp_path):
         spec = specs[repo_id]
         assert (method, source, objective, severity, kind) == (
             spec.method, "card:lora_audit", spec.objective, spec.severity, "adapter")
+    # the zoo's ground truth trains one classifier per method, and each judges only its own adapters
+    from audit.classify.recalibrate import recalibrate
+    from audit.classify.verdicts import score_unjudged
+
+    rec = recalibrate(store, min_auc=0.0, max_ece=1.0)  # tiny is for the pipeline, not for accuracy
+    assert {m.method for m in rec.promoted} == {"sft", "dpo", "steering"}
+    assert all(m.n_train == 6 and m.n_pos == 3 for m in rec.methods.values())
+    verdicts = score_unjudged(store)
+    assert len(verdicts) == len(plan("tiny"))
+    assert all(v.classifier_id == f"{specs[v.repo_id].method}.drift.v1" and 0.0 <= v.p_drift <= 1.0
+               for v in verdicts)

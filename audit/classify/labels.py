@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from audit.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class Label:
@@ -48,10 +50,10 @@ def get_label_source(name: str = "card") -> LabelSource:
     """The label source registered as ``name``.
 
     Raises:
-        KeyError: unknown source (the message lists the known ones).
+        ConfigurationError: unknown source (the message lists the known ones).
     """
     if name not in _SOURCES:
-        raise KeyError(f"unknown label source {name!r}; known: {sorted(_SOURCES)}")
+        raise ConfigurationError(f"unknown label source {name!r}; known: {sorted(_SOURCES)}")
     return _SOURCES[name]()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from audit.cli.classify import recalibrate, verdicts
 from audit.cli.compact import compact
 from audit.cli.demo import demo
 from audit.cli.query import query
@@ -13,7 +14,8 @@ from audit.cli.zoo import zoo_app
 app = typer.Typer(
     name="lora-audit",
     help="Audit the LoRA adapters of a registry: exact delta spectra of every adapter, stored as "
-         "Parquet and queryable with DuckDB.",
+         "Parquet and queryable with DuckDB; per-training-method calibrated classifiers turn them into "
+         "verdicts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -21,6 +23,8 @@ app = typer.Typer(
 app.command("scan")(scan)
 app.command("query")(query)
 app.command("compact")(compact)
+app.command("recalibrate")(recalibrate)
+app.command("verdicts")(verdicts)
 app.add_typer(zoo_app, name="zoo")
 app.command("demo")(demo)
 

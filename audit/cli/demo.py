@@ -1,7 +1,8 @@
 """``lora-audit demo``: the end-to-end main job on a fresh machine.
 
 Builds (or reuses) the tiny zoo of labelled adapters on the built-in base model, runs the
-nightly-scan flow over it, and prints what a person looks at first.
+nightly-scan flow over it, recalibrates the per-method classifiers on the zoo's labels (which
+re-audits the history), and prints what a person looks at first.
 """
 
 from __future__ import annotations
@@ -25,17 +26,23 @@ def demo(
     size: Annotated[str, typer.Option(help="Zoo size: tiny (minutes on 2 cores), small, paper.")] = "tiny",
     workers: Annotated[int | None, typer.Option(help="Ray actors for the scan.")] = None,
 ) -> None:
-    """Build the tiny zoo, scan it into the store, and show the overview.
+    """Build the tiny zoo, scan it, recalibrate the classifiers, and show the overview and verdicts.
 
-    Equivalent to `lora-audit zoo build` followed by `lora-audit scan --registry OUT`; both steps
-    reuse what is already done, so running it again is quick.
+    Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT`, `lora-audit recalibrate`
+    and `lora-audit verdicts`; the build and the scan reuse what is already done, so running it
+    again is quick (each run adds a classifier version only if it passes the gates).
     """
+    from audit.cli.classify import recalibrate, verdicts
+    from audit.cli.query import Format
     from audit.cli.scan import scan
     from audit.cli.zoo import build
 
     build(base=base, out=out, size=size)
     scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False)
     show_overview(store)
+    recalibrate(store=store, label_source="card", min_auc=0.6, max_ece=0.3, auc_tolerance=0.05)
+    verdicts(store=store, flipped=False, method=None, format=Format.table, max_rows=60)
+    console.print(f"what changed after the last recalibration: lora-audit verdicts --flipped --store {store}")
 
 
 def show_overview(store: str) -> None:

@@ -17,7 +17,8 @@ from audit.store import ParquetStore
 
 EXAMPLES = """
 Views: adapters, modules, findings, runs (one row per adapter_id and analyzer version), latest_adapters,
-latest_modules (newest analyzer version only), and <table>_all (every file, as written).
+latest_modules (newest analyzer version only), classifiers, promoted_classifiers, verdicts,
+current_verdicts, reaudit_queue, and <table>_all (every file, as written).
 
 Examples:
 
@@ -27,6 +28,11 @@ Examples:
 
   lora-audit query --format csv "SELECT a.repo_id, m.module, m.stable_rank, m.top1_energy
       FROM modules m JOIN adapters a USING (adapter_id, unit_id) ORDER BY m.spectral_norm DESC LIMIT 20"
+
+  What changed after the last recalibration (verdicts that flipped, with both versions):
+
+  lora-audit query "SELECT q.repo_id, q.reason, q.old_p_drift, q.new_p_drift FROM reaudit_queue q
+      WHERE q.new_classifier_id IN (SELECT classifier_id FROM promoted_classifiers)"
 """
 
 

@@ -1,0 +1,126 @@
+"""``lora-audit recalibrate`` and ``lora-audit verdicts``: per-method classifiers and their verdicts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from audit.cli.common import STORE_OPTION, fail
+from audit.cli.query import Format, emit
+
+console = Console()
+
+CHANGED_SQL = """
+  lora-audit query "SELECT adapter_id, reason, old_classifier_id, new_classifier_id, old_p_drift, new_p_drift
+                    FROM reaudit_queue WHERE new_classifier_id IN
+                      (SELECT classifier_id FROM promoted_classifiers WHERE target = 'drift')"
+"""
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def recalibrate(
+    store: STORE_OPTION = "audit-store",
+    label_source: Annotated[str, typer.Option(help="Where labels come from: 'card' (the lora_audit: ground "
+                                                   "truth in model cards) or a registered label source.")] = "card",
+    min_auc: Annotated[float, typer.Option(help="Gate: lowest leave-one-adapter-out AUC to promote.")] = 0.6,
+    max_ece: Annotated[float, typer.Option(help="Gate: highest expected calibration error to promote.")] = 0.3,
+    auc_tolerance: Annotated[float, typer.Option(
+        help="Gate: largest AUC drop below the promoted version that still counts as noise.")] = 0.05,
+) -> None:
+    """Retrain the per-method drift classifiers from the labelled history and re-audit.
+
+    For every training method with at least 3 healthy and 3 drifted labelled adapters: a calibrated
+    drift detector, a severity ranker and (several drifted objectives) an objective classifier,
+    evaluated leave-one-adapter-out. A version that passes the gates is promoted, and every stored
+    adapter of that method is re-scored from its stored spectra (nothing is downloaded); verdicts
+    that flipped are queued in `reaudit_queue`. Runs the `recalibrate` Prefect flow.
+
+    What changed after the last recalibration:
+    """
+    from audit.classify.labels import get_label_source
+    from audit.errors import ConfigurationError
+
+    try:
+        get_label_source(label_source)  # a bad name fails here, before Prefect starts
+    except ConfigurationError as exc:
+        fail(str(exc))
+    from flows.recalibrate import recalibrate as flow
+
+    out = flow(store=store, label_source=label_source, min_auc=min_auc, max_ece=max_ece,
+               auc_tolerance=auc_tolerance)
+    print_recalibration(out)
+
+
+recalibrate.__doc__ = (recalibrate.__doc__ or "") + CHANGED_SQL
+
+
+def print_recalibration(out: dict) -> None:
+    t = Table(title="recalibration (leave-one-adapter-out)", title_justify="left")
+    for col in ("method", "n (drifted)", "AUC", "Brier", "ECE", "severity ρ", "version", "outcome"):
+        t.add_column(col)
+    for method, m in out["methods"].items():
+        drift, sev = m["metrics"].get("drift", {}), m["metrics"].get("severity", {})
+        outcome = m["reason"]
+        if m.get("reaudit"):
+            r = m["reaudit"]
+            outcome += f"; re-audited {r['n_scored']}, {len(r['flipped'])} flipped"
+        t.add_row(method, f"{m['n_train']} ({m['n_pos']})", _fmt(drift.get("auc_loo")), _fmt(drift.get("brier")),
+                  _fmt(drift.get("ece")), _fmt(sev.get("spearman_severity")),
+                  (m["classifier_id"] or "-") + (" (promoted)" if m["promoted"] else ""), outcome)
+    console.print(t)
+    if out["cross_method_auc"]:
+        t = Table(title="cross-method AUC (rows: trained on; columns: judged; diagonal: leave-one-out)",
+                  title_justify="left")
+        methods = sorted({k.split("->")[0] for k in out["cross_method_auc"]} |
+                         {k.split("->")[1] for k in out["cross_method_auc"]})
+        t.add_column("trained on \\ judged")
+        for b in methods:
+            t.add_column(b)
+        for a in sorted({k.split("->")[0] for k in out["cross_method_auc"]}):
+            t.add_row(a, *(_fmt(out["cross_method_auc"].get(f"{a}->{b}")) for b in methods))
+        console.print(t)
+        console.print("A verdict only ever comes from the adapter's own method's classifier.")
+
+
+def verdicts(
+    store: STORE_OPTION = "audit-store",
+    flipped: Annotated[bool, typer.Option("--flipped", help="Only the adapters whose verdict flipped at a "
+                                                            "recalibration (the re-audit queue).")] = False,
+    method: Annotated[str | None, typer.Option(help="Only adapters of this training method.")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    max_rows: Annotated[int, typer.Option(help="Rows shown in table format.")] = 200,
+) -> None:
+    """Show the current verdicts: each adapter judged by its own method's promoted classifier.
+
+    An adapter of a method with no promoted classifier (or of method `unknown`) shows why it has no
+    verdict instead of a probability. With `--flipped`, the adapters whose verdict changed at a
+    recalibration, with the old and new classifier versions.
+    """
+    from audit.store import ParquetStore
+
+    if flipped:
+        sql = ("SELECT repo_id, method, reason, old_classifier_id, new_classifier_id, round(old_p_drift, 3) AS old_p, "
+               "round(new_p_drift, 3) AS new_p, queued_at FROM reaudit_queue WHERE (? IS NULL OR method = ?) "
+               "ORDER BY queued_at DESC, repo_id")
+    else:
+        sql = ("SELECT repo_id, method, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective, "
+               "round(severity_score, 3) AS severity_score, reason, scored_at FROM current_verdicts "
+               "WHERE (? IS NULL OR method = ?) ORDER BY method, p_drift DESC NULLS LAST, repo_id")
+    con = ParquetStore(store).connect()
+    try:
+        cur = con.execute(sql, [method, method])
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    if not rows and format == Format.table:
+        console.print("no flipped verdicts" if flipped else
+                      "no verdicts yet: run `lora-audit recalibrate` once labelled adapters are in the store")
+        return
+    emit(columns, rows, format, max_rows)
