@@ -68,7 +68,7 @@ class VerdictRow(_Row):
     feature_set: str | None
     scored_at: datetime
     trigger: str
-    """What produced it: ``scan``, ``reaudit`` or ``verdicts``."""
+    """What produced it: ``scan``, ``reaudit``, ``recalibrate`` or ``verdicts``."""
 
 
 class ReauditRow(_Row):
