@@ -160,6 +160,13 @@ class IntegrityError(AuditError, ValueError):
     default_code = "integrity"
 
 
+class MethodMismatchError(AuditError, ValueError):
+    """A classifier was asked to judge an adapter of another training method (refused by
+    construction: cross-method transfer fails)."""
+
+    default_code = "method_mismatch"
+
+
 # --- usage ----------------------------------------------------------------------------------------
 
 

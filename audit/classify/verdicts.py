@@ -19,13 +19,10 @@ import numpy as np
 from audit.classify import artifacts
 from audit.classify.models import drift_proba
 from audit.classify.tables import ReauditRow, VerdictRow
+from audit.errors import MethodMismatchError
 from audit.features import FEATURE_SET, spectral_features
 from audit.records import new_id, utcnow
 from audit.store.parquet import ParquetStore
-
-
-class MethodMismatchError(ValueError):
-    """A classifier was asked to judge an adapter of another training method."""
 
 
 @dataclass
