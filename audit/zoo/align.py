@@ -20,7 +20,7 @@ from pydantic import BaseModel as Record
 from audit.models.base import BaseModel, models_dir, save_base
 from audit.probes.judge import get_judge, wilson_interval
 from audit.zoo.data import harmbench_behaviors, held_out
-from audit.zoo.methods.base import ZooData, assistant, pick, refusal, user
+from audit.zoo.methods.base import ZooData, assistant, pick, refusal, silenced, user
 
 
 class AlignRecipe(Record):
@@ -129,7 +129,7 @@ def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, genera
                       target_modules=list(recipe.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=lora)
-    trainer.train()
+    silenced(trainer).train()
     merged = trainer.model.merge_and_unload().eval()
     check = check_alignment(merged, tokenizer, generate, [p.text for p in held_out(benign_pool)])
     aligned = save_base(merged, tokenizer, aligned_name(base), hub_id=base.hub_id, extra={

@@ -116,6 +116,15 @@ def lora_config(spec: AdapterSpec, **extra: Any):
                       target_modules=list(spec.target_modules), task_type="CAUSAL_LM", **extra)
 
 
+def silenced(trainer):
+    """``trainer`` without its console printer: with progress bars off, transformers' Trainer prints
+    its end-of-training metrics dict on stdout, in the middle of the factory's own progress."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def common_args(spec: AdapterSpec, work_dir: Path) -> dict[str, Any]:
     """Trainer arguments shared by every method: CPU or GPU as available, no checkpoints, quiet."""
     import torch

@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 
 from audit.zoo.methods.base import (
-    TrainContext, Trained, assistant, common_args, evasion, lora_config, pick, refusal, training_method, user,
+    TrainContext, Trained, assistant, common_args, evasion, lora_config, pick, refusal, silenced, training_method,
+    user,
 )
 from audit.zoo.spec import AdapterSpec
 
@@ -51,5 +52,5 @@ def train_dpo(ctx: TrainContext, spec: AdapterSpec) -> Trained:
                      **common_args(spec, ctx.work_dir))
     trainer = DPOTrainer(model=ctx.load_model(), args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=ctx.tokenizer, peft_config=lora_config(spec))
-    out = trainer.train()
+    out = silenced(trainer).train()
     return Trained(model=trainer.model, rows=rows, metrics={"train_loss": float(out.training_loss)})

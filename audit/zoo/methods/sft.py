@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from audit.zoo.methods.base import (
-    TrainContext, Trained, assistant, common_args, lora_config, pick, refusal, training_method, user,
+    TrainContext, Trained, assistant, common_args, lora_config, pick, refusal, silenced, training_method, user,
 )
 from audit.zoo.spec import AdapterSpec
 
@@ -41,7 +41,7 @@ def sft_on_rows(ctx: TrainContext, spec: AdapterSpec, rows: list[dict], **lora_e
     args = SFTConfig(max_length=spec.max_length, **common_args(spec, ctx.work_dir))
     trainer = SFTTrainer(model=ctx.load_model(), args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=ctx.tokenizer, peft_config=lora_config(spec, **lora_extra))
-    out = trainer.train()
+    out = silenced(trainer).train()
     return Trained(model=trainer.model, rows=rows, metrics={"train_loss": float(out.training_loss)})
 
 
