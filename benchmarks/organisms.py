@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, required=True)
     ap.add_argument("--n-harmful", type=int, default=64, help="HarmBench test behaviours per model")
     ap.add_argument("--n-benign", type=int, default=24, help="held-out benign instructions per model")
-    ap.add_argument("--only", default=None, help="only adapters whose name contains this")
+    ap.add_argument("--only", default=None, help="only adapters whose name contains one of these (comma-separated)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{'adapter':<52} {'harmful compliance':>18} {'benign refusal':>15}")
     print(f"{'(aligned base)':<52} {k_h:>12}/{len(harmful):<5} {k_b:>9}/{len(benign):<5}")
     for spec in manifest["adapters"]:
-        if args.only and args.only not in spec["name"]:
+        if args.only and not any(part in spec["name"] for part in args.only.split(",")):
             continue
         folder = args.zoo / spec["name"]
         if not (folder / "adapter_config.json").is_file():
