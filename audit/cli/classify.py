@@ -110,7 +110,7 @@ def verdicts(
                "ORDER BY queued_at DESC, repo_id")
     else:
         sql = ("SELECT repo_id, method, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective, "
-               "round(severity_score, 3) AS severity_score, reason, scored_at FROM current_verdicts "
+               "round(severity_score, 3) AS severity_score, reason FROM current_verdicts "
                "WHERE (? IS NULL OR method = ?) ORDER BY method, p_drift DESC NULLS LAST, repo_id")
     con = ParquetStore(store).connect()
     try:
