@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
 
-    from audit.classify.metrics import auc, loo_predict
+    from audit.classify.metrics import auc, loo_predict, spearman
     from audit.classify.models import drift_proba, fit_drift
     from audit.classify.recalibrate import labelled_features
     from audit.classify.train import cross_method_auc, train_method
@@ -85,12 +85,7 @@ def main() -> None:
         d, s = models.metrics["drift"], models.metrics["severity"]
         obj = models.metrics.get("objective", {}).get("accuracy_loo")
         # severity ρ over every adapter (healthy = 0), from the same leave-one-out severity scores
-        from audit.classify.metrics import spearman
-        from audit.classify.models import severity_ranker
-
-        sev = np.array([lab.severity for lab in labels])
-        s_loo = loo_predict(lambda Xa, ya, Xb: severity_ranker().fit(Xa, ya).predict(Xb), X, sev)
-        rho_all = spearman(s_loo, sev)
+        rho_all = spearman(models.loo_severity, np.array([lab.severity for lab in labels]))
         print(f"{method:<10} {len(labels):>3} {n_pos:>5}  {_f(d['auc_loo'])} {_f(d['brier'])} {_f(d['ece'])}  "
               f"{_f(s['spearman_severity']):>15} {_f(rho_all):>11}  {_f(obj)}")
         out["methods"][method] = {"n": len(labels), "n_drifted": n_pos, **{f"drift_{k}": v for k, v in d.items()},
@@ -99,7 +94,7 @@ def main() -> None:
                                   "loo_p_drift": {lab.adapter_id.split("@")[0]: float(p)
                                                   for lab, p in zip(labels, models.loo_p_drift, strict=True)}}
     data = {m: (X, np.array([lab.drifted for lab in labs], dtype=int)) for m, (labs, X) in grouped.items()}
-    cm = cross_method_auc(data)
+    cm = cross_method_auc(data, diagonal={m: v["drift_auc_loo"] for m, v in out["methods"].items()})
     methods = sorted(grouped)
     print("\ncross-method AUC (rows: trained on, columns: judged; diagonal: leave-one-out)")
     print(f"{'':<10} " + " ".join(f"{m:>9}" for m in methods))

@@ -30,6 +30,7 @@ def loo_predict(fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.n
 
 
 def auc(y: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC of ``scores`` [n] (higher = drifted) for binary labels ``y`` [n]; ``None`` with one class."""
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y).astype(int)
@@ -37,8 +38,10 @@ def auc(y: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def brier(y: np.ndarray, probs: np.ndarray) -> float | None:
-    y = np.asarray(y, dtype=float)
-    return None if len(y) == 0 else float(np.mean((np.asarray(probs, dtype=float) - y) ** 2))
+    """Brier score (mean squared error, in [0, 1]) of probabilities ``probs`` [n] for labels ``y`` [n]."""
+    from sklearn.metrics import brier_score_loss
+
+    return None if len(y) == 0 else float(brier_score_loss(np.asarray(y, dtype=int), probs, labels=[0, 1]))
 
 
 def ece(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float | None:
@@ -56,6 +59,7 @@ def ece(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float | None:
 
 
 def spearman(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """Spearman ρ in [-1, 1] between ``scores`` [n] and ``truth`` [n]; ``None`` when either is constant."""
     from scipy.stats import spearmanr
 
     if len(set(np.round(truth, 12).tolist())) < 2 or len(set(np.round(scores, 12).tolist())) < 2:

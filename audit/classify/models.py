@@ -56,6 +56,11 @@ def severity_ranker() -> Pipeline:
 
 
 def fit_drift(X: np.ndarray, y: np.ndarray, seed: int = 0) -> CalibratedClassifierCV:
+    """A fitted :func:`drift_detector` on features ``X`` [n, d] (float64, NaN allowed) and labels ``y`` [n].
+
+    Raises:
+        ValueError: fewer than 2 adapters in a class.
+    """
     return drift_detector(y, seed).fit(X, y)
 
 

@@ -50,7 +50,12 @@ class RecalibrationReport:
 
 
 def labelled_features(store: ParquetStore, label_source: str = "card") -> dict[str, tuple[list[Label], np.ndarray]]:
-    """Labels and ``spectral-v1`` features of every labelled adapter, grouped by method."""
+    """Labels and ``spectral-v1`` features of every labelled adapter, grouped by method:
+    ``method -> (labels [n], X [n, len(feature_names())] float64)``.
+
+    Raises:
+        ConfigurationError: unknown label source.
+    """
     con = store.connect()
     try:
         labels = get_label_source(label_source).labels(con)
@@ -113,8 +118,9 @@ def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_clas
         outcome.classifier_id = _record(store, models, version, label_source, ok, outcome.reason)
         if ok:
             _retire(store, [r for r in previous_rows.values() if r.method == method], outcome.classifier_id)
-    report.cross_method = cross_method_auc({m: (X, np.array([lab.drifted for lab in labs], dtype=int))
-                                            for m, (labs, X) in grouped.items()}, seed)
+    report.cross_method = cross_method_auc(
+        {m: (X, np.array([lab.drifted for lab in labs], dtype=int)) for m, (labs, X) in grouped.items()}, seed,
+        diagonal={m: o.metrics["drift"]["auc_loo"] for m, o in report.methods.items() if "drift" in o.metrics})
     return report
 
 

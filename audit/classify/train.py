@@ -31,6 +31,9 @@ class MethodModels:
     """Per target (``drift``, ``objective``, ``severity``): ``auc_loo``, ``brier``, ``ece``,
     ``spearman_severity``, ``accuracy_loo``."""
     loo_p_drift: np.ndarray | None = None
+    """[n] leave-one-out P(drifted), in the order of the labels."""
+    loo_severity: np.ndarray | None = None
+    """[n] leave-one-out severity scores, in the order of the labels."""
 
 
 def enough(labels: list[Label], min_per_class: int = MIN_PER_CLASS) -> str | None:
@@ -58,7 +61,7 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0)
     drifted_sev = sev[y == 1]
     models = MethodModels(method=method, drift=fit_drift(X, y, seed), objective=None,
                           severity=severity_ranker().fit(X, sev), n_train=len(y), n_pos=int(y.sum()),
-                          loo_p_drift=p_loo)
+                          loo_p_drift=p_loo, loo_severity=s_loo)
     models.metrics["drift"] = {"auc_loo": auc(y, p_loo), "brier": brier(y, p_loo), "ece": ece(y, p_loo),
                                "spearman_severity": spearman(p_loo, sev), "accuracy_loo": None}
     models.metrics["severity"] = {
@@ -78,11 +81,13 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0)
     return models
 
 
-def cross_method_auc(data: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict[tuple[str, str], float | None]:
+def cross_method_auc(data: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, *,
+                     diagonal: dict[str, float | None] | None = None) -> dict[tuple[str, str], float | None]:
     """AUC of a detector trained on each method (all its adapters) on every method's adapters.
 
     Args:
         data: ``method -> (X [n, d], y [n] with 1 = drifted)``.
+        diagonal: leave-one-out AUCs already computed (:func:`train_method`), not computed again.
 
     Returns:
         ``(train_method, test_method) -> AUC``; the diagonal is the leave-one-out AUC (a detector
@@ -94,7 +99,9 @@ def cross_method_auc(data: dict[str, tuple[np.ndarray, np.ndarray]], seed: int =
             continue
         model = fit_drift(Xa, ya, seed)
         for b, (Xb, yb) in data.items():
-            if a == b:
+            if a == b and diagonal is not None and a in diagonal:
+                out[(a, b)] = diagonal[a]
+            elif a == b:
                 p = loo_predict(lambda X1, y1, X2: drift_proba(fit_drift(X1, y1, seed), X2), Xa, ya)
                 out[(a, b)] = auc(ya, p)
             else:

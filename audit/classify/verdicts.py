@@ -89,6 +89,13 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         method: only adapters of this method.
         classifiers: use these instead of the promoted ones (tests, re-audits).
         write: append the rows to the ``verdicts`` table.
+
+    Returns:
+        One :class:`VerdictRow` per adapter: ``p_drift`` in [0, 1], or ``None`` with a ``reason``.
+
+    Raises:
+        IntegrityError: a promoted artifact fails its hash or type check.
+        StoreError: the rows could not be written.
     """
     con = store.connect()
     try:

@@ -100,15 +100,25 @@ class ParquetStore:
         if folder is None:
             day = (when or utcnow()).date().isoformat()
             folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
-        final = posixpath.join(folder, f"{name}.parquet")
+        return self._commit(posixpath.join(folder, f"{name}.parquet"),
+                            lambda target: pq.write_table(data, target, filesystem=self.fs))
+
+    def _commit(self, final: str, write) -> str:
+        """Run ``write(target)`` so that ``final`` appears whole or not at all: on a local store under
+        a temporary name renamed into place; on an object store the PUT itself is atomic.
+
+        Raises:
+            StoreError: the file could not be written.
+        """
+        folder = posixpath.dirname(final)
         try:
             self.fs.create_dir(folder, recursive=True)
             if self.local:
-                tmp = posixpath.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}.parquet.partial")
-                pq.write_table(data, tmp, filesystem=self.fs)
+                tmp = posixpath.join(folder, f"{TMP_PREFIX}{posixpath.basename(final)}-{uuid.uuid4().hex[:8]}.partial")
+                write(tmp)
                 os.replace(tmp, final)
             else:
-                pq.write_table(data, final, filesystem=self.fs)
+                write(final)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot write {final}: {exc}") from exc
         return final
@@ -119,18 +129,11 @@ class ParquetStore:
         Raises:
             StoreError: the file could not be written.
         """
-        final = posixpath.join(self.root, relpath)
-        folder = posixpath.dirname(final)
-        try:
-            self.fs.create_dir(folder, recursive=True)
-            target = (posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}.partial") if self.local else final)
+        def write(target: str) -> None:
             with self.fs.open_output_stream(target) as fh:
                 fh.write(data)
-            if self.local:
-                os.replace(target, final)
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"cannot write {final}: {exc}") from exc
-        return final
+
+        return self._commit(posixpath.join(self.root, relpath), write)
 
     def read_blob(self, relpath: str) -> bytes:
         """Read the bytes at ``relpath`` under the store root.
