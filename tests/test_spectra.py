@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.errors import AdapterFormatError
-from audit.spectra import as_matrix_factors, delta_spectrum, dense_delta, summarize
+import audit.spectra.delta as delta_mod
+from audit.spectra import as_matrix_factors, delta_spectra, delta_spectrum, dense_delta, summarize
 
 REL_TOL = 1e-5
 
@@ -74,6 +75,71 @@ def test_singular_vectors_reconstruct_the_delta(factors):
     rebuilt = spec.left @ torch.diag(spec.singular_values) @ spec.right.T
     dense = dense_delta(A, B, scale)
     assert float((rebuilt - dense).abs().max()) <= 1e-8 * max(1.0, float(dense.abs().max()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(lora_factors(), min_size=1, max_size=6), st.integers(1, 4))
+def test_batched_spectra_match_dense_svd_module_by_module(modules, copies):
+    # several modules of one shape (stacked on the Gram route) mixed with other shapes
+    factors = [m for m in modules for _ in range(copies)]
+    got = delta_spectra(factors)
+    assert len(got) == len(factors)
+    for (A, B, scale), sigma in zip(factors, got, strict=True):
+        assert sigma.dtype == torch.float64
+        assert sigma.numel() == min(A.shape[0], A.shape[1], B.shape[0])
+        assert_close_spectrum(sigma, dense_sigma(A, B, scale))
+
+
+def _well_conditioned(g, r=8, d_in=300, d_out=500):
+    return torch.randn(r, d_in, generator=g), torch.randn(d_out, r, generator=g)
+
+
+def test_well_conditioned_stack_takes_the_gram_route(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    factors = [(*_well_conditioned(g), s) for s in (1.0, -2.0, 0.5)]
+
+    def refuse(A, B):
+        raise AssertionError("Householder fallback taken for a well-conditioned module")
+
+    monkeypatch.setattr(delta_mod, "_householder_sigma", refuse)
+    for (A, B, s), sigma in zip(factors, delta_spectra(factors), strict=True):
+        assert_close_spectrum(sigma, dense_sigma(A, B, s))
+
+
+def test_ill_conditioned_zero_and_nonfinite_modules_fall_back_to_householder(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    A, B = _well_conditioned(g)
+    B_ill = B.clone()
+    B_ill[:, -1] *= 1e-7                 # full rank, kappa(B^T B) = 1e14: bound far above the tolerance
+    B_nan = B.clone()
+    B_nan[0, 0] = float("nan")
+    factors = [(A, B, 1.0), (A, B_ill, 1.0), (A, torch.zeros_like(B), 1.0), (A, B_nan, 1.0)]
+    seen = []
+    real = delta_mod._householder_sigma
+    monkeypatch.setattr(delta_mod, "_householder_sigma", lambda a, b: seen.append(b) or real(a, b))
+    got = delta_spectra(factors)
+    assert len(seen) == 3 and seen[0] is B_ill
+    for (a, b, s), sigma in list(zip(factors, got, strict=True))[:3]:
+        assert_close_spectrum(sigma, dense_sigma(a, b, s))
+    assert float(got[1][-1]) < 1e-5 * float(got[1][0])   # the tiny direction is resolved, not lost
+    assert not torch.isfinite(got[3]).all()
+
+
+def test_gram_route_error_bound_is_met_at_the_tolerance(monkeypatch):
+    # factors whose bound sits just under the tolerance: the Gram route takes them and the measured
+    # error of the smallest singular value stays below the tolerance
+    monkeypatch.setattr(delta_mod, "_householder_sigma", lambda a, b: pytest.fail("fallback taken"))
+    g = torch.Generator().manual_seed(5)
+    A, B = _well_conditioned(g, r=4, d_in=200, d_out=200)
+    u = np.finfo(np.float64).eps / 2
+    kappa = delta_mod.CHOLESKY_QR_TOL / (0.5 * 4 * u * (200 + 5)) * 0.5   # kappa(B^T B) allowed by the bound
+    q, _ = torch.linalg.qr(B.double())
+    c = torch.tensor([1.0, 1.0, 1.0, kappa ** -0.5], dtype=torch.float64)
+    B_edge = q * c                               # orthonormal columns scaled by c
+    A64 = torch.linalg.qr(A.double().T)[0].T     # orthonormal rows: sigma(B_edge @ A64) = c
+    sigma = delta_spectra([(A64, B_edge, 1.0)])[0]
+    ref = c.sort(descending=True).values
+    assert float(((sigma - ref).abs() / ref).max()) <= delta_mod.CHOLESKY_QR_TOL
 
 
 def test_transposed_storage_has_the_same_spectrum():

@@ -1,7 +1,9 @@
-"""Delta spectra of every LoRA module of one opened adapter, streaming module by module.
+"""Delta spectra of every LoRA module of one opened adapter, streaming in bounded batches.
 
-Memory stays bounded by the largest ``(A, B)`` pair: each pair is read, measured in float64 and
-dropped before the next. Every inconsistency between the config and the tensors becomes a
+Pairs are read in file order and measured in batches (:func:`audit.spectra.delta_spectra`
+stacks the modules that share a shape) of at most :data:`BATCH_BYTES` of float64 factors, or one
+pair when a single pair is larger: memory stays bounded by ``max(BATCH_BYTES, largest pair)``
+times a small factor, whatever the file size. Every inconsistency between the config and the tensors becomes a
 finding on the :class:`audit.findings.FindingLog`; only the modules that can be measured are.
 """
 
@@ -10,15 +12,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from audit.adapter.config import AdapterConfig
 from audit.adapter.keys import ModuleKeys, module_layer, module_type, plan_modules
 from audit.adapter.weights import SafeWeights
 from audit.errors import AdapterFormatError
 from audit.findings import Code, FindingLog
-from audit.spectra import as_matrix_factors, delta_spectrum, summarize
+from audit.spectra import as_matrix_factors, delta_spectra, summarize
 from audit.spectra.summaries import SpectralSummary
 
 STAGE = "spectra"
+BATCH_BYTES = 64 * 2**20
+"""Float64 bytes of LoRA factors measured in one batch."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,20 @@ def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog
     _note_other_tensors(plan.other, config, log, file)
     dora_seen = False
     out: list[ModuleMeasurement] = []
+    batch: list[_Pending] = []
+    batch_bytes = 0
     for keys in plan.modules.values():
         dora_seen |= keys.magnitude is not None
-        measured = _measure_module(weights, config, keys, log, file)
-        if measured is not None:
-            out.append(measured)
+        pending = _read_module(weights, config, keys, log, file)
+        if pending is None:
+            continue
+        size = 8 * (pending.a.numel() + pending.b.numel())
+        if batch and batch_bytes + size > BATCH_BYTES:
+            out.extend(_finish(batch, log, file))
+            batch, batch_bytes = [], 0
+        batch.append(pending)
+        batch_bytes += size
+    out.extend(_finish(batch, log, file))
     if dora_seen:
         log.add(STAGE, Code.DORA_MAGNITUDE_NOT_APPLIED,
                 "DoRA magnitude vectors present: spectra are those of s·B·A; the full DoRA update "
@@ -74,8 +89,22 @@ def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog
     return out
 
 
-def _measure_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, log: FindingLog,
-                    file: str) -> ModuleMeasurement | None:
+@dataclass(frozen=True)
+class _Pending:
+    """A module whose factors are read and checked, waiting for its batch's spectra."""
+
+    keys: ModuleKeys
+    a: torch.Tensor
+    b: torch.Tensor
+    scale: float
+    transposed: bool
+    config_rank: int | None
+    kind: str
+    dtype: str
+
+
+def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, log: FindingLog,
+                 file: str) -> _Pending | None:
     name = keys.module
     if not keys.complete:
         missing = "lora_B" if keys.b is None else "lora_A"
@@ -105,28 +134,36 @@ def _measure_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKey
     except AdapterFormatError as exc:
         log.per_module(STAGE, exc.code, name, exc.message, file=file)
         return None
-    transposed = keys.embedding or config.fan_in_fan_out
-    try:
-        sigma = tuple(delta_spectrum(a2, b2, scale, transposed=transposed).singular_values.tolist())
-    except RuntimeError:  # LAPACK refuses non-finite input on some paths
-        sigma = (math.nan,)
-    if not all(math.isfinite(x) for x in sigma):  # NaN/Inf in a factor propagates through QR
-        log.per_module(STAGE, Code.NONFINITE_WEIGHTS, name, "NaN or Inf in the factors", file=file)
-        return None
-    rank = int(a2.shape[0])
-    if config_rank is not None and rank != config_rank:
-        log.per_module(STAGE, Code.RANK_MISMATCH, name,
-                       f"tensors have rank {rank}, config says {config_rank}", file=file)
-    summary = summarize(sigma)
-    if summary.spectral_norm == 0.0:
-        log.per_module(STAGE, Code.ZERO_DELTA, name, "the delta weight is zero (B or A is all zeros)", file=file)
     kind = "embedding" if keys.embedding else ("conv" if a.dim() > 2 else "linear")
-    return ModuleMeasurement(
-        module=name, layer=module_layer(name), module_type=module_type(name), kind=kind,
-        d_out=int(b2.shape[0]), d_in=int(a2.shape[1]), rank=rank, config_rank=config_rank,
-        scale=float(scale), transposed=transposed, dora=keys.magnitude is not None,
-        dtype=a_info.dtype, singular_values=sigma, summary=summary,
-    )
+    return _Pending(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
+                    config_rank=config_rank, kind=kind, dtype=a_info.dtype)
+
+
+def _finish(batch: list[_Pending], log: FindingLog, file: str) -> list[ModuleMeasurement]:
+    """Spectra of a batch of read modules, their findings and their measurements (in order)."""
+    out: list[ModuleMeasurement] = []
+    spectra = delta_spectra([(p.a, p.b, p.scale) for p in batch])
+    for p, values in zip(batch, spectra, strict=True):
+        name = p.keys.module
+        sigma = tuple(values.tolist())
+        if not all(math.isfinite(x) for x in sigma):  # NaN/Inf in a factor propagates
+            log.per_module(STAGE, Code.NONFINITE_WEIGHTS, name, "NaN or Inf in the factors", file=file)
+            continue
+        rank = int(p.a.shape[0])
+        if p.config_rank is not None and rank != p.config_rank:
+            log.per_module(STAGE, Code.RANK_MISMATCH, name,
+                           f"tensors have rank {rank}, config says {p.config_rank}", file=file)
+        summary = summarize(sigma)
+        if summary.spectral_norm == 0.0:
+            log.per_module(STAGE, Code.ZERO_DELTA, name, "the delta weight is zero (B or A is all zeros)",
+                           file=file)
+        out.append(ModuleMeasurement(
+            module=name, layer=module_layer(name), module_type=module_type(name), kind=p.kind,
+            d_out=int(p.b.shape[0]), d_in=int(p.a.shape[1]), rank=rank, config_rank=p.config_rank,
+            scale=p.scale, transposed=p.transposed, dora=p.keys.magnitude is not None,
+            dtype=p.dtype, singular_values=sigma, summary=summary,
+        ))
+    return out
 
 
 def _note_other_tensors(other: list[str], config: AdapterConfig, log: FindingLog, file: str) -> None:

@@ -28,6 +28,7 @@ SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_TORCH_ONLY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}  # numpy has no such dtype: read through torch
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ class TensorInfo:
 class SafeWeights:
     """A safetensors file opened under caps; tensors are read one at a time on request.
 
-    Use as a context manager. ``tensors`` lists the header (name, shape, dtype) in file order.
+    The file is opened with safetensors' numpy framework (a tensor costs a few µs to read, a
+    quarter of what its torch framework takes); bf16 and fp8 tensors, which numpy cannot hold,
+    are read through a second, torch-framework handle opened on first need. Use as a context
+    manager. ``tensors`` lists the header (name, shape, dtype) in file order.
 
     Raises (from the constructor):
         LimitExceededError: the file, a dimension, a tensor or the total exceeds ``limits``.
@@ -125,8 +129,9 @@ class SafeWeights:
         if size > limits.max_weights_bytes:
             raise LimitExceededError(f"weights are {size} bytes, cap is {limits.max_weights_bytes}", file=file)
         try:
-            self._handle = safe_open(str(path), framework="pt", device="cpu")
+            self._handle = safe_open(str(path), framework="numpy")
             self._file = self._handle.__enter__()
+            self._torch_handle: object | None = None
             names = list(self._file.keys())
         except (SafetensorError, OSError, ValueError) as exc:
             raise AdapterFormatError(f"safetensors rejects the file: {exc}", code="safetensors_invalid",
@@ -160,12 +165,21 @@ class SafeWeights:
 
     def read(self, name: str) -> torch.Tensor:
         """Materialize one tensor (its declared dtype, on CPU)."""
-        return self._file.get_tensor(name)
+        if self.tensors[name].dtype in _TORCH_ONLY_DTYPES:
+            if self._torch_handle is None:
+                from safetensors import safe_open
+
+                self._torch_handle = safe_open(str(self.path), framework="pt", device="cpu")
+                self._torch_file = self._torch_handle.__enter__()  # type: ignore[attr-defined]
+            return self._torch_file.get_tensor(name)
+        return torch.from_numpy(self._file.get_tensor(name))
 
     def close(self) -> None:
-        handle, self._handle = getattr(self, "_handle", None), None
-        if handle is not None:
-            handle.__exit__(None, None, None)
+        for attr in ("_handle", "_torch_handle"):
+            handle = getattr(self, attr, None)
+            setattr(self, attr, None)
+            if handle is not None:
+                handle.__exit__(None, None, None)
 
     def __enter__(self) -> SafeWeights:
         return self
