@@ -35,6 +35,8 @@ def file_sha256(path: Path) -> str:
 class ContentHashCache:
     """sha256 of files, recomputed only when ``(size, mtime_ns, inode)`` changed.
 
+    :meth:`sha256` may be called from several threads at once (entries are single dict stores).
+
     Args:
         path: the Parquet file to load from and save to; ``None`` keeps the cache in memory only.
     """

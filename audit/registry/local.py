@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from audit.errors import ConfigurationError
@@ -67,28 +68,42 @@ class LocalRegistry:
         return f"local:{self.root}"
 
     def list_adapters(self) -> Listing:
-        """Walk the tree; one :class:`AdapterRef` per folder with an ``adapter_config.json``."""
+        """Walk the tree; one :class:`AdapterRef` per folder with an ``adapter_config.json``.
+
+        Content hashes of files the cache does not know are computed on a thread per CPU
+        (hashlib releases the GIL): the first listing of a large registry is bound by the disk,
+        not by one core's sha256.
+        """
         listing = Listing()
+        found: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=lambda e: _walk_error(e, listing, self.root)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if CONFIG_NAME not in filenames:
                 continue
             folder = Path(dirpath)
             rel = folder.relative_to(self.root).as_posix()
-            repo_id = rel if rel != "." else self.root.name
-            try:
-                files = files_that_matter(folder)
-                revision = revision_of(files, self._hashes)
-                entries = tuple(FileEntry(name=p.name, size=p.stat().st_size) for p in files)
-            except OSError as exc:
-                listing.notes.append((repo_id, Note("list", "not_found", f"cannot read the folder: {exc}",
-                                                    "error", None)))
-                continue
-            listing.refs.append(AdapterRef(repo_id=repo_id, revision=revision, registry=self.name,
-                                           local_dir=str(folder), files=entries))
+            found.append((rel if rel != "." else self.root.name, folder))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(found), os.cpu_count() or 1))) as pool:
+            for repo_id, out in zip((r for r, _ in found), pool.map(self._ref, found), strict=True):
+                if isinstance(out, AdapterRef):
+                    listing.refs.append(out)
+                else:
+                    listing.notes.append((repo_id, Note("list", "not_found", f"cannot read the folder: {out}",
+                                                        "error", None)))
         self._hashes.save()
         listing.refs.sort(key=lambda r: r.repo_id)
         return listing
+
+    def _ref(self, found: tuple[str, Path]) -> AdapterRef | OSError:
+        repo_id, folder = found
+        try:
+            files = files_that_matter(folder)
+            revision = revision_of(files, self._hashes)
+            entries = tuple(FileEntry(name=p.name, size=p.stat().st_size) for p in files)
+        except OSError as exc:
+            return exc
+        return AdapterRef(repo_id=repo_id, revision=revision, registry=self.name, local_dir=str(folder),
+                          files=entries)
 
     def fetch(self, ref: AdapterRef) -> AdapterRef:
         """Local files are already on disk: returns ``ref`` (with ``local_dir`` set)."""
