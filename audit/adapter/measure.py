@@ -23,7 +23,7 @@ from audit.spectra import as_matrix_factors, delta_spectra, summarize
 from audit.spectra.summaries import SpectralSummary
 
 STAGE = "spectra"
-BATCH_BYTES = 64 * 2**20
+BATCH_BYTES = 32 * 2**20
 """Float64 bytes of LoRA factors measured in one batch."""
 
 
