@@ -31,6 +31,7 @@ backward stable.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -154,10 +155,11 @@ def delta_spectra(factors: Sequence[tuple[torch.Tensor, torch.Tensor, float]], *
         if 1 <= r <= min(d_in, d_out):
             groups.setdefault((r, d_in, d_out), []).append(i)
     for (r, d_in, d_out), idx in groups.items():
-        a = _stack_float64([factors[i][0] for i in idx])   # [n, r, d_in]
-        b = _stack_float64([factors[i][1] for i in idx])   # [n, d_out, r]
+        space = _workspace(len(idx) * r * (d_in + d_out))
+        a = _stack_float64([factors[i][0] for i in idx], space[: len(idx) * r * d_in])    # [n, r, d_in]
+        b = _stack_float64([factors[i][1] for i in idx], space[len(idx) * r * d_in:])     # [n, d_out, r]
         sigma, ok = _cholesky_qr_sigma(a, b, tol)
-        del a, b
+        del a, b, space
         sigma *= np.abs(np.array([float(factors[i][2]) for i in idx]))[:, None]
         rows = torch.from_numpy(sigma).unbind(0)
         for j, i in enumerate(idx):
@@ -197,9 +199,30 @@ def _cholesky_qr_sigma(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[np.nda
 _NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
-def _stack_float64(tensors: list[torch.Tensor]) -> np.ndarray:
-    """Same-shape CPU tensors stacked into one float64 array ``[n, *shape]`` (exact upcast)."""
-    return np.stack([_float_array(t.detach().cpu()) for t in tensors], dtype=np.float64)
+def _stack_float64(tensors: list[torch.Tensor], out: np.ndarray) -> np.ndarray:
+    """Same-shape CPU tensors stacked into ``out`` (float64, flat, exactly ``n·numel`` long) as
+    ``[n, *shape]`` (exact upcast)."""
+    shape = (len(tensors), *tensors[0].shape)
+    return np.stack([_float_array(t.detach().cpu()) for t in tensors], out=out.reshape(shape))
+
+
+WORKSPACE_MAX_BYTES = 64 * 2**20
+"""Largest float64 workspace kept between calls (per thread)."""
+
+_local = threading.local()
+
+
+def _workspace(n: int) -> np.ndarray:
+    """A float64 buffer of ``n`` elements, reused between calls on the same thread (up to
+    :data:`WORKSPACE_MAX_BYTES`): a fresh multi-megabyte array is a fresh mapping from the
+    allocator, and its page faults cost more than the Gram products of small modules."""
+    if 8 * n > WORKSPACE_MAX_BYTES:
+        return np.empty(n)
+    buf = getattr(_local, "buffer", None)
+    if buf is None or buf.size < n:
+        buf = np.empty(n)
+        _local.buffer = buf
+    return buf[:n]
 
 
 def _float_array(t: torch.Tensor) -> np.ndarray:
