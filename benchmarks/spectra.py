@@ -132,6 +132,7 @@ def _evict(files: list[str]) -> None:
     for f in files:
         fd = os.open(f, os.O_RDONLY)
         try:
+            os.fsync(fd)   # dirty pages (a file just written) are not dropped
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
