@@ -25,8 +25,10 @@ two relative perturbations into ``σᵢ(1 ± δ)``)::
 
 and a module whose bound exceeds :data:`CHOLESKY_QR_TOL` (ill-conditioned or rank-deficient
 factors, a zero update, ``r > min(d_out, d_in)``, non-finite values) goes through Householder QR
-(LAPACK ``geqrf``) instead. Either way the last step is the SVD of the ``r × r`` core, normwise
-backward stable.
+(LAPACK ``geqrf``) instead. ``δ`` bounds what the Gram and Cholesky steps add; on either route the
+last steps, forming the ``r × r`` core and its SVD, add an absolute error of about
+``r · u · ‖R_B‖ ‖R_A‖`` (normwise backward stable), which only matters for singular values many
+orders of magnitude below σ₁.
 """
 
 from __future__ import annotations
