@@ -212,3 +212,28 @@ def test_files_written_before_a_column_existed_read_as_null(store, tmp_path):
     rows = con.execute("SELECT unit_id, kind FROM adapters ORDER BY unit_id").fetchall()
     assert ("older-unit", None) in rows and (result.adapter.unit_id, "adapter") in rows
     assert con.execute("SELECT count(*) FROM modules WHERE unit_id = 'older-unit'").fetchone() == (0,)
+
+
+def test_unit_files_are_written_plain_and_large_files_compressed(store, tmp_path):
+    """A one-row unit skips compression, dictionaries and statistics (they cost a millisecond per
+    file and buy nothing on one row); a file of many rows keeps pyarrow's defaults; both read
+    back the same through the views."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from audit.store.parquet import SMALL_FILE_ROWS
+
+    _, result = _result(tmp_path)
+    path = store.write_result(result)
+    meta = pq.ParquetFile(path).metadata
+    columns = [meta.row_group(0).column(i) for i in range(meta.num_columns)]
+    assert {c.compression for c in columns} == {"UNCOMPRESSED"}
+    assert not any(c.is_stats_set for c in columns)
+    assert not any(c.has_dictionary_page for c in columns)
+    sv = store.connect().execute("SELECT singular_values FROM modules ORDER BY module").fetchall()
+    assert [tuple(s) for (s,) in sv] == [tuple(m.singular_values) for m in sorted(result.modules, key=lambda m: m.module)]
+
+    big = pa.table({"x": list(range(SMALL_FILE_ROWS + 1))})
+    meta = pq.ParquetFile(store.write_table("scratch", big, "big", folder=str(tmp_path / "scratch"))).metadata
+    assert meta.row_group(0).column(0).compression == "SNAPPY"
+    assert meta.row_group(0).column(0).is_stats_set

@@ -38,6 +38,15 @@ _FINDING_KEYS = set(names(FINDING_FIELDS))
 _RUN_FINDING_KEYS = set(names(RUN_FINDING_FIELDS))
 
 
+SMALL_FILE_ROWS = 16
+"""Files of at most this many rows (a unit of work, a state of a run) are written plain."""
+SMALL_FILE_OPTIONS = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+"""Writer options of small files: no compression, dictionary pages or column statistics. On one
+row they buy nothing and cost about 1 ms per file (measured: 1.9 ms -> 1.0 ms for pyarrow to
+write one realworld unit); a larger file, such as compaction's merge of a day's units, gets
+pyarrow's defaults (snappy, dictionaries, statistics)."""
+
+
 def _is_uri(location: str) -> bool:
     return "://" in location and not location.startswith("file://")
 
@@ -100,8 +109,9 @@ class ParquetStore:
         if folder is None:
             day = (when or utcnow()).date().isoformat()
             folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
+        options = SMALL_FILE_OPTIONS if data.num_rows <= SMALL_FILE_ROWS else {}
         return self._commit(posixpath.join(folder, f"{name}.parquet"),
-                            lambda target: pq.write_table(data, target, filesystem=self.fs))
+                            lambda target: pq.write_table(data, target, filesystem=self.fs, **options))
 
     def _commit(self, final: str, write) -> str:
         """Run ``write(target)`` so that ``final`` appears whole or not at all: on a local store under
