@@ -5,9 +5,11 @@ Prints, from one run, ratios against anchors measured in the same run:
 1. time per module of the QR route vs a dense float64 ARPACK ``scipy.sparse.linalg.svds`` of ΔW
    (WeightWatcher's path for LoRA) vs dense ``torch.linalg.svdvals`` of ΔW, on real adapters'
    modules and on Llama-8B-shaped modules (r = 16; 4096×4096 and 14336×4096);
-2. the scan's MB/s (list + diff + audit + write, one process) against a plain read of the same safetensors bytes, cold (pages evicted with posix_fadvise),
-   and the "floor": read + sha256 + the float64 Gram product of every LoRA factor, nothing else,
-   on every CPU (the least work of any exact scan: what no implementation can go under);
+2. the scan's MB/s (list + diff + audit + write, one process) against a plain read of the same
+   safetensors bytes, cold (pages evicted with posix_fadvise), and the "floor": read + sha256 +
+   the float64 Gram product of every 2-D LoRA factor, nothing else, on every CPU (the least work
+   of any exact scan with this hash and this BLAS; conv and embedding factors are left out of it,
+   so it errs on the fast side);
 3. peak RSS of a scan of one large synthetic adapter (Llama-8B shapes, every projection, r = 16)
    against 2 × the file size + the interpreter baseline.
 
@@ -179,9 +181,10 @@ def _scan_once(registry: Path) -> float:
 
 
 def _floor_one(path: str, content_hash: bool = True) -> None:
-    """The least work of any exact scan of one file: read and hash every byte, upcast every LoRA
-    factor to float64 and form its Gram product (each element enters r products on every exact
-    route: CholeskyQR, Householder QR or a Gram eigensolver); no parsing, no output."""
+    """The least work of any exact scan of one file: read and hash every byte (unless
+    ``content_hash`` is false), upcast every 2-D ``lora_A``/``lora_B`` factor to float64 and form
+    its Gram product (each element enters r products on every exact route: CholeskyQR, Householder
+    QR or a Gram eigensolver); no pairing, no spectra, no output."""
     import hashlib
 
     from audit.adapter.weights import SafeWeights
@@ -225,7 +228,7 @@ def section_throughput(registries: list[tuple[str, Path]]) -> None:
     print("## 2. scan throughput (list + diff + audit + write, one process as `scan --in-process` runs it;")
     print("##    hashing on a thread per CPU, BLAS with its default threads) vs a plain read of the same bytes;")
     print("##    'floor': read + sha256 + float64 Gram product of every LoRA factor and nothing else, files")
-    print(f"##    spread over {cpus} threads, BLAS on one thread each: the least work of any exact scan;")
+    print(f"##    spread over {cpus} threads, BLAS on one thread each: the least work of an exact scan with this hash and BLAS;")
     print("##    'Gram only': the same without the content hash")
     import audit.adapter.config  # noqa: F401 - import peft once, outside the timings
     from audit.adapter.config import parse_adapter_config

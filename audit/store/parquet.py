@@ -102,6 +102,7 @@ class ParquetStore:
     def write_table(self, table: str, data: pa.Table, name: str, when: datetime | None = None, *,
                     folder: str | None = None) -> str:
         """Write an Arrow table as one file of ``table`` (atomically, see the module docstring).
+        A table of at most :data:`SMALL_FILE_ROWS` rows is written with :data:`SMALL_FILE_OPTIONS`.
 
         Raises:
             StoreError: the file could not be written.
