@@ -228,8 +228,8 @@ def section_throughput(registries: list[tuple[str, Path]]) -> None:
     print("## 2. scan throughput (list + diff + audit + write, one process as `scan --in-process` runs it;")
     print("##    hashing on a thread per CPU, BLAS with its default threads) vs a plain read of the same bytes;")
     print("##    'floor': read + sha256 + float64 Gram product of every LoRA factor and nothing else, files")
-    print(f"##    spread over {cpus} threads, BLAS on one thread each: the least work of an exact scan with this hash and BLAS;")
-    print("##    'Gram only': the same without the content hash")
+    print(f"##    spread over {cpus} threads, BLAS on one thread each: the least work of an exact scan")
+    print("##    with this hash and this BLAS; 'Gram only': the same without the content hash")
     import audit.adapter.config  # noqa: F401 - import peft once, outside the timings
     from audit.adapter.config import parse_adapter_config
 
