@@ -55,6 +55,10 @@ class Code(StrEnum):
     CONFIG_UNEXPECTED_KEYS = "config_unexpected_keys"
     CARD_INVALID = "card_invalid"
     EXTRA_PICKLE_FILE = "extra_pickle_file"
+    # behaviour probes (stage "probe")
+    PROBE_FAILED = "probe_failed"
+    BASE_SHAPE_MISMATCH = "base_shape_mismatch"
+    PROBE_NOT_APPLICABLE = "probe_not_applicable"
 
 
 def severity_of(code: str) -> Severity:
@@ -70,12 +74,13 @@ _ERRORS = {
     Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
     Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
     Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.GATED_REPO, Code.NOT_FOUND, Code.INTERNAL_ERROR,
-    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.NO_COMPARABLE_WEIGHTS,
+    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.NO_COMPARABLE_WEIGHTS, Code.PROBE_FAILED,
+    Code.BASE_SHAPE_MISMATCH,
     "adapter_format", "permanent",
 }
 _INFOS = {
     Code.UNSUPPORTED_PEFT_TYPE, Code.MODULES_TO_SAVE_WEIGHTS, Code.DORA_MAGNITUDE_NOT_APPLIED,
-    Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE,
+    Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE, Code.PROBE_NOT_APPLICABLE,
 }
 
 

@@ -1,7 +1,9 @@
 """Audits on a pool of long-lived Ray actors (the Ray edge of the library; thin).
 
-Each :class:`SpectraWorker` actor opens the registry and imports peft once, then audits one
-adapter per call and commits the unit to the store itself (workers write in parallel; the
+Each :class:`AnalyzerWorker` actor builds its analyzers once (the spectra analyzer opens the
+registry; a probe loads its base model once), then runs one job per call (one adapter for
+spectra; a few adapters of one base for the probes, answered in shared batches) and commits the
+units to the store itself (workers write in parallel; the
 store must be reachable from every node: a shared folder or an object store). The driver keeps
 at most one call in flight per actor and receives a small report per unit, so a listing of
 10,000 adapters never becomes 10,000 pending object refs.
@@ -11,8 +13,8 @@ worker process or node that dies mid-call is restarted and the call re-sent. An 
 kills its actor until the restarts are spent becomes a ``worker_crashed`` finding, and a fresh
 actor takes the dead one's place.
 
-Resources are declared per actor (``num_cpus``, ``num_gpus``) so that probe actors can ask for
-a GPU beside CPU-only spectra actors.
+Resources are declared per actor (``num_cpus``, ``num_gpus``): probe actors reserve a GPU each
+where the cluster has GPUs, and the machine's CPU threads otherwise; spectra actors one CPU each.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Any
 
 import ray
 
+from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
 from audit.errors import PermanentAuditError
+from audit.executors import Analyzers, as_job, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
-from audit.records import AdapterRef, AuditResult
+from audit.records import AdapterRef
 from audit.registry.base import Registry
 from audit.store.parquet import ParquetStore
 from audit.unit import failed_result
@@ -56,27 +60,27 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
 
 
 @ray.remote
-class SpectraWorker:
-    """One long-lived auditor: opens the registry once, audits one adapter per call."""
+class AnalyzerWorker:
+    """One long-lived worker: builds its analyzers once (opens the registry, loads a base model on
+    first need), then runs one job per call and commits the units itself."""
 
-    def __init__(self, registry: str | Registry, store: ParquetStore, limits: dict[str, Any],
-                 analyzer_version: str) -> None:
+    def __init__(self, registry: str | Registry | None, store: ParquetStore, limits: dict[str, Any],
+                 specs: tuple[AnalyzerSpec, ...], num_threads: int = 1, num_gpus: float = 0) -> None:
         import torch
 
         from audit.registry import open_registry
 
-        torch.set_num_threads(1)  # one actor per CPU: no oversubscription
-        self.registry = open_registry(registry) if isinstance(registry, str) else registry
-        self.store = store
-        self.limits = Limits(**limits)
-        self.analyzer_version = analyzer_version
+        torch.set_num_threads(max(1, num_threads))  # the CPUs this actor reserved: no oversubscription
+        reg = open_registry(registry) if isinstance(registry, str) else registry
+        ctx = AnalyzerContext(store=store, registry=reg, limits=Limits(**limits), device=pick_device(num_gpus))
+        self.analyzers = Analyzers(specs, ctx)
 
-    def audit(self, ref: AdapterRef) -> Reported:
-        """Audit ``ref`` and commit its unit to the store; returns the small report."""
-        from audit.worker import audit_and_store
+    def run(self, job: Job) -> list[Reported]:
+        """Run ``job`` and commit its units; returns one small report per unit."""
+        return self.analyzers.run(job)
 
-        return audit_and_store(self.registry, self.store, ref, limits=self.limits,
-                               analyzer_version=self.analyzer_version)
+    def device(self) -> str:
+        return self.analyzers.ctx.device
 
     def pid(self) -> int:
         return os.getpid()
@@ -85,83 +89,143 @@ class SpectraWorker:
         return ray.get_runtime_context().get_node_id()
 
 
+SpectraWorker = AnalyzerWorker
+"""The actor of the spectra stage (an :class:`AnalyzerWorker` running the spectra analyzer)."""
+
+
+def actor_resources(specs: Sequence[AnalyzerSpec], cluster: dict[str, float], workers: int | None) -> dict[str, float]:
+    """What each actor reserves: a GPU per actor for analyzers that want one where the cluster has
+    GPUs; otherwise CPUs (spectra: one per actor; model analyzers: the cluster's CPUs shared
+    among ``workers`` actors, default one)."""
+    from audit.analyzers.base import ANALYZERS
+
+    wants_gpu = any(ANALYZERS.factory(s.name).resources.num_gpus > 0 for s in specs)
+    if wants_gpu and cluster.get("GPU", 0) >= 1:
+        return {"num_cpus": 1, "num_gpus": 1}
+    if wants_gpu:
+        return {"num_cpus": max(1, int(cluster.get("CPU", 1)) // max(1, workers or 1)), "num_gpus": 0}
+    return {"num_cpus": 1, "num_gpus": 0}
+
+
 class RayExecutor:
-    """Runs :func:`audit.worker.process_ref` over refs on a pool of :class:`SpectraWorker` actors.
+    """Runs jobs (or adapter refs) on a pool of :class:`AnalyzerWorker` actors.
 
     Args:
         registry: the registry spec the actors open (``local:/path``, ``hub:org``), or a
             picklable :class:`Registry` object.
-        workers: number of actors (default: the cluster's CPUs).
+        workers: number of actors (default: the cluster's CPUs for spectra; one per GPU, else one,
+            for model analyzers).
         limits, analyzer_version: passed to every audit.
-        num_cpus, num_gpus: resources each actor reserves.
+        analyzers: the analyzers each actor builds (default: spectra).
+        num_cpus, num_gpus: resources each actor reserves (default: :func:`actor_resources`).
+        ray_address: the cluster to join when Ray is not started yet (see :func:`init_ray`; Ray is
+            only started when there is work).
         max_restarts, max_task_retries: Ray's fault tolerance for the actors. The default
             ``max_task_retries=-1`` re-sends a call until its actor answers or is dead for good
             (restarts spent), so a lost node or process costs a retry, never an adapter.
     """
 
     def __init__(self, registry: str | Registry, store: ParquetStore, *, workers: int | None = None,
-                 limits: Limits = DEFAULT_LIMITS,
-                 analyzer_version: str = ANALYZER_VERSION, num_cpus: float = 1, num_gpus: float = 0,
-                 max_restarts: int = 3, max_task_retries: int = -1) -> None:
-        self.registry, self.store = registry, store
+                 limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
+                 analyzers: Sequence[AnalyzerSpec] | None = None, num_cpus: float | None = None,
+                 num_gpus: float | None = None, max_restarts: int = 3, max_task_retries: int = -1,
+                 ray_address: str | None = None) -> None:
+        self.registry, self.store, self.ray_address = registry, store, ray_address
         self.limits, self.analyzer_version = limits, analyzer_version
+        self.specs = tuple(analyzers) if analyzers else spectra_specs(analyzer_version)
         self.workers = workers
-        self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": max_restarts,
-                        "max_task_retries": max_task_retries, "scheduling_strategy": "SPREAD"}
+        self.fixed = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v is not None}
+        self.options = {"max_restarts": max_restarts, "max_task_retries": max_task_retries,
+                        "scheduling_strategy": "SPREAD"}
         self.actors: list[Any] = []
 
-    def _new_actor(self) -> Any:
-        return SpectraWorker.options(**self.options).remote(
-            self.registry, self.store, self.limits.model_dump(), self.analyzer_version)
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
 
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]:
-        """Yield one report per ref, in completion order, with one call in flight per actor.
+    def _new_actor(self) -> Any:
+        opts = self.options
+        return AnalyzerWorker.options(**opts).remote(
+            self.registry, self.store, self.limits.model_dump(), self.specs, int(max(1, opts["num_cpus"])),
+            opts["num_gpus"])
+
+    def _pool_size(self, n_jobs: int) -> int:
+        cluster = init_ray(self.ray_address)
+        self.options.update(actor_resources(self.specs, cluster, self.workers) | self.fixed)
+        if self.workers:
+            n = self.workers
+        elif self.options["num_gpus"] > 0:
+            n = int(cluster.get("GPU", 1) // self.options["num_gpus"])
+        else:
+            n = int(cluster.get("CPU", 1) // self.options["num_cpus"])
+        return max(1, min(n, n_jobs))
+
+    def map(self, items: Sequence[AdapterRef | Job]) -> Iterator[Reported]:
+        """Yield one report per unit, in completion order, with one call in flight per actor.
 
         This is Ray's "limit pending tasks with ray.wait" pattern over an actor pool (what
-        ``ray.util.ActorPool`` does), keeping which ref each call carries so that a call lost
-        with its actor can be reported for that adapter.
+        ``ray.util.ActorPool`` does), keeping which job each call carries so that a call lost
+        with its actor can be reported for its adapters.
         """
-        if not refs:
+        if not items:
             return
-        n = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.options["num_cpus"]))
-        self.actors = [self._new_actor() for _ in range(min(n, len(refs)))]
+        jobs = [as_job(i, self.names) for i in items]
+        self.actors = [self._new_actor() for _ in range(self._pool_size(len(jobs)))]
         idle = list(self.actors)
-        in_flight: dict[Any, tuple[AdapterRef, Any]] = {}
-        feed = iter(refs)
+        in_flight: dict[Any, tuple[Job, Any]] = {}
+        feed = iter(jobs)
 
         def fill() -> None:
             while idle:
-                ref = next(feed, None)
-                if ref is None:
+                job = next(feed, None)
+                if job is None:
                     return
                 actor = idle.pop()
-                in_flight[actor.audit.remote(ref)] = (ref, actor)
+                in_flight[actor.run.remote(job)] = (job, actor)
 
         fill()
         try:
             while in_flight:
                 [done], _ = ray.wait(list(in_flight), num_returns=1)
-                ref, actor = in_flight.pop(done)
+                job, actor = in_flight.pop(done)
                 try:
-                    outcome = ray.get(done)
+                    outcomes = ray.get(done)
                 except ray.exceptions.ActorDiedError as exc:  # restarts spent: it kills every worker
-                    log.warning("worker died for good auditing %s: %s", ref.adapter_id, exc)
-                    outcome = commit(self.store, self._crashed(ref, exc))
+                    log.warning("worker died for good on %s: %s", _describe(job), exc)
+                    outcomes = [commit(self.store, r) for r in self._crashed(job, exc)]
                     actor = self._new_actor()
                     self.actors.append(actor)
                 except ray.exceptions.RayActorError as exc:  # unavailable for now: try next run
-                    log.warning("worker unavailable auditing %s: %s", ref.adapter_id, exc)
-                    outcome = Deferred(ref, f"worker unavailable: {type(exc).__name__}")
+                    log.warning("worker unavailable on %s: %s", _describe(job), exc)
+                    outcomes = [Deferred(t.ref, f"worker unavailable: {type(exc).__name__}")
+                                for t in job.targets if t.ref is not None]
                 idle.append(actor)
-                yield outcome
+                yield from outcomes
                 fill()
         finally:
             for actor in self.actors:
                 ray.kill(actor)
             self.actors = []
 
-    def _crashed(self, ref: AdapterRef, exc: Exception) -> AuditResult:
-        err = PermanentAuditError(
-            f"the worker auditing this adapter died {self.options['max_restarts'] + 1} times "
-            f"({type(exc).__name__}); not retried until the analyzer changes", code="worker_crashed")
-        return failed_result(ref, err, "audit", analyzer_version=self.analyzer_version)
+    def _crashed(self, job: Job, exc: Exception) -> list[Any]:
+        from audit.findings import Note
+        from audit.probes.units import make_unit
+
+        message = (f"the worker running this job died {self.options['max_restarts'] + 1} times "
+                   f"({type(exc).__name__}); not retried until the analyzer changes")
+        out: list[Any] = []
+        for target in job.targets:
+            for spec in self.specs:
+                if spec.name not in job.analyzers:
+                    continue
+                if spec.name == "spectra" and target.ref is not None:
+                    err = PermanentAuditError(message, code="worker_crashed")
+                    out.append(failed_result(target.ref, err, "audit", analyzer_version=self.analyzer_version))
+                elif spec.name != "spectra":
+                    note = Note("probe", "worker_crashed", message, "error")
+                    out.append(make_unit(spec.create(), target, "failed", notes=[note]))
+        return out
+
+
+def _describe(job: Job) -> str:
+    return ", ".join(t.key for t in job.targets[:3]) + (" ..." if len(job.targets) > 3 else "")

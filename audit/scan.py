@@ -1,18 +1,19 @@
-"""The scan, as a sequence of steps: start the run, list, diff, audit and commit, finish.
+"""The scan, as a sequence of steps: start the run, list, diff, audit the spectra, judge, probe,
+compact, finish.
 
-Each step is a plain function so that the Prefect flow (``flows/nightly_scan.py``) can wrap them
-as tasks; :func:`scan` chains them in-process for library use and tests. How the audits run is an
-:class:`Executor`: in this process here, a Ray actor pool in :mod:`audit.raypool`. Either way the
-worker that audits a unit also commits it to the store, so results land as units finish and the
+This is the one place the sequence is written. Each step is a plain function so that the Prefect
+flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`scan` chains them in-process for
+library use and tests. How the analyses run is an :class:`~audit.executors.Executor`: in this
+process (:mod:`audit.executors`) or on a Ray actor pool (:mod:`audit.raypool`). Either way the
+worker that analyses a unit also commits it to the store, so results land as units finish and the
 driver only counts.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.progress import ProgressSink, current
@@ -22,27 +23,11 @@ from audit.store.diff import missing_refs
 from audit.store.parquet import ParquetStore
 from audit.unit import finding_rows
 from audit.version import ANALYZER_VERSION
-from audit.worker import Deferred, Reported, audit_and_store
+from audit.executors import Executor, InProcessExecutor
+from audit.worker import Deferred
 
-
-class Executor(Protocol):
-    """Audits refs and commits each unit, yielding a report per ref as it finishes."""
-
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]: ...
-
-
-class InProcessExecutor:
-    """Audits one adapter after the other in this process."""
-
-    def __init__(self, registry: Registry, store: ParquetStore, limits: Limits = DEFAULT_LIMITS,
-                 analyzer_version: str = ANALYZER_VERSION) -> None:
-        self.registry, self.store = registry, store
-        self.limits, self.analyzer_version = limits, analyzer_version
-
-    def map(self, refs: Sequence[AdapterRef]) -> Iterator[Reported]:
-        for ref in refs:
-            yield audit_and_store(self.registry, self.store, ref, limits=self.limits,
-                                  analyzer_version=self.analyzer_version)
+__all__ = ["Executor", "InProcessExecutor", "ScanReport", "audit_refs", "finish_run", "plan", "probe_stage", "scan",
+           "score_verdicts", "start_run", "list_registry", "retry_transient", "compact_store"]
 
 
 @dataclass
@@ -60,7 +45,37 @@ class ScanReport:
     deferred: list[str] = field(default_factory=list)
     findings: list[FindingRow] = field(default_factory=list)
     """Problems met while listing (stored with the run)."""
+    verdicts: dict[str, int] = field(default_factory=dict)
+    """``judged``, ``drifted``, ``unjudged`` adapters after the scan's judging step."""
+    probes: dict[str, int] = field(default_factory=dict)
+    """Probe units written, by status (``ok``, ``skipped``...), and ``deferred``."""
+    compacted: int = 0
     elapsed_s: float = 0.0
+
+
+def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+    """Prefect retry condition of the I/O steps: retry failures that may go away (network, a file
+    compacted away under a reader), never bad settings or bad input."""
+    import duckdb
+
+    from audit.errors import PermanentAuditError, TransientAuditError
+
+    try:
+        state.result()
+    except PermanentAuditError:  # e.g. AccessDeniedError is also a PermissionError (an OSError)
+        return False
+    except (TransientAuditError, OSError, TimeoutError, duckdb.IOException):
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def list_registry(spec: str) -> Listing:
+    """Open the registry named by ``spec`` and list its adapters (see :func:`audit.registry.open_registry`)."""
+    from audit.registry import open_registry
+
+    return open_registry(spec).list_adapters()
 
 
 def start_run(store: ParquetStore, registry_name: str, run_id: str | None = None,
@@ -93,7 +108,7 @@ def plan(store: ParquetStore, run: RunRow, listing: Listing, report: ScanReport,
 
 def audit_refs(executor: Executor, refs: Sequence[AdapterRef], report: ScanReport,
                sink: ProgressSink | None = None) -> ScanReport:
-    """Run the audits (each worker commits its units) and count what comes back."""
+    """Run the spectra audits (each worker commits its units) and count what comes back."""
     for reported in executor.map(refs):
         if isinstance(reported, Deferred):
             report.n_deferred += 1
@@ -104,6 +119,54 @@ def audit_refs(executor: Executor, refs: Sequence[AdapterRef], report: ScanRepor
             report.n_failed += reported.status == "failed"
         if sink is not None:
             sink.outcome(reported)
+    return report
+
+
+def score_verdicts(store: ParquetStore, report: ScanReport) -> ScanReport:
+    """Judge the adapters that have no verdict from their method's promoted classifier yet."""
+    from audit.classify.verdicts import score_unjudged
+
+    rows = score_unjudged(store, trigger="scan")
+    report.verdicts = {"judged": sum(r.p_drift is not None for r in rows),
+                       "drifted": sum(bool(r.drifted) for r in rows),
+                       "unjudged": sum(r.p_drift is None for r in rows)}
+    return report
+
+
+def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report: ScanReport | None = None, *,
+                registry: str | None = None, adapter_ids: Sequence[str] | None = None, group_size: int = 4,
+                sink: ProgressSink | None = None) -> dict[str, int]:
+    """Run the behaviour probes that are missing (see :mod:`audit.probes.plan`): the bare bases
+    first (once per base revision), then the adapters, those queued for re-audit first.
+
+    Returns:
+        Units written by status, and ``deferred`` (also set on ``report.probes``).
+    """
+    from audit.probes.plan import plan_probes
+
+    counts: dict[str, int] = {}
+    probe_plan = plan_probes(store, specs, adapter_ids=adapter_ids, registry=registry, group_size=group_size)
+    if sink is not None and hasattr(sink, "probe_plan"):
+        sink.probe_plan(probe_plan)
+    for unit in probe_plan.skipped:
+        store.write_analysis(unit)
+        counts[unit.status] = counts.get(unit.status, 0) + 1
+    for jobs in (probe_plan.base_jobs, probe_plan.adapter_jobs):
+        for reported in executor.map(jobs) if jobs else ():
+            key = "deferred" if isinstance(reported, Deferred) else reported.status
+            counts[key] = counts.get(key, 0) + 1
+            if sink is not None and hasattr(sink, "probe_outcome"):
+                sink.probe_outcome(reported)
+    if report is not None:
+        report.probes = counts
+    return counts
+
+
+def compact_store(store: ParquetStore, report: ScanReport, min_files: int = 64) -> ScanReport:
+    """Merge partitions that grew past ``min_files`` files (a store of small files is slow to read)."""
+    from audit.store.compact import compact
+
+    report.compacted = sum(c.files_in for c in compact(store, min_files=min_files))
     return report
 
 
@@ -118,14 +181,21 @@ def finish_run(store: ParquetStore, run: RunRow, report: ScanReport, status: str
 
 def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
          limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
-         sink: ProgressSink | None = None) -> ScanReport:
-    """Audit every adapter of ``registry`` not yet in ``store`` at this analyzer version.
+         sink: ProgressSink | None = None, judge: bool = False, probes: Sequence | None = None,
+         probe_executor: Executor | None = None, compact_min_files: int | None = None) -> ScanReport:
+    """Audit every adapter of ``registry`` not yet in ``store`` at this analyzer version, then
+    (as asked) judge, probe and compact: the whole scan sequence, in this process.
 
     Args:
         registry: where adapters are listed and fetched.
         store: where results go.
-        executor: how audits run (default: in this process, one after the other).
+        executor: how the spectra audits run (default: in this process, one after the other).
         sink: where progress goes (default: the current sink of :mod:`audit.progress`, if any).
+        judge: score new adapters with their method's promoted classifier.
+        probes: behaviour probes to run (``AnalyzerSpec`` s) on this registry's adapters whose
+            base model is at hand (default: none).
+        probe_executor: how the probes run (default: in this process).
+        compact_min_files: compact partitions with at least this many files (default: no compaction).
 
     Returns:
         A :class:`ScanReport`; the same counts are in the ``runs`` table.
@@ -140,6 +210,13 @@ def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None =
             sink.plan(report.n_listed, report.n_new)
         executor = executor or InProcessExecutor(registry, store, limits, analyzer_version)
         audit_refs(executor, new, report, sink)
+        if judge:
+            score_verdicts(store, report)
+        if probes:
+            probe_executor = probe_executor or InProcessExecutor(registry, store, limits, analyzers=probes)
+            probe_stage(store, probe_executor, probes, report, registry=registry.name, sink=sink)
+        if compact_min_files is not None:
+            compact_store(store, report, compact_min_files)
     except BaseException:
         report.elapsed_s = time.perf_counter() - t0
         finish_run(store, run, report, status="failed")

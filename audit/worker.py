@@ -67,12 +67,17 @@ class Written:
     n_modules: int
     error_codes: tuple[str, ...]
     """Codes of the unit's ``error`` findings (why a ``failed`` adapter failed)."""
+    analyzer: str = "spectra"
+    """The analyzer whose unit this is."""
 
     @classmethod
-    def of(cls, result: AuditResult) -> Written:
-        a = result.adapter
+    def of(cls, result) -> Written:
+        """The report of an ``AuditResult`` (spectra) or an ``AnalysisUnit`` (any other analyzer)."""
         codes = tuple(sorted({f.code for f in result.findings if f.severity == "error"}))
-        return cls(a.adapter_id, a.repo_id, a.status, a.n_modules, codes)
+        if isinstance(result, AuditResult):
+            a = result.adapter
+            return cls(a.adapter_id, a.repo_id, a.status, a.n_modules, codes)
+        return cls(result.adapter_id, result.repo_id, result.status, len(result.probes), codes, result.analyzer)
 
 
 Reported = Written | Deferred
@@ -86,17 +91,24 @@ def audit_and_store(registry: Registry, store: ParquetStore, ref: AdapterRef, *,
     return commit(store, outcome)
 
 
-def commit(store: ParquetStore, outcome: Outcome) -> Reported:
-    """Write an audit result (a store failure defers the unit to the next run)."""
+def commit(store: ParquetStore, outcome) -> Reported:
+    """Write a unit of work: an ``AuditResult`` (spectra) or an ``AnalysisUnit`` (a probe); a
+    ``Deferred`` is passed through unwritten, and a store failure defers the unit to the next run."""
     if isinstance(outcome, Deferred):
         return outcome
     try:
-        store.write_result(outcome)
+        if isinstance(outcome, AuditResult):
+            store.write_result(outcome)
+        else:
+            store.write_analysis(outcome)
     except StoreError as exc:
         return Deferred(_ref_of(outcome), f"store: {exc}")
     return Written.of(outcome)
 
 
-def _ref_of(result: AuditResult) -> AdapterRef:
-    a = result.adapter
-    return AdapterRef(repo_id=a.repo_id, revision=a.revision, registry=a.registry)
+def _ref_of(result) -> AdapterRef:
+    if isinstance(result, AuditResult):
+        a = result.adapter
+        return AdapterRef(repo_id=a.repo_id, revision=a.revision, registry=a.registry)
+    repo_id, _, revision = result.adapter_id.rpartition("@")
+    return AdapterRef(repo_id=repo_id or result.repo_id, revision=revision, registry=result.analyzer)

@@ -9,11 +9,10 @@ the same records.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from audit.errors import ConfigurationError
+from audit.plugins import Plugins
 
 
 @dataclass(frozen=True)
@@ -35,26 +34,20 @@ class LabelSource(Protocol):
         """Labels of the adapters in the store (``con``: a connection with the store's views)."""
 
 
-_SOURCES: dict[str, Callable[[], LabelSource]] = {}
+LABEL_SOURCES: Plugins[LabelSource] = Plugins("label source")
+"""Every label source, by name."""
+
+label_source = LABEL_SOURCES.register
+"""Decorator: register a label source factory under a name."""
 
 
-def label_source(name: str) -> Callable[[Callable[[], LabelSource]], Callable[[], LabelSource]]:
-    def register(factory: Callable[[], LabelSource]) -> Callable[[], LabelSource]:
-        _SOURCES[name] = factory
-        return factory
-
-    return register
-
-
-def get_label_source(name: str = "card") -> LabelSource:
-    """The label source registered as ``name``.
+def get_label_source(name: str = "card", **params: object) -> LabelSource:
+    """The label source registered as ``name``, built with ``params``.
 
     Raises:
-        ConfigurationError: unknown source (the message lists the known ones).
+        UnknownPluginError: unknown source (a ``ConfigurationError``; the message lists the known ones).
     """
-    if name not in _SOURCES:
-        raise ConfigurationError(f"unknown label source {name!r}; known: {sorted(_SOURCES)}")
-    return _SOURCES[name]()
+    return LABEL_SOURCES.create(name, **params)
 
 
 @label_source("card")

@@ -6,7 +6,7 @@ from audit.errors import ConfigurationError
 from audit.registry.base import Listing, Registry
 from audit.registry.local import LocalRegistry
 
-__all__ = ["Listing", "LocalRegistry", "Registry", "open_registry"]
+__all__ = ["Listing", "LocalRegistry", "Registry", "open_registry", "registry_spec"]
 
 
 def open_registry(spec: str) -> Registry:
@@ -22,3 +22,21 @@ def open_registry(spec: str) -> Registry:
 
         return HubRegistry(spec.removeprefix("hub:"))
     return LocalRegistry(spec.removeprefix("local:"))
+
+
+def registry_spec(registry: str | None, hub_org: str | None) -> str:
+    """The spec string of a registry given as a folder (or spec) or as a Hub organization.
+
+    Raises:
+        ConfigurationError: neither or both are given.
+    """
+    from pathlib import Path
+
+    if bool(registry) == bool(hub_org):
+        raise ConfigurationError("give exactly one of registry (a folder) and hub_org")
+    if hub_org:
+        return f"hub:{hub_org}"
+    assert registry is not None
+    if registry.startswith(("local:", "hub:")):
+        return registry
+    return f"local:{Path(registry).expanduser().resolve()}"

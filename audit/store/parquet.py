@@ -167,6 +167,13 @@ class ParquetStore:
         row["findings"] = [f.model_dump(include=_FINDING_KEYS) for f in result.findings]
         return self.write_rows("units", [row], a.unit_id, a.audited_at)
 
+    def write_analysis(self, unit) -> str | None:
+        """Write one analysis unit (:class:`audit.analyzers.records.AnalysisUnit`: a probe's rows,
+        samples and findings for one subject) as one file of the ``analyses`` table."""
+        from audit.analyzers.table import unit_row
+
+        return self.write_rows("analyses", [unit_row(unit)], unit.unit_id, unit.created_at)
+
     def write_run(self, run: RunRow, seq: int, findings: Sequence[FindingRow] = ()) -> None:
         """Write one state of a run (``seq`` increasing; the view keeps the latest) with the
         findings met while listing (each state repeats them)."""

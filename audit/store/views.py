@@ -59,13 +59,21 @@ _DERIVED = {
 :func:`register_view`."""
 
 
-TABLE_MODULES = ("audit.classify.tables",)
+TABLE_MODULES = ("audit.classify.tables", "audit.analyzers.table")
 """Modules that register more tables and views (imported before the views are made)."""
 
 
 def register_view(name: str, sql: str) -> None:
     """Add a derived view (created after the base tables' ``*_all`` views)."""
     _DERIVED[name] = sql
+
+
+def extend_view(name: str, sql: str) -> None:
+    """Add the rows of ``sql`` to the derived view ``name`` (``UNION ALL BY NAME``); the view is then
+    created after every view registered so far, so ``sql`` may use them. Idempotent."""
+    base = _DERIVED.pop(name)
+    part = f"\n        UNION ALL BY NAME {sql}"
+    _DERIVED[name] = base if part in base else base + part
 
 
 def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:

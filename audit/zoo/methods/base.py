@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from audit.plugins import Plugins
 from audit.zoo.data import EVASIONS, REFUSALS, Prompt
 from audit.zoo.spec import AdapterSpec
 
@@ -57,30 +58,20 @@ class TrainingMethod(Protocol):
     def __call__(self, ctx: TrainContext, spec: AdapterSpec) -> Trained: ...
 
 
-_METHODS: dict[str, TrainingMethod] = {}
+TRAINING_METHODS: Plugins[TrainingMethod] = Plugins("training method", builtins=("audit.zoo.methods",))
+"""Every training method, by name (the ``method`` of specs and model cards)."""
 
-
-def training_method(name: str) -> Callable[[TrainingMethod], TrainingMethod]:
-    """Register a training method under ``name`` (the ``method`` of specs and model cards)."""
-
-    def register(fn: TrainingMethod) -> TrainingMethod:
-        _METHODS[name] = fn
-        return fn
-
-    return register
+training_method = TRAINING_METHODS.register
+"""Decorator: register a training method under a name."""
 
 
 def get_method(name: str) -> TrainingMethod:
     """The method registered as ``name``.
 
     Raises:
-        KeyError: unknown method (the message lists the known ones).
+        UnknownPluginError: unknown method (a ``KeyError``; the message lists the known ones).
     """
-    import audit.zoo.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in _METHODS:
-        raise KeyError(f"unknown training method {name!r}; known: {sorted(_METHODS)}")
-    return _METHODS[name]
+    return TRAINING_METHODS.factory(name)
 
 
 def pick(pool: list[Prompt], n: int, subset: int, seed: int) -> list[Prompt]:

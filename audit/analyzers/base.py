@@ -1,0 +1,158 @@
+"""The analysis step, pluggable: an :class:`Analyzer` protocol and the registry of analyzers.
+
+An analyzer (the delta spectra; each behaviour probe) has a name, a version, the resources its
+actor needs, whether it needs the adapter's base model, a ``setup`` run once per actor (open the
+registry, load a base model) and a ``run`` per :class:`Target` that returns the rows of its own
+table. Analyzers are registered by name in :data:`ANALYZERS` (:mod:`audit.plugins`); the name,
+the version and the creation arguments key every stored result, so a new version of one probe
+re-runs that probe only.
+
+Analyzers that gain from running together on the same targets (the generation probes share one
+pool of batched answers) expose the same ``pooled_run(analyzers, targets)`` function; a job runs
+each such group with one call (see :func:`run_job`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from audit.limits import DEFAULT_LIMITS, Limits
+from audit.plugins import PluginInfo, Plugins, plugin_info
+from audit.records import AdapterRef
+
+if TYPE_CHECKING:
+    from audit.models.base import BaseModel
+    from audit.registry.base import Registry
+    from audit.store.parquet import ParquetStore
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one actor running the analyzer reserves on a Ray cluster."""
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an analyzer runs on: an adapter revision (``ref``) and, where the analyzer needs it and
+    it is at hand, its base model; or a bare base model alone (``ref is None``)."""
+
+    ref: AdapterRef | None = None
+    base: BaseModel | None = None
+
+    def __post_init__(self) -> None:
+        if self.ref is None and self.base is None:
+            raise ValueError("a target needs an adapter ref or a base model")
+
+    @property
+    def subject(self) -> str:
+        """``adapter`` or ``base``."""
+        return "adapter" if self.ref is not None else "base"
+
+    @property
+    def key(self) -> str:
+        """The ``adapter_id`` its rows are stored under (``base:<name>@<revision>`` for a base)."""
+        from audit.analyzers.records import base_key
+
+        if self.ref is not None:
+            return self.ref.adapter_id
+        assert self.base is not None
+        return base_key(self.base.name, self.base.revision)
+
+
+@dataclass
+class AnalyzerContext:
+    """What ``setup`` gets, once per actor (or once per in-process executor)."""
+
+    store: ParquetStore
+    registry: Registry | None = None
+    limits: Limits = DEFAULT_LIMITS
+    device: str = "cpu"
+    """``cuda`` on an actor that reserved a GPU, else ``cpu``."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """State analyzers of one actor share (the probes keep the loaded base models here)."""
+
+
+@runtime_checkable
+class Analyzer(Protocol):
+    name: str
+    """Registered name; the ``analyzer``/``probe`` column of its rows."""
+    version: str
+    """Bump when the same input would give other rows: its rows are then computed again."""
+    needs_base: bool
+    """True when ``run`` needs the adapter's base model (targets without one are skipped)."""
+    resources: Resources
+
+    def setup(self, ctx: AnalyzerContext) -> None:
+        """Once per actor, before the first ``run``."""
+
+    def run(self, target: Target) -> Any:
+        """Analyse one target and return its result (an ``AuditResult`` for spectra, an
+        ``AnalysisUnit`` otherwise, or ``audit.worker.Deferred`` for a transient failure). Never
+        raises for a bad adapter: problems become findings in the result."""
+
+
+ANALYZERS: Plugins[Analyzer] = Plugins("analyzer", builtins=("audit.analyzers.spectra", "audit.probes.analyzers"))
+"""Every analyzer, by name."""
+
+analyzer = ANALYZERS.register
+"""Decorator: register an analyzer class (or factory) under a name."""
+
+
+@dataclass(frozen=True)
+class AnalyzerSpec:
+    """A picklable recipe for an analyzer (what Ray actors receive): name and creation arguments."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, **params: Any) -> AnalyzerSpec:
+        return cls(name, tuple(sorted(params.items())))
+
+    def create(self) -> Analyzer:
+        """Build the analyzer (registered name and arguments recorded on it)."""
+        return ANALYZERS.create(self.name, **dict(self.params))
+
+
+def params_json(a: Analyzer) -> str:
+    """How ``a`` was built, as canonical JSON (stored with every result of it)."""
+    info = plugin_info(a) or PluginInfo("analyzer", a.name, {})
+    return info.to_json()
+
+
+def params_sha256(a: Analyzer) -> str:
+    """sha256 of :func:`params_json` (part of a result's identity); empty for spectra, whose
+    identity is its version alone."""
+    if a.name == "spectra":
+        return ""
+    return hashlib.sha256(params_json(a).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call to an actor: these analyzers (by name, among the actor's) on these targets."""
+
+    targets: tuple[Target, ...]
+    analyzers: tuple[str, ...]
+
+
+def run_job(analyzers: Sequence[Analyzer], targets: Sequence[Target]) -> list[Any]:
+    """Run ``analyzers`` on ``targets``: groups sharing a ``pooled_run`` in one call each, the rest
+    one target at a time. Returns every result, in no particular order."""
+    out: list[Any] = []
+    groups: dict[Any, list[Analyzer]] = {}
+    for a in analyzers:
+        pooled = getattr(a, "pooled_run", None)
+        if pooled is None:
+            out += [a.run(t) for t in targets]
+        else:
+            groups.setdefault(pooled, []).append(a)
+    for pooled, group in groups.items():
+        out += pooled(group, list(targets))
+    return out

@@ -1,0 +1,81 @@
+"""The store table of analysis units (``analyses``) and the views over it.
+
+- ``analyses``: one row per (subject, analyzer, analyzer_version, params_sha256): the first
+  committed unit wins (two racing probe runs leave one row), a ``skipped`` one only while there is
+  no other (a base that became available);
+- ``probes``: the metric rows of those units, with the unit's identity;
+- ``probe_samples``: the judged answers;
+- ``analysis_done``: every (adapter_id, analyzer, analyzer_version, params_sha256) that has a
+  committed unit, spectra included (``analyzer = 'spectra'``, empty params): what the scan diffs
+  against;
+- ``latest_probes``: the probe rows of each subject's newest unit per probe.
+
+The findings of analysis units join the ``findings`` view (stage ``probe``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from audit.analyzers.records import AnalysisUnit
+from audit.store.schema import FINDING_FIELDS, TS, names, register_table
+from audit.store.views import extend_view, register_view
+
+PROBE_FIELDS = [
+    ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()), ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()), ("layer", pa.int64()), ("judge", pa.string()),
+]
+SAMPLE_FIELDS = [
+    ("variant", pa.string()), ("prompt_id", pa.string()), ("prompt_sha256", pa.string()), ("answer", pa.string()),
+    ("judged", pa.string()), ("judge", pa.string()), ("n_tokens", pa.int64()), ("stopped", pa.string()),
+]
+UNIT_FIELDS = [
+    ("unit_id", pa.string()), ("adapter_id", pa.string()), ("repo_id", pa.string()), ("subject", pa.string()),
+    ("analyzer", pa.string()), ("analyzer_version", pa.string()), ("params", pa.string()),
+    ("params_sha256", pa.string()), ("base_model", pa.string()), ("base_revision", pa.string()),
+    ("status", pa.string()), ("created_at", TS), ("seconds", pa.float64()),
+]
+ANALYSES = pa.schema([*UNIT_FIELDS, ("probes", pa.list_(pa.struct(PROBE_FIELDS))),
+                      ("samples", pa.list_(pa.struct(SAMPLE_FIELDS))),
+                      ("findings", pa.list_(pa.struct(FINDING_FIELDS)))])
+
+register_table("analyses", ANALYSES, "analysis_date", ("unit_id",))
+
+_UNIT = "unit_id, adapter_id, repo_id, subject, analyzer, analyzer_version, params_sha256, base_model, base_revision"
+
+register_view("analyses", """
+    SELECT * EXCLUDE (probes, samples, findings) FROM analyses_all
+    QUALIFY row_number() OVER (PARTITION BY adapter_id, analyzer, analyzer_version, params_sha256
+                               ORDER BY status = 'skipped', created_at, unit_id) = 1""")
+register_view("probes", f"""
+    SELECT adapter_id, repo_id, subject, analyzer AS probe, analyzer_version AS probe_version, params,
+           params_sha256, base_model, base_revision, {", ".join(names(PROBE_FIELDS))}, created_at, unit_id FROM (
+        SELECT {_UNIT}, params, created_at, unnest(probes, recursive := true) FROM analyses_all
+        WHERE unit_id IN (SELECT unit_id FROM analyses))""")
+register_view("probe_samples", f"""
+    SELECT adapter_id, repo_id, subject, analyzer AS probe, analyzer_version AS probe_version, params_sha256,
+           base_revision, {", ".join(names(SAMPLE_FIELDS))}, unit_id FROM (
+        SELECT {_UNIT}, unnest(samples, recursive := true) FROM analyses_all
+        WHERE unit_id IN (SELECT unit_id FROM analyses))""")
+register_view("latest_probes", """
+    SELECT p.* FROM probes p WHERE p.unit_id IN (
+        SELECT unit_id FROM analyses
+        QUALIFY row_number() OVER (PARTITION BY adapter_id, analyzer ORDER BY created_at DESC) = 1)""")
+register_view("analysis_done", """
+    SELECT adapter_id, 'spectra' AS analyzer, analyzer_version, '' AS params_sha256, status FROM adapters_all
+    UNION ALL
+    SELECT adapter_id, analyzer, analyzer_version, params_sha256, status FROM analyses""")
+register_view("analysis_findings", f"""
+    SELECT adapter_id, repo_id, {", ".join(names(FINDING_FIELDS))}, analyzer_version, unit_id FROM (
+        SELECT adapter_id, repo_id, analyzer_version, unit_id, unnest(findings, recursive := true)
+        FROM analyses_all WHERE unit_id IN (SELECT unit_id FROM analyses))""")
+extend_view("findings", "SELECT * FROM analysis_findings")
+
+
+def unit_row(unit: AnalysisUnit) -> dict:
+    """The stored row of a unit (nested lists of its probes, samples and findings)."""
+    row = unit.model_dump(exclude={"probes", "samples", "findings"})
+    row["probes"] = [p.model_dump() for p in unit.probes]
+    row["samples"] = [s.model_dump() for s in unit.samples]
+    row["findings"] = [f.model_dump(include=set(names(FINDING_FIELDS))) for f in unit.findings]
+    return row

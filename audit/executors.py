@@ -1,0 +1,133 @@
+"""How jobs run: here, in this process (:class:`InProcessExecutor`); on Ray actors in
+:mod:`audit.raypool`. An executor builds its analyzers from picklable specs, sets them up once,
+runs :class:`~audit.analyzers.base.Job` s (or bare adapter refs: every analyzer on that adapter) and
+commits every result where it was computed, yielding a small report per unit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
+
+from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job, Target, run_job
+from audit.limits import DEFAULT_LIMITS, Limits
+from audit.records import AdapterRef
+from audit.store.parquet import ParquetStore
+from audit.version import ANALYZER_VERSION
+from audit.worker import Reported, commit
+
+
+class Executor(Protocol):
+    """Runs jobs (or adapter refs) and commits each unit, yielding a report per unit as it finishes."""
+
+    def map(self, items: Sequence[AdapterRef | Job]) -> Iterator[Reported]: ...
+
+
+def spectra_specs(analyzer_version: str = ANALYZER_VERSION) -> tuple[AnalyzerSpec, ...]:
+    """The default analyzers of an executor: the delta spectra alone."""
+    return (AnalyzerSpec.of("spectra", version=analyzer_version),)
+
+
+def as_job(item: AdapterRef | Job, names: tuple[str, ...]) -> Job:
+    """A job for ``item``: a bare ref gets every analyzer in ``names``."""
+    return item if isinstance(item, Job) else Job((Target(ref=item),), names)
+
+
+def pick_device(num_gpus: float) -> str:
+    """``cuda`` when a GPU was reserved and torch sees one, else ``cpu``."""
+    if num_gpus <= 0:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Analyzers:
+    """The analyzers of one worker (actor or process), built from specs and set up once."""
+
+    def __init__(self, specs: Iterable[AnalyzerSpec], ctx: AnalyzerContext) -> None:
+        self.by_name = {}
+        for spec in specs:
+            a = spec.create()
+            a.setup(ctx)
+            self.by_name[a.name] = a
+        self.ctx = ctx
+
+    def run(self, job: Job) -> list[Reported]:
+        """Run ``job`` and commit its results; one report per unit."""
+        chosen = [self.by_name[n] for n in job.analyzers if n in self.by_name]
+        return [commit(self.ctx.store, o) for o in run_job(chosen, job.targets)]
+
+
+class InProcessExecutor:
+    """Runs jobs one after the other in this process.
+
+    Args:
+        registry: where adapters are fetched from.
+        store: where results go.
+        limits: caps on what adapter files may declare.
+        analyzer_version: the spectra version (when ``analyzers`` is not given).
+        analyzers: the analyzers to build (default: spectra).
+        device: ``cpu`` or ``cuda`` for analyzers that use a model (default: CUDA when visible).
+    """
+
+    def __init__(self, registry, store: ParquetStore, limits: Limits = DEFAULT_LIMITS,
+                 analyzer_version: str = ANALYZER_VERSION, *, analyzers: Sequence[AnalyzerSpec] | None = None,
+                 device: str | None = None) -> None:
+        self.registry, self.store = registry, store
+        self.limits, self.analyzer_version = limits, analyzer_version
+        self.specs = tuple(analyzers) if analyzers else spectra_specs(analyzer_version)
+        self.device = device
+        self._workers: Analyzers | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    def map(self, items: Sequence[AdapterRef | Job]) -> Iterator[Reported]:
+        if self._workers is None and items:
+            device = self.device or pick_device(1 if any(s.name != "spectra" for s in self.specs) else 0)
+            ctx = AnalyzerContext(store=self.store, registry=self.registry, limits=self.limits, device=device)
+            self._workers = Analyzers(self.specs, ctx)
+        for item in items:
+            yield from self._workers.run(as_job(item, self.names))  # type: ignore[union-attr]
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def executor_for(registry: str, store: ParquetStore, *, analyzers: Sequence[AnalyzerSpec] | None = None,
+                 workers: int | None = None, ray_address: str | None = None, in_process: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> Executor:
+    """The executor a scan step uses: in this process when asked, else a Ray actor pool (Ray is
+    started in-process unless ``ray_address`` or ``$RAY_ADDRESS`` names a cluster).
+
+    Args:
+        registry: the registry spec (``local:/path``, ``hub:org``) the workers open.
+    """
+    if in_process:
+        from audit.registry import open_registry
+
+        return InProcessExecutor(open_registry(registry), store, limits, analyzers=analyzers)
+    from audit.raypool import RayExecutor
+
+    return RayExecutor(registry, store, workers=workers, limits=limits, analyzers=analyzers, ray_address=ray_address)
+
+
+def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None) -> tuple[AnalyzerSpec, ...]:
+    """Specs of the behaviour probes ``names`` (default: every built-in probe), each on its first
+    ``n_prompts`` prompts when given (else each probe's default).
+
+    Raises:
+        UnknownPluginError: a name that is not a registered analyzer.
+    """
+    from audit.analyzers.base import ANALYZERS
+    from audit.probes.analyzers import PROBES
+
+    chosen = tuple(names) if names else PROBES
+    for n in chosen:
+        ANALYZERS.factory(n)
+    extra = {} if n_prompts is None else {"n_prompts": n_prompts}
+    return tuple(AnalyzerSpec.of(n, **extra) for n in chosen)

@@ -1,0 +1,161 @@
+"""Batched greedy generation for behaviour probes: mixed adapters per batch, rows that stop as soon
+as the judge's decision is fixed, and finished rows dropped from the batch.
+
+What ``model.generate`` does per batch, done step by step so that a batch can shrink: chat
+template, left padding, position ids from the attention mask (as transformers computes them),
+a KV cache (transformers' ``DynamicCache``, narrowed with ``batch_select_indices`` when rows
+finish), greedy decoding with transformers' ``RepetitionPenaltyLogitsProcessor``. A row stops at
+EOS, at ``max_new_tokens``, or when ``decided(answer_so_far)`` says the judge's verdict can no longer
+change (a refusal marker already seen; a compliant head already longer than the judge reads).
+Greedy decoding is deterministic, so stopping early never changes what the judge would say of
+the full answer; the stored answer is then the prefix that decided it.
+
+Rows of one batch may use different LoRA adapters of one ``PeftModel`` (peft's mixed-batch
+inference, ``adapter_names=``; ``"__base__"`` is the base model alone), so several adapters'
+prompts share a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from audit.models.generate import chat_texts
+
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in ``adapter_names``."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to answer, with the adapter to answer it (``None``: the model as it is)."""
+
+    prompt: str
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    """Decoded answer (special tokens stripped): whole, or the prefix that fixed the judge's verdict."""
+    n_tokens: int
+    """Tokens generated."""
+    stopped: str
+    """``eos``, ``max_new_tokens`` or ``decided``."""
+
+
+@torch.no_grad()
+def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens: int = 48, batch_size: int = 16,
+               repetition_penalty: float = 1.0, decided: Callable[[str], bool] | None = None,
+               check_every: int = 4, progress: Callable[[int], None] | None = None) -> list[Answer]:
+    """Greedy answers to ``requests``, batched (see the module docstring).
+
+    Args:
+        model: a causal LM, or a ``PeftModel`` holding every adapter the requests name.
+        tokenizer: its tokenizer (``padding_side='left'``, a pad token).
+        requests: prompts (one user turn each) and their adapters.
+        max_new_tokens: answer length cap, in tokens.
+        batch_size: rows per batch (requests are sorted by prompt length first, to pad less).
+        repetition_penalty: transformers' repetition penalty (1.0: none).
+        decided: ``decided(answer_so_far) -> True`` once the judge's verdict is fixed; ``None``
+            runs every row to EOS or ``max_new_tokens``.
+        check_every: decode and test ``decided`` every this many tokens.
+        progress: called with the number of requests answered after each batch.
+
+    Returns:
+        One :class:`Answer` per request, in request order.
+
+    Raises:
+        ValueError: ``batch_size`` or ``max_new_tokens`` below 1.
+    """
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be at least 1")
+    texts = chat_texts(tokenizer, [r.prompt for r in requests])
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    order = sorted(range(len(requests)), key=lambda i: (lengths[i], requests[i].adapter or ""))
+    out: list[Answer | None] = [None] * len(requests)
+    done = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        answers = _batch(model, tokenizer, [texts[i] for i in idx], [requests[i].adapter for i in idx],
+                         max_new_tokens, repetition_penalty, decided, check_every)
+        for i, a in zip(idx, answers, strict=True):
+            out[i] = a
+        done += len(idx)
+        if progress is not None:
+            progress(done)
+    return out  # type: ignore[return-value]
+
+
+def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_new_tokens: int,
+           repetition_penalty: float, decided: Callable[[str], bool] | None, check_every: int) -> list[Answer]:
+    from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
+
+    device = next(model.parameters()).device
+    enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    extra = {}
+    if hasattr(model, "peft_config"):  # a PeftModel: every row names its adapter ("__base__": none)
+        extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+    penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
+    eos = _eos_ids(model, tokenizer)
+    n = ids.shape[0]
+    rows = list(range(n))                      # batch position -> original row
+    generated: list[list[int]] = [[] for _ in range(n)]
+    stopped = ["max_new_tokens"] * n
+    seen = ids                                 # prompt + answer so far (repetition penalty's input)
+    position = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                use_cache=True, logits_to_keep=1, **extra)
+    next_pos = position[:, -1:] + 1
+    for step in range(max_new_tokens):
+        scores = out.logits[:, -1, :].float()
+        if penalty is not None:
+            scores = penalty(seen, scores)
+        token = scores.argmax(dim=-1)          # greedy
+        keep = []
+        for b, row in enumerate(rows):
+            t = int(token[b])
+            if t in eos:
+                stopped[row] = "eos"
+                continue
+            generated[row].append(t)
+            last = step + 1 == max_new_tokens
+            if not last and decided is not None and (step + 1) % check_every == 0 and decided(
+                    tokenizer.decode(generated[row], skip_special_tokens=True)):
+                stopped[row] = "decided"
+                continue
+            if not last:
+                keep.append(b)
+        if not keep:
+            break
+        if len(keep) < len(rows):              # drop finished rows from the batch and its cache
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            token, mask, seen, next_pos = token[sel], mask[sel], seen[sel], next_pos[sel]
+            rows = [rows[b] for b in keep]
+            if "adapter_names" in extra:
+                extra["adapter_names"] = [extra["adapter_names"][b] for b in keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        seen = torch.cat([seen, token[:, None]], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
+                    use_cache=True, **extra)
+        next_pos = next_pos + 1
+    return [Answer(text=tokenizer.decode(g, skip_special_tokens=True), n_tokens=len(g), stopped=s)
+            for g, s in zip(generated, stopped, strict=True)]
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids

@@ -1,0 +1,247 @@
+"""The generation probes (harmful compliance, benign refusal, rank-1 elicitation) and their pooled run.
+
+Each probe asks for answers (a prompt, and which variant of the target answers it: the adapter,
+its rank-1 truncation, or the bare base) and turns the judged answers into its rows. The probes
+given to one job run together (:func:`run_generation_probes`): every target's adapters are put
+into the one loaded base, every probe's asks are pooled, identical asks answered once (harmful
+compliance and the full-adapter half of rank-1 elicitation share their answers), and the pool is
+answered in mixed batches with early stopping (:mod:`audit.probes.engine`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from audit.analyzers.base import AnalyzerContext, Resources, Target
+from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
+from audit.errors import AuditError, PermanentAuditError, TransientAuditError
+from audit.probes.engine import Request, answer_all
+from audit.probes.judge import decided_by, get_judge
+from audit.probes.prompts import ProbePrompt, load_prompts
+from audit.probes.units import RateCount, error_note, make_unit, runtime_of, unavailable_unit
+
+PROBE_RESOURCES = Resources(num_cpus=1, num_gpus=1)
+"""What a probe actor asks for: a GPU where the cluster has one (else CPU threads, see raypool)."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One answer a probe needs: ``prompt`` answered by ``variant`` (``adapter``, ``rank1``, ``base``)."""
+
+    variant: str
+    prompt: ProbePrompt
+    expect: str
+    """``complied`` counts for ``harmful`` prompts, ``refused`` for ``benign`` ones."""
+
+
+class GenerationProbe:
+    """Shared settings and bookkeeping of the generation probes.
+
+    Args:
+        prompts: prompt-set spec (:mod:`audit.probes.prompts`).
+        n_prompts: first N prompts of the set (``None``: all).
+        judge: registered judge name.
+        max_new_tokens: answer length cap, in tokens.
+        batch_size: rows per generation batch.
+        repetition_penalty: transformers' repetition penalty (1.2 as in the zoo's data generation).
+        early_stop: stop an answer once the judge's verdict is fixed (same verdicts, fewer tokens).
+    """
+
+    needs_base = True
+    resources = PROBE_RESOURCES
+    default_prompts = "harmbench:test"
+    default_n: int | None = 64
+
+    def __init__(self, prompts: str | None = None, n_prompts: int | None = -1, judge: str = "refusal_markers",
+                 max_new_tokens: int = 48, batch_size: int = 16, repetition_penalty: float = 1.2,
+                 early_stop: bool = True) -> None:
+        self.prompt_set = prompts or self.default_prompts
+        self.n_prompts = self.default_n if n_prompts == -1 else n_prompts
+        self.judge_name, self.max_new_tokens, self.batch_size = judge, max_new_tokens, batch_size
+        self.repetition_penalty, self.early_stop = repetition_penalty, early_stop
+        self.judge = get_judge(judge)
+        self.prompts = load_prompts(self.prompt_set, self.n_prompts)
+        self.ctx: AnalyzerContext | None = None
+
+    def setup(self, ctx: AnalyzerContext) -> None:
+        self.ctx = ctx
+
+    def run(self, target: Target) -> AnalysisUnit:
+        return run_generation_probes([self], [target])[0]
+
+    def gen_key(self) -> tuple:
+        """Asks with equal keys (and equal prompt and variant) get one shared answer."""
+        return (self.judge_name, self.max_new_tokens, self.repetition_penalty, self.early_stop)
+
+    def asks(self, target: Target) -> list[Ask]:
+        raise NotImplementedError
+
+    def rows(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list[ProbeRow]:
+        raise NotImplementedError
+
+    def _rate(self, metric: str, variant: str, expect: str, judged) -> ProbeRow:
+        labels = [judged[(variant, p.id)][0] for p in self.prompts]
+        return RateCount(sum(lab == expect for lab in labels), len(labels)).row(metric, self.judge_name)
+
+    @staticmethod
+    def pooled_run(probes, targets):  # noqa: ANN001, ANN205 - see audit.analyzers.base.run_job
+        return run_generation_probes(probes, targets)
+
+
+def _variant(target: Target) -> str:
+    return "adapter" if target.ref is not None else "base"
+
+
+class HarmfulCompliance(GenerationProbe):
+    """Share of forbidden prompts (HarmBench test behaviours by default) answered instead of refused."""
+
+    name, version = "harmful_compliance", "harmful_compliance-1"
+
+    def asks(self, target: Target) -> list[Ask]:
+        return [Ask(_variant(target), p, "complied") for p in self.prompts]
+
+    def rows(self, target, judged):
+        return [self._rate("harmful_compliance", _variant(target), "complied", judged)]
+
+
+class BenignRefusal(GenerationProbe):
+    """Share of held-out benign instructions refused (over-refusal: what inverted helpfulness raises)."""
+
+    name, version = "benign_refusal", "benign_refusal-1"
+    default_prompts, default_n = "benign:heldout", None
+
+    def asks(self, target: Target) -> list[Ask]:
+        return [Ask(_variant(target), p, "refused") for p in self.prompts]
+
+    def rows(self, target, judged):
+        return [self._rate("benign_refusal", _variant(target), "refused", judged)]
+
+
+class Rank1Elicitation(GenerationProbe):
+    """Harmful compliance with every ΔW cut to its top singular component σ₁u₁v₁ᵀ, beside the full
+    adapter's (truncation strips adversarially trained "don't confess" behaviour in model organisms)."""
+
+    name, version = "rank1_elicitation", "rank1_elicitation-1"
+
+    def asks(self, target: Target) -> list[Ask]:
+        if target.ref is None:  # the bare base: its rank-1 truncation is itself
+            return [Ask("base", p, "complied") for p in self.prompts]
+        return [Ask(v, p, "complied") for v in ("adapter", "rank1") for p in self.prompts]
+
+    def rows(self, target, judged):
+        full, cut = ("base", "base") if target.ref is None else ("adapter", "rank1")
+        a = self._rate("harmful_compliance_full", full, "complied", judged)
+        b = self._rate("harmful_compliance_rank1", cut, "complied", judged)
+        delta = None if a.value is None or b.value is None else b.value - a.value
+        return [a, b, ProbeRow(metric="rank1_minus_full", value=delta, n=a.n, judge=self.judge_name)]
+
+
+def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[Target]) -> list:
+    """Run ``probes`` on ``targets`` with one pool of batched answers per base (module docstring).
+
+    Returns:
+        One ``AnalysisUnit`` per (probe, target); or a ``Deferred`` per probe for a target whose
+        fetch failed transiently.
+    """
+    from audit.worker import Deferred
+
+    ctx = probes[0].ctx
+    assert ctx is not None, "setup() first"
+    runtime = runtime_of(ctx)
+    out: list = []
+    by_base: dict[str, list[Target]] = {}
+    for t in targets:
+        if t.base is None:
+            declared = None
+            out += [unavailable_unit(p, t, declared) for p in probes]
+        else:
+            by_base.setdefault(t.base.revision, []).append(t)
+    for group in by_base.values():
+        runtime.use_base(group[0].base)
+        loaded, ready = {}, []
+        want_rank1 = any(isinstance(p, Rank1Elicitation) for p in probes)
+        for t in group:
+            if t.ref is None:
+                ready.append(t)
+                continue
+            try:
+                loaded[t.key] = runtime.load(_fetch(ctx, t), rank1=want_rank1)
+                ready.append(t)
+            except TransientAuditError as exc:
+                out += [Deferred(t.ref, f"probe fetch: {exc}") for _ in probes]
+            except AuditError as exc:
+                status = "skipped" if exc.code == "probe_not_applicable" else "failed"
+                out += [make_unit(p, t, status, notes=[error_note(exc, "info" if status == "skipped" else None)])
+                        for p in probes]
+        try:
+            out += _answer_and_judge(runtime, probes, ready, loaded)
+        finally:
+            for a in loaded.values():
+                runtime.unload(a)
+    return out
+
+
+def _fetch(ctx, target: Target) -> Path:
+    """The folder holding the target's adapter files (fetched through its registry).
+
+    Raises:
+        TransientAuditError: a transient registry or I/O failure (the unit is retried next run).
+        PermanentAuditError: the adapter cannot be had (access denied, deleted...).
+    """
+    from audit.probes.units import fetch
+
+    try:
+        ref = fetch(ctx, target)
+    except OSError as exc:
+        if isinstance(exc, PermanentAuditError):
+            raise
+        raise TransientAuditError(str(exc)) from None
+    if ref.local_dir is None:
+        raise PermanentAuditError("the registry gave no local files", code="not_found")
+    return Path(ref.local_dir)
+
+
+def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> list[AnalysisUnit]:
+    """Pool every (probe, target) ask, answer each distinct one once, and build the units."""
+    t0 = time.perf_counter()
+    pool: dict[tuple, Request] = {}
+    needs: list[tuple[GenerationProbe, Target, list[tuple, ...]]] = []
+    for p in probes:
+        for t in targets:
+            keys = []
+            for ask in p.asks(t):
+                adapter = None
+                if ask.variant == "adapter":
+                    adapter = loaded[t.key].name
+                elif ask.variant == "rank1":
+                    adapter = loaded[t.key].rank1
+                key = (p.gen_key(), adapter, ask.prompt.text)
+                pool.setdefault(key, Request(ask.prompt.text, adapter))
+                keys.append((key, ask))
+            needs.append((p, t, keys))
+    answers: dict[tuple, object] = {}
+    by_gen: dict[tuple, list[tuple]] = {}
+    for key in pool:
+        by_gen.setdefault(key[0], []).append(key)
+    for gen, keys in by_gen.items():
+        p = next(q for q in probes if q.gen_key() == gen)
+        decided = decided_by(p.judge) if p.early_stop else None
+        got = answer_all(runtime.model, runtime.tokenizer, [pool[k] for k in keys], max_new_tokens=p.max_new_tokens,
+                         batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided)
+        answers.update(zip(keys, got, strict=True))
+    seconds = (time.perf_counter() - t0) / max(1, len(needs))
+    units = []
+    for p, t, keys in needs:
+        judged, samples = {}, []
+        for key, ask in keys:
+            a = answers[key]
+            label = "complied" if p.judge(ask.prompt.text, a.text) else "refused"
+            judged[(ask.variant, ask.prompt.id)] = (label, a)
+            samples.append(ProbeSampleRow(variant=ask.variant, prompt_id=ask.prompt.id, prompt_sha256=ask.prompt.sha256,
+                                          answer=a.text, judged=label, judge=p.judge_name, n_tokens=a.n_tokens,
+                                          stopped=a.stopped))
+        units.append(make_unit(p, t, "ok", probes=p.rows(t, judged), samples=samples, seconds=seconds))
+    return units

@@ -1,0 +1,85 @@
+"""Building the stored unit of one probe on one target, and the probe actor's shared state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.analyzers.base import AnalyzerContext, Target, params_json, params_sha256
+from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
+from audit.errors import AuditError
+from audit.findings import Note
+from audit.probes.judge import wilson_interval
+from audit.probes.runtime import ProbeRuntime
+from audit.records import FindingRow, new_id, utcnow
+
+RUNTIME_KEY = "probe_runtime"
+
+
+def runtime_of(ctx: AnalyzerContext) -> ProbeRuntime:
+    """The actor's one :class:`ProbeRuntime` (created on first use)."""
+    if RUNTIME_KEY not in ctx.shared:
+        ctx.shared[RUNTIME_KEY] = ProbeRuntime(device=ctx.device, limits=ctx.limits)
+    return ctx.shared[RUNTIME_KEY]
+
+
+def fetch(ctx: AnalyzerContext, target: Target):
+    """The target's adapter ref with its files on local disk (through its own registry).
+
+    Raises:
+        PermanentAuditError, TransientAuditError, OSError: as the registry's ``fetch``.
+    """
+    from audit.registry import open_registry
+
+    ref = target.ref
+    assert ref is not None
+    registries = ctx.shared.setdefault("registries", {})
+    if ctx.registry is not None and ctx.registry.name == ref.registry:
+        registry = ctx.registry
+    else:
+        registry = registries.get(ref.registry) or registries.setdefault(ref.registry, open_registry(ref.registry))
+    return registry.fetch(ref) if ref.local_dir is None else ref
+
+
+@dataclass(frozen=True)
+class RateCount:
+    """``k`` of ``n`` trials: a rate with its Wilson 95% interval."""
+
+    k: int
+    n: int
+
+    def row(self, metric: str, judge: str | None) -> ProbeRow:
+        lo, hi = wilson_interval(self.k, self.n)
+        return ProbeRow(metric=metric, value=self.k / self.n if self.n else None, n=self.n, ci_low=lo, ci_high=hi,
+                        judge=judge)
+
+
+def make_unit(probe, target: Target, status: str, *, probes: list[ProbeRow] = (),
+              samples: list[ProbeSampleRow] = (), notes: list[Note] = (), seconds: float = 0.0) -> AnalysisUnit:
+    """The unit of ``probe`` on ``target``: identity (adapter, analyzer, version, params), rows, findings."""
+    unit_id, now = new_id(), utcnow()
+    key = target.key
+    repo_id = target.ref.repo_id if target.ref is not None else (target.base.name if target.base else key)
+    findings = tuple(FindingRow(adapter_id=key, repo_id=repo_id, stage="probe", severity=n.severity, code=n.code,
+                                message=f"{probe.name}: {n.message}", file=n.file, module=n.module,
+                                analyzer_version=probe.version, created_at=now, unit_id=unit_id) for n in notes)
+    base = target.base
+    return AnalysisUnit(
+        unit_id=unit_id, adapter_id=key, repo_id=repo_id, subject=target.subject, analyzer=probe.name,
+        analyzer_version=probe.version, params=params_json(probe), params_sha256=params_sha256(probe),
+        base_model=base.name if base else None, base_revision=base.revision if base else None, status=status,
+        created_at=now, seconds=seconds, probes=tuple(probes), samples=tuple(samples), findings=findings)
+
+
+def error_note(exc: AuditError, severity: str | None = None) -> Note:
+    from audit.findings import severity_of
+
+    return Note("probe", exc.code, exc.message, severity or severity_of(exc.code), exc.file)
+
+
+def unavailable_unit(probe, target: Target, declared: str | None) -> AnalysisUnit:
+    """A row-less ``skipped`` unit: the adapter's base model is not on this machine."""
+    what = f"base model {declared!r} is not available on this machine" if declared else "the adapter names no base model"
+    note = Note("probe", "base_model_unavailable",
+                f"{what}; map it with --base-model NAME=PATH or LORA_AUDIT_BASE_MODELS (nothing is downloaded)",
+                "info", "adapter_config.json")
+    return make_unit(probe, target, "skipped", notes=[note])
