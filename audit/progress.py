@@ -20,6 +20,11 @@ class ProgressSink(Protocol):
     def outcome(self, outcome: Any) -> None:
         """One adapter's outcome was written (an ``AuditResult`` or a ``Deferred``)."""
 
+    # optional, for the probe stage (a sink without them is simply not told):
+    # probe_plan(plan: audit.probes.plan.ProbePlan) -> None   what the probe stage will do
+    # probe_outcome(outcome) -> None                           one probe unit written (or deferred)
+    # batch(description: str, done: int, total: int) -> None   prompts answered so far, in this process
+
 
 _SINK: ContextVar[ProgressSink | None] = ContextVar("lora_audit_progress", default=None)
 

@@ -8,7 +8,10 @@
 - ``analysis_done``: every (adapter_id, analyzer, analyzer_version, params_sha256) that has a
   committed unit, spectra included (``analyzer = 'spectra'``, empty params): what the scan diffs
   against;
-- ``latest_probes``: the probe rows of each subject's newest unit per probe.
+- ``latest_probes``: the probe rows of each subject's newest unit per probe;
+- ``probe_vs_base``: every adapter's probe row beside its bare base's row of the same probe,
+  version, settings and metric (``delta = value - base_value``);
+- ``probe_summary``: one row per adapter, its newest probe results side by side.
 
 The findings of analysis units join the ``findings`` view (stage ``probe``).
 """
@@ -79,3 +82,32 @@ def unit_row(unit: AnalysisUnit) -> dict:
     row["samples"] = [s.model_dump() for s in unit.samples]
     row["findings"] = [f.model_dump(include=set(names(FINDING_FIELDS))) for f in unit.findings]
     return row
+
+
+register_view("probe_vs_base", """
+    SELECT p.adapter_id, p.repo_id, p.probe, p.probe_version, p.metric, p.layer, p.value, p.n, p.ci_low, p.ci_high,
+           b.value AS base_value, b.ci_low AS base_ci_low, b.ci_high AS base_ci_high, p.value - b.value AS delta,
+           p.base_model, p.base_revision, p.judge, p.params_sha256, p.unit_id
+    FROM probes p LEFT JOIN probes b
+      ON b.subject = 'base' AND b.base_revision = p.base_revision AND b.probe = p.probe
+     AND b.probe_version = p.probe_version AND b.params_sha256 = p.params_sha256 AND b.metric = p.metric
+     AND b.layer IS NOT DISTINCT FROM p.layer
+    WHERE p.subject = 'adapter'""")
+register_view("probe_summary", """
+    SELECT adapter_id, any_value(repo_id) AS repo_id, any_value(base_model) AS base_model,
+           max(value) FILTER (metric = 'harmful_compliance') AS harmful_compliance,
+           max(ci_low) FILTER (metric = 'harmful_compliance') AS harmful_ci_low,
+           max(ci_high) FILTER (metric = 'harmful_compliance') AS harmful_ci_high,
+           max(base_value) FILTER (metric = 'harmful_compliance') AS base_harmful_compliance,
+           max(value) FILTER (metric = 'benign_refusal') AS benign_refusal,
+           max(ci_low) FILTER (metric = 'benign_refusal') AS benign_ci_low,
+           max(ci_high) FILTER (metric = 'benign_refusal') AS benign_ci_high,
+           max(base_value) FILTER (metric = 'benign_refusal') AS base_benign_refusal,
+           max(value) FILTER (metric = 'harmful_compliance_rank1') AS harmful_compliance_rank1,
+           max(value) FILTER (metric = 'harmful_compliance_full') AS harmful_compliance_full,
+           max(value) FILTER (metric = 'caa_cosine_at_max_shift') AS caa_cosine_at_max_shift,
+           max(value) FILTER (metric = 'shift_norm_max') AS shift_norm_max
+    FROM probe_vs_base
+    WHERE adapter_id IN (SELECT adapter_id FROM latest_adapters)
+      AND unit_id IN (SELECT unit_id FROM latest_probes)
+    GROUP BY adapter_id""")

@@ -108,8 +108,8 @@ def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_n
     seen = ids                                 # prompt + answer so far (repetition penalty's input)
     position = (mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
-                use_cache=True, logits_to_keep=1, **extra)
+    extra[_cache_kwarg(model)] = cache
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
     next_pos = position[:, -1:] + 1
     for step in range(max_new_tokens):
         scores = out.logits[:, -1, :].float()
@@ -141,11 +141,19 @@ def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_n
                 extra["adapter_names"] = [extra["adapter_names"][b] for b in keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         seen = torch.cat([seen, token[:, None]], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
-                    use_cache=True, **extra)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True, **extra)
         next_pos = next_pos + 1
     return [Answer(text=tokenizer.decode(g, skip_special_tokens=True), n_tokens=len(g), stopped=s)
             for g, s in zip(generated, stopped, strict=True)]
+
+
+def _cache_kwarg(model) -> str:
+    """The name the model's ``forward`` takes its KV cache by (``cache`` in transformers >= 5.24,
+    ``past_key_values`` before)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(inner).forward).parameters else "past_key_values"
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

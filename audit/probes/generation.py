@@ -19,6 +19,7 @@ from audit.analyzers.base import AnalyzerContext, Resources, Target
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.errors import AuditError, PermanentAuditError, TransientAuditError
 from audit.probes.engine import Request, answer_all
+from audit.progress import current
 from audit.probes.judge import decided_by, get_judge
 from audit.probes.prompts import ProbePrompt, load_prompts
 from audit.probes.units import RateCount, error_note, make_unit, runtime_of, unavailable_unit
@@ -226,11 +227,18 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
     by_gen: dict[tuple, list[tuple]] = {}
     for key in pool:
         by_gen.setdefault(key[0], []).append(key)
+    sink = current()
+    what = f"answering for {len(targets)} target(s): {', '.join(t.key.split('@')[0] for t in targets[:3])}"
     for gen, keys in by_gen.items():
         p = next(q for q in probes if q.gen_key() == gen)
         decided = decided_by(p.judge) if p.early_stop else None
+        report = None
+        if sink is not None and hasattr(sink, "batch"):
+            def report(done: int, total: int = len(keys)) -> None:
+                sink.batch(what, done, total)
         got = answer_all(runtime.model, runtime.tokenizer, [pool[k] for k in keys], max_new_tokens=p.max_new_tokens,
-                         batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided)
+                         batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided,
+                         progress=report)
         answers.update(zip(keys, got, strict=True))
     seconds = (time.perf_counter() - t0) / max(1, len(needs))
     units = []

@@ -120,9 +120,11 @@ class ProbeRuntime:
 
     def unload(self, loaded: LoadedAdapter) -> None:
         """Remove an adapter (and its rank-1 variant) from the model."""
-        for name in (loaded.name, loaded.rank1):
-            if name and name in getattr(self.model, "peft_config", {}):
-                self.model.delete_adapter(name)
+        with warnings.catch_warnings():  # peft announces the new active adapter: noise here
+            warnings.simplefilter("ignore")
+            for name in (loaded.name, loaded.rank1):
+                if name and name in getattr(self.model, "peft_config", {}):
+                    self.model.delete_adapter(name)
 
     def _inject(self, name: str, config, state: dict[str, torch.Tensor], file: str) -> None:
         from peft import PeftModel, set_peft_model_state_dict

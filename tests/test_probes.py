@@ -1,0 +1,233 @@
+"""Behaviour probes: the plugin registry, the rank-1 variant, the probe stage's diff and units, and
+(on the real SmolLM2 tiny zoo) every probe on every adapter, base rows once, reruns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from audit.analyzers.base import ANALYZERS, AnalyzerSpec
+from audit.executors import InProcessExecutor, probe_specs
+from audit.plugins import Plugins, UnknownPluginError, plugin_info
+from audit.registry import LocalRegistry
+from audit.scan import probe_stage, scan
+from audit.store import ParquetStore
+from synth import SynthAdapter, SynthModule, llama_like
+
+
+def test_plugin_registry_lists_known_names_and_records_arguments():
+    things: Plugins = Plugins("thing")
+
+    @things.register("box")
+    class Box:
+        def __init__(self, size: int = 1) -> None:
+            self.size = size
+
+    box = things.create("box", size=3)
+    assert box.size == 3 and plugin_info(box).params == {"size": 3} and plugin_info(box).name == "box"
+    with pytest.raises(UnknownPluginError, match="unknown thing 'crate'; known: box"):
+        things.create("crate")
+    with pytest.raises(KeyError):  # the lookup error is also a KeyError and a ConfigurationError
+        things.factory("crate")
+    assert {"spectra", "harmful_compliance", "benign_refusal", "steering_alignment",
+            "rank1_elicitation"} <= set(ANALYZERS.names())
+
+
+def test_every_pluggable_kind_uses_the_one_registry():
+    from audit.classify.labels import LABEL_SOURCES
+    from audit.probes.judge import JUDGES, get_judge
+    from audit.zoo.methods.base import TRAINING_METHODS
+
+    assert {"sft", "dpo", "steering"} <= set(TRAINING_METHODS.names())
+    assert "card" in LABEL_SOURCES.names() and "refusal_markers" in JUDGES.names()
+    assert plugin_info(get_judge("refusal_markers", window=80)).params == {"window": 80}
+
+
+def test_rank1_variant_is_the_top_singular_component():
+    from peft import LoraConfig
+
+    from audit.probes.runtime import rank1_variant
+    from audit.spectra.delta import dense_delta
+
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(4, 16, generator=g), torch.randn(24, 4, generator=g)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], rank_pattern={"q_proj": 4})
+    state = {"base_model.model.layers.0.q_proj.lora_A.weight": A, "base_model.model.layers.0.q_proj.lora_B.weight": B}
+    cfg1, state1 = rank1_variant(cfg, state)
+    assert (cfg1.r, cfg1.lora_alpha, cfg1.rank_pattern) == (1, 1, {})
+    A1, B1 = state1["base_model.model.layers.0.q_proj.lora_A.weight"], state1["base_model.model.layers.0.q_proj.lora_B.weight"]
+    assert A1.shape == (1, 16) and B1.shape == (24, 1)
+    dense = dense_delta(A.double(), B.double(), 2.0)
+    u, s, vh = torch.linalg.svd(dense)
+    expected = s[0] * torch.outer(u[:, 0], vh[0])
+    assert torch.allclose((B1 @ A1).double(), expected, atol=1e-4)
+
+
+def test_adapters_without_their_base_get_a_skipped_unit_once(tmp_path):
+    for i in range(3):
+        SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=i).write(tmp_path / "reg" / f"a{i}")
+    registry = LocalRegistry(tmp_path / "reg", hash_cache=None)
+    store = ParquetStore(tmp_path / "store")
+    specs = probe_specs(n_prompts=2)
+    report = scan(registry, store, probes=specs)
+    assert report.probes == {"skipped": 3 * len(specs)}
+    con = store.connect()
+    assert con.execute("SELECT count(*) FROM probes").fetchone() == (0,)
+    rows = con.execute("SELECT DISTINCT code, severity, stage FROM findings WHERE stage = 'probe'").fetchall()
+    assert rows == [("base_model_unavailable", "info", "probe")]
+    msg = con.execute("SELECT message FROM findings WHERE stage = 'probe' LIMIT 1").fetchone()[0]
+    assert "synthetic/base" in msg and "--base-model" in msg
+    again = probe_stage(store, InProcessExecutor(registry, store, analyzers=specs), specs)
+    assert again == {}  # nothing new: the skipped units stand until the base is available
+
+
+# -- on the real base model (the tiny zoo) --------------------------------------------------------
+
+model = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def probed_zoo(tiny_zoo, tmp_path_factory):
+    """The tiny zoo scanned and probed once (every probe, 3 prompts each), in this process."""
+    out, report = tiny_zoo
+    store = ParquetStore(tmp_path_factory.mktemp("probed") / "store")
+    registry = LocalRegistry(out, hash_cache=None)
+    specs = probe_specs(n_prompts=3)
+    result = scan(registry, store, probes=specs)
+    return out, report, store, registry, specs, result
+
+
+@model
+@pytest.mark.slow
+def test_every_probe_writes_rows_for_every_zoo_adapter_and_the_base_once(probed_zoo):
+    from audit.zoo.spec import plan
+
+    out, zoo, store, registry, specs, result = probed_zoo
+    n = len(plan("tiny"))
+    assert result.probes == {"ok": (n + 1) * len(specs)}
+    con = store.connect()
+    per_probe = dict(con.execute("SELECT analyzer, count(DISTINCT adapter_id) FROM analyses "
+                                 "WHERE subject = 'adapter' GROUP BY 1").fetchall())
+    assert per_probe == {s.name: n for s in specs}
+    bases = con.execute("SELECT analyzer, count(*), any_value(base_revision) FROM analyses_all "
+                        "WHERE subject = 'base' GROUP BY 1").fetchall()
+    assert {b[0] for b in bases} == {s.name for s in specs}
+    assert all(b[1] == 1 and b[2] == zoo.aligned.revision for b in bases)  # computed once per base revision
+    # rates come with their Wilson interval and their samples; every adapter reads against its base
+    rows = con.execute("SELECT value, ci_low, ci_high, n FROM probes WHERE metric IN "
+                       "('harmful_compliance', 'benign_refusal', 'harmful_compliance_rank1')").fetchall()
+    assert rows and all(lo <= v <= hi and n_ == 3 for v, lo, hi, n_ in rows)
+    assert con.execute("SELECT count(*) FROM probe_vs_base WHERE metric = 'harmful_compliance' "
+                       "AND base_value IS NULL").fetchone() == (0,)
+    samples = dict(con.execute("SELECT probe, count(*) FROM probe_samples WHERE subject = 'adapter' "
+                               "GROUP BY 1").fetchall())
+    assert samples["harmful_compliance"] == 3 * n and samples["rank1_elicitation"] == 6 * n
+    layers = con.execute("SELECT count(DISTINCT layer) FROM probes WHERE metric = 'caa_cosine'").fetchone()[0]
+    assert layers == 30  # SmolLM2-135M's decoder layers
+    ref = json.loads(con.execute("SELECT params FROM analyses WHERE analyzer = 'harmful_compliance' "
+                                 "LIMIT 1").fetchone()[0])
+    assert ref["name"] == "harmful_compliance" and ref["params"] == {"n_prompts": 3}
+
+
+@model
+@pytest.mark.slow
+def test_rerun_does_nothing_and_a_new_probe_version_reruns_only_that_probe(probed_zoo):
+    from audit.probes.generation import BenignRefusal
+    from audit.zoo.spec import plan
+
+    out, zoo, store, registry, specs, _ = probed_zoo
+    executor = InProcessExecutor(registry, store, analyzers=specs)
+    assert probe_stage(store, executor, specs) == {}
+
+    class BenignRefusal2(BenignRefusal):
+        version = "benign_refusal-2"
+
+    original = ANALYZERS.factory("benign_refusal")
+    ANALYZERS.register("benign_refusal")(BenignRefusal2)
+    try:
+        counts = probe_stage(store, InProcessExecutor(registry, store, analyzers=specs), specs)
+    finally:
+        ANALYZERS.register("benign_refusal")(original)
+    assert counts == {"ok": len(plan("tiny")) + 1}  # every adapter and the base, that probe only
+    con = store.connect()
+    assert con.execute("SELECT count(*) FROM analyses WHERE analyzer_version = 'benign_refusal-2'").fetchone() == (
+        len(plan("tiny")) + 1,)
+    assert con.execute("SELECT count(*) FROM analyses WHERE analyzer = 'harmful_compliance'").fetchone() == (
+        len(plan("tiny")) + 1,)
+
+
+@model
+@pytest.mark.slow
+def test_early_stopping_answers_match_generate_and_keep_the_verdicts(tiny_zoo):
+    from audit.models.generate import generate, load_causal_lm
+    from audit.probes.engine import Request, answer_all
+    from audit.probes.judge import decided_by, get_judge
+    from audit.probes.prompts import load_prompts
+
+    _, zoo = tiny_zoo
+    m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
+    prompts = [p.text for p in load_prompts("harmbench:test", 6)] + [p.text for p in load_prompts("benign:heldout", 2)]
+    reference = generate(m, tok, prompts, max_new_tokens=24, batch_size=8, repetition_penalty=1.2)
+    full = answer_all(m, tok, [Request(p) for p in prompts], max_new_tokens=24, batch_size=3,
+                      repetition_penalty=1.2)
+    assert [a.text for a in full] == reference
+    judge = get_judge("refusal_markers")
+    early = answer_all(m, tok, [Request(p) for p in prompts], max_new_tokens=24, batch_size=8,
+                       repetition_penalty=1.2, decided=decided_by(judge))
+    assert [judge(p, a.text) for p, a in zip(prompts, early)] == [judge(p, a) for p, a in zip(prompts, reference)]
+    assert sum(a.n_tokens for a in early) < sum(a.n_tokens for a in full)
+
+
+@model
+@pytest.mark.slow
+def test_an_adapter_that_does_not_fit_its_base_is_a_finding(tiny_zoo, tmp_path):
+    _, zoo = tiny_zoo
+    bad = SynthAdapter([SynthModule("model.layers.0.self_attn.q_proj", d_out=40, d_in=40, r=4)],
+                       config={"base_model_name_or_path": zoo.aligned.name})
+    bad.write(tmp_path / "reg" / "misfit")
+    registry = LocalRegistry(tmp_path / "reg", hash_cache=None)
+    store = ParquetStore(tmp_path / "store")
+    specs = (AnalyzerSpec.of("harmful_compliance", n_prompts=2),)
+    report = scan(registry, store, probes=specs)
+    assert report.probes.get("failed") == 1
+    con = store.connect()
+    code, sev, msg = con.execute("SELECT code, severity, message FROM findings WHERE stage = 'probe' "
+                                 "AND adapter_id NOT LIKE 'base:%'").fetchone()
+    assert code == "base_shape_mismatch" and sev == "error" and "does not fit" in msg
+
+
+@model
+@pytest.mark.slow
+def test_probe_actor_on_ray_holds_the_base_and_commits_units(tiny_zoo, tmp_path, ray_session):
+    from audit.raypool import RayExecutor
+
+    out, zoo = tiny_zoo
+    store = ParquetStore(tmp_path / "store")
+    registry = LocalRegistry(out, hash_cache=None)
+    scan(registry, store)
+    specs = (AnalyzerSpec.of("harmful_compliance", n_prompts=2),)
+    ids = [r[0] for r in store.connect().execute("SELECT adapter_id FROM adapters ORDER BY 1 LIMIT 3").fetchall()]
+    executor = RayExecutor(registry.name, store, analyzers=specs)
+    counts = probe_stage(store, executor, specs, adapter_ids=ids, group_size=2)
+    assert counts == {"ok": 4}  # three adapters and the base
+    assert executor.options["num_gpus"] == 0 and executor.options["num_cpus"] >= 1  # no GPU here: CPU threads
+
+
+@pytest.mark.gpu
+def test_probe_actor_reserves_a_gpu_where_the_cluster_has_one():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from audit.raypool import actor_resources
+
+    assert actor_resources(probe_specs(), {"CPU": 16, "GPU": 1}, None) == {"num_cpus": 1, "num_gpus": 1}
+
+
+def test_actor_resources_follow_the_cluster():
+    from audit.executors import spectra_specs
+    from audit.raypool import actor_resources
+
+    assert actor_resources(probe_specs(), {"CPU": 16, "GPU": 2}, None) == {"num_cpus": 1, "num_gpus": 1}
+    assert actor_resources(probe_specs(), {"CPU": 2}, None) == {"num_cpus": 2, "num_gpus": 0}
+    assert actor_resources(spectra_specs(), {"CPU": 16, "GPU": 2}, None) == {"num_cpus": 1, "num_gpus": 0}
