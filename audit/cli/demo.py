@@ -25,12 +25,16 @@ def demo(
     base: Annotated[str, typer.Option(help="Base model of the zoo.")] = "smollm2-135m-instruct",
     size: Annotated[str, typer.Option(help="Zoo size: tiny (minutes on 2 cores), small, paper.")] = "tiny",
     workers: Annotated[int | None, typer.Option(help="Ray actors for the scan.")] = None,
+    probe_prompts: Annotated[int, typer.Option(
+        "--probe-prompts", help="Prompts per behaviour probe (the demo's default keeps it to minutes).")] = 16,
 ) -> None:
-    """Build the tiny zoo, scan it, recalibrate the classifiers, and show the overview and verdicts.
+    """Build the tiny zoo, scan it (spectra and behaviour probes), recalibrate the classifiers, and
+    show the overview, the probe results and the verdicts.
 
-    Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT`, `lora-audit recalibrate`
-    and `lora-audit verdicts`; the build and the scan reuse what is already done, so running it
-    again is quick (each run adds a classifier version only if it passes the gates).
+    Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N`,
+    `lora-audit recalibrate` and `lora-audit verdicts`; the build, the scan and the probes reuse
+    what is already done, so running it again is quick (each run adds a classifier version only
+    if it passes the gates).
     """
     from audit.cli.classify import recalibrate, verdicts
     from audit.cli.query import Format
@@ -38,8 +42,13 @@ def demo(
     from audit.cli.zoo import build
 
     build(base=base, out=out, size=size)
-    scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False)
+    scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False,
+         probes=True, probe=None, probe_prompts=probe_prompts, base_model=None)
     show_overview(store)
+    from audit.cli.probe import show_probe_summary
+    from audit.store import ParquetStore
+
+    show_probe_summary(ParquetStore(store))
     recalibrate(store=store, label_source="card", min_auc=0.6, max_ece=0.3, auc_tolerance=0.05)
     verdicts(store=store, flipped=False, method=None, format=Format.table, max_rows=60)
     console.print(f"what changed after the last recalibration: lora-audit verdicts --flipped --store {store}")
