@@ -99,7 +99,7 @@ def actor_resources(specs: Sequence[AnalyzerSpec], cluster: dict[str, float], wo
     among ``workers`` actors, default one)."""
     from audit.analyzers.base import ANALYZERS
 
-    wants_gpu = any(ANALYZERS.factory(s.name).resources.num_gpus > 0 for s in specs)
+    wants_gpu = any((s.factory or ANALYZERS.factory(s.name)).resources.num_gpus > 0 for s in specs)
     if wants_gpu and cluster.get("GPU", 0) >= 1:
         return {"num_cpus": 1, "num_gpus": 1}
     if wants_gpu:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from audit.analyzers.base import ANALYZERS, AnalyzerSpec
+from audit.analyzers.base import ANALYZERS, AnalyzerSpec, Resources
 from audit.executors import InProcessExecutor, probe_specs
 from audit.plugins import Plugins, UnknownPluginError, plugin_info
 from audit.registry import LocalRegistry
@@ -231,3 +231,54 @@ def test_actor_resources_follow_the_cluster():
     assert actor_resources(probe_specs(), {"CPU": 16, "GPU": 2}, None) == {"num_cpus": 1, "num_gpus": 1}
     assert actor_resources(probe_specs(), {"CPU": 2}, None) == {"num_cpus": 2, "num_gpus": 0}
     assert actor_resources(spectra_specs(), {"CPU": 16, "GPU": 2}, None) == {"num_cpus": 1, "num_gpus": 0}
+
+
+class KillsItsWorkerOnce:
+    """A test analyzer: the first call in any process kills that process (marker file), later
+    calls write a one-row unit. Pickled by value to reach the Ray actors."""
+
+    name, version, needs_base = "kills_once", "kills_once-1", False
+    resources = Resources(num_cpus=1)
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def setup(self, ctx) -> None:
+        pass
+
+    def run(self, target):
+        import os
+        from pathlib import Path
+
+        from audit.analyzers.records import ProbeRow
+        from audit.probes.units import make_unit
+
+        if not Path(self.marker).exists():
+            Path(self.marker).write_text("killed")
+            os._exit(1)
+        return make_unit(self, target, "ok", probes=[ProbeRow(metric="one", value=1.0)])
+
+
+def test_a_killed_probe_actor_is_restarted_and_leaves_no_duplicate_rows(tmp_path, ray_session):
+    import sys
+
+    import ray.cloudpickle
+
+    from audit.analyzers.base import Job, Target
+    from audit.raypool import RayExecutor
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    for i in range(3):
+        SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=i).write(tmp_path / "reg" / f"a{i}")
+    registry = LocalRegistry(tmp_path / "reg", hash_cache=None)
+    store = ParquetStore(tmp_path / "store")
+    refs = registry.list_adapters().refs
+    spec = AnalyzerSpec.of("kills_once", factory=KillsItsWorkerOnce, marker=str(tmp_path / "marker"))
+    executor = RayExecutor(registry.name, store, analyzers=[spec], workers=1)
+    jobs = [Job(tuple(Target(ref=r) for r in refs[:2]), ("kills_once",)), Job((Target(ref=refs[2]),), ("kills_once",))]
+    reports = list(executor.map(jobs))
+    assert (tmp_path / "marker").exists()  # an actor died once...
+    assert sorted(r.status for r in reports) == ["ok", "ok", "ok"]  # ...was restarted, the job re-sent
+    con = store.connect()
+    assert con.execute("SELECT count(*), count(DISTINCT adapter_id) FROM analyses").fetchone() == (3, 3)
+    assert con.execute("SELECT count(*) FROM probes WHERE metric = 'one'").fetchone() == (3,)

@@ -106,18 +106,24 @@ analyzer = ANALYZERS.register
 
 @dataclass(frozen=True)
 class AnalyzerSpec:
-    """A picklable recipe for an analyzer (what Ray actors receive): name and creation arguments."""
+    """A picklable recipe for an analyzer (what Ray actors receive): a registered name and creation
+    arguments, or an analyzer factory of one's own (a class; it must pickle to reach Ray actors)."""
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    factory: Any = None
 
     @classmethod
-    def of(cls, name: str, **params: Any) -> AnalyzerSpec:
-        return cls(name, tuple(sorted(params.items())))
+    def of(cls, name: str, factory: Any = None, **params: Any) -> AnalyzerSpec:
+        return cls(name, tuple(sorted(params.items())), factory)
 
     def create(self) -> Analyzer:
-        """Build the analyzer (registered name and arguments recorded on it)."""
-        return ANALYZERS.create(self.name, **dict(self.params))
+        """Build the analyzer (its name and arguments recorded on it)."""
+        if self.factory is None:
+            return ANALYZERS.create(self.name, **dict(self.params))
+        obj = self.factory(**dict(self.params))
+        obj.__lora_audit_plugin__ = PluginInfo("analyzer", self.name, dict(self.params))
+        return obj
 
 
 def params_json(a: Analyzer) -> str:
