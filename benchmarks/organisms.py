@@ -13,6 +13,11 @@ interval, against the healthy adapters of the same method. An organism that does
 trait is a mislabelled sample: this is the check.
 
 Usage: python benchmarks/organisms.py --zoo DIR [--n-harmful 64] [--n-benign 24] [--json FILE]
+       python benchmarks/organisms.py --store DIR   (the probe stage's results, from the store)
+
+With ``--store``, nothing is generated: the rows the scan's behaviour probes wrote are pooled per
+(method, objective, severity): harmful compliance and benign refusal with Wilson intervals, the
+steering-alignment cosine at the layer of largest shift, and rank-1 against full compliance.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", type=Path, required=True)
+    ap.add_argument("--zoo", type=Path, default=None)
+    ap.add_argument("--store", type=Path, default=None, help="report the probe stage's results in this store")
     ap.add_argument("--n-harmful", type=int, default=64, help="HarmBench test behaviours per model")
     ap.add_argument("--n-benign", type=int, default=24, help="held-out benign instructions per model")
     ap.add_argument("--only", default=None, help="only adapters whose name contains one of these (comma-separated)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.store is not None:
+        return from_store(args.store)
+    if args.zoo is None:
+        ap.error("give --zoo DIR (generate) or --store DIR (read the probes' results)")
 
     import torch
     from peft import PeftModel
@@ -101,6 +111,55 @@ def main() -> None:
                         "benign_refusal": kb / nb, "benign_ci": [bl, bh]})
     if args.json:
         args.json.write_text(json.dumps({"adapters": rows, "pooled": summary}, indent=1))
+
+
+POOLED_SQL = """
+WITH labelled AS (
+    SELECT adapter_id, method, json_extract_string(card_labels, '$.objective') AS objective,
+           CAST(json_extract(card_labels, '$.severity') AS DOUBLE) AS severity
+    FROM latest_adapters WHERE card_labels IS NOT NULL
+), rows AS (
+    SELECT l.method, l.objective, l.severity, p.metric, p.value, p.n
+    FROM latest_probes p JOIN labelled l USING (adapter_id)
+    WHERE p.subject = 'adapter' AND p.metric NOT IN ('shift_norm', 'caa_cosine')
+)
+SELECT method, objective, severity, 0 AS _,
+       sum(value * n) FILTER (metric = 'harmful_compliance') AS hk, sum(n) FILTER (metric = 'harmful_compliance') AS hn,
+       sum(value * n) FILTER (metric = 'benign_refusal') AS bk, sum(n) FILTER (metric = 'benign_refusal') AS bn,
+       sum(value * n) FILTER (metric = 'harmful_compliance_rank1') AS rk,
+       sum(n) FILTER (metric = 'harmful_compliance_rank1') AS rn,
+       sum(value * n) FILTER (metric = 'harmful_compliance_full') AS fk,
+       avg(value) FILTER (metric = 'caa_cosine_at_max_shift') AS cos,
+       count(*) FILTER (metric = 'harmful_compliance') AS n_adapters
+FROM rows GROUP BY ALL ORDER BY method, objective, severity
+"""
+
+BASE_SQL = """SELECT metric, value, n FROM probes WHERE subject = 'base' AND layer IS NULL
+              AND metric IN ('harmful_compliance', 'benign_refusal') AND unit_id IN (SELECT unit_id FROM latest_probes)"""
+
+
+def from_store(store_dir: Path) -> None:
+    """Pooled probe results per (method, objective, severity), from the store."""
+    from audit.probes.judge import wilson_interval
+    from audit.store import ParquetStore
+
+    con = ParquetStore(store_dir).connect()
+
+    def ci(k, n) -> str:
+        if not n:
+            return "-"
+        k = round(k)
+        lo, hi = wilson_interval(k, int(n))
+        return f"{k / n:6.1%} [{lo:5.1%}, {hi:5.1%}]"
+
+    print(f"{'method':<9} {'objective':<22} {'sev':>4} {'n':>2}  {'harmful compliance':<24} {'benign refusal':<24} "
+          f"{'rank-1 / full':<15} {'CAA cos':>7}")
+    for metric, value, n in con.execute(BASE_SQL).fetchall():
+        print(f"(base) {metric}: {ci(value * n, n)}")
+    for (method, objective, severity, _, hk, hn, bk, bn, rk, rn, fk, cos, n_ad) in con.execute(POOLED_SQL).fetchall():
+        r1 = "-" if not rn else f"{rk / rn:4.0%} / {fk / rn:4.0%}"
+        cs = "-" if cos is None else f"{cos:+.3f}"
+        print(f"{method:<9} {objective:<22} {severity:4.2f} {n_ad:>2}  {ci(hk, hn):<24} {ci(bk, bn):<24} {r1:<15} {cs:>7}")
 
 
 if __name__ == "__main__":

@@ -282,3 +282,23 @@ def test_a_killed_probe_actor_is_restarted_and_leaves_no_duplicate_rows(tmp_path
     con = store.connect()
     assert con.execute("SELECT count(*), count(DISTINCT adapter_id) FROM analyses").fetchone() == (3, 3)
     assert con.execute("SELECT count(*) FROM probes WHERE metric = 'one'").fetchone() == (3,)
+
+
+def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    runner = CliRunner()
+    SynthAdapter(llama_like(1, r=4, d=32, kv=8)).write(tmp_path / "reg" / "a0")
+    store = tmp_path / "store"
+    scan(LocalRegistry(tmp_path / "reg", hash_cache=None), ParquetStore(store))
+    bad = runner.invoke(app, ["probe", "--store", str(store), "--probe", "no_such_probe"])
+    assert bad.exit_code == 2 and "unknown analyzer 'no_such_probe'" in bad.output
+    missing = runner.invoke(app, ["probe", "--store", str(store), "--adapter", "nope"])
+    assert missing.exit_code == 2 and "no adapter in the store matches nope" in missing.output
+    ok = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert "'skipped': 4" in ok.output  # four probes, no base model for the synthetic adapter
+    again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
+    assert "everything is up to date" in again.output
