@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--n-prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repetition-penalty", type=float, default=1.2)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--group", type=int, default=4, help="adapters per probe job (mixed batches)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
@@ -114,9 +114,9 @@ def main() -> None:
     from audit.models.base import models_dir
     from audit.probes.prompts import load_prompts
 
-    manifest = json.loads((args.zoo / "zoo.json").read_text())
-    base_path = models_dir() / manifest["aligned"]["name"]
-    built = [args.zoo / a["name"] for a in manifest["adapters"] if (args.zoo / a["name"] / "adapter_config.json").is_file()]
+    built = sorted(p.parent for p in args.zoo.glob("*/adapter_config.json"))
+    base_name = json.loads((built[0] / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base_path = models_dir() / base_name
     step = max(1, len(built) // args.adapters)
     folders = built[::step][: args.adapters]
     prompts = [p.text for p in load_prompts("harmbench:test", args.n_prompts)]
