@@ -18,7 +18,8 @@ from audit.store import ParquetStore
 EXAMPLES = """
 Views: adapters, modules, findings, runs (one row per adapter_id and analyzer version), latest_adapters,
 latest_modules (newest analyzer version only), classifiers, promoted_classifiers, verdicts,
-current_verdicts, reaudit_queue, and <table>_all (every file, as written).
+current_verdicts, reaudit_queue, probes, probe_samples, probe_vs_base, probe_summary, latest_probes,
+analyses, and <table>_all (every file, as written).
 
 Examples:
 
@@ -28,6 +29,11 @@ Examples:
 
   lora-audit query --format csv "SELECT a.repo_id, m.module, m.stable_rank, m.top1_energy
       FROM modules m JOIN adapters a USING (adapter_id, unit_id) ORDER BY m.spectral_norm DESC LIMIT 20"
+
+  Harmful compliance of each adapter against its base model:
+
+  lora-audit query "SELECT repo_id, value, base_value, delta, ci_low, ci_high FROM probe_vs_base
+      WHERE metric = 'harmful_compliance' ORDER BY delta DESC"
 
   What changed after the last recalibration (verdicts that flipped, with both versions):
 
