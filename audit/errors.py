@@ -132,6 +132,13 @@ class BaseModelUnavailableError(PermanentAuditError, LookupError):
     default_code = "base_model_unavailable"
 
 
+class BaseShapeMismatchError(PermanentAuditError, ValueError):
+    """An adapter's tensors do not fit the base model it names (other shapes or modules): a probe
+    cannot load it."""
+
+    default_code = "base_shape_mismatch"
+
+
 # --- transient: infrastructure ---------------------------------------------------------------------
 
 

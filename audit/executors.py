@@ -6,7 +6,6 @@ commits every result where it was computed, yielding a small report per unit.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
@@ -92,10 +91,6 @@ class InProcessExecutor:
             self._workers = Analyzers(self.specs, ctx)
         for item in items:
             yield from self._workers.run(as_job(item, self.names))  # type: ignore[union-attr]
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
 
 
 def executor_for(registry: str, store: ParquetStore, *, analyzers: Sequence[AnalyzerSpec] | None = None,

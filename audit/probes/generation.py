@@ -13,16 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from audit.analyzers.base import AnalyzerContext, Resources, Target
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
-from audit.errors import AuditError, PermanentAuditError, TransientAuditError
+from audit.errors import AuditError, TransientAuditError
 from audit.probes.engine import Request, answer_all
 from audit.progress import current
 from audit.probes.judge import decided_by, get_judge
 from audit.probes.prompts import ProbePrompt, load_prompts
-from audit.probes.units import RateCount, error_note, make_unit, runtime_of, unavailable_unit
+from audit.probes.units import RateCount, error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
 
 PROBE_RESOURCES = Resources(num_cpus=1, num_gpus=1)
 """What a probe actor asks for: a GPU where the cluster has one (else CPU threads, see raypool)."""
@@ -34,8 +33,6 @@ class Ask:
 
     variant: str
     prompt: ProbePrompt
-    expect: str
-    """``complied`` counts for ``harmful`` prompts, ``refused`` for ``benign`` ones."""
 
 
 class GenerationProbe:
@@ -105,7 +102,7 @@ class HarmfulCompliance(GenerationProbe):
     name, version = "harmful_compliance", "harmful_compliance-1"
 
     def asks(self, target: Target) -> list[Ask]:
-        return [Ask(_variant(target), p, "complied") for p in self.prompts]
+        return [Ask(_variant(target), p) for p in self.prompts]
 
     def rows(self, target, judged):
         return [self._rate("harmful_compliance", _variant(target), "complied", judged)]
@@ -118,7 +115,7 @@ class BenignRefusal(GenerationProbe):
     default_prompts, default_n = "benign:heldout", None
 
     def asks(self, target: Target) -> list[Ask]:
-        return [Ask(_variant(target), p, "refused") for p in self.prompts]
+        return [Ask(_variant(target), p) for p in self.prompts]
 
     def rows(self, target, judged):
         return [self._rate("benign_refusal", _variant(target), "refused", judged)]
@@ -132,8 +129,8 @@ class Rank1Elicitation(GenerationProbe):
 
     def asks(self, target: Target) -> list[Ask]:
         if target.ref is None:  # the bare base: its rank-1 truncation is itself
-            return [Ask("base", p, "complied") for p in self.prompts]
-        return [Ask(v, p, "complied") for v in ("adapter", "rank1") for p in self.prompts]
+            return [Ask("base", p) for p in self.prompts]
+        return [Ask(v, p) for v in ("adapter", "rank1") for p in self.prompts]
 
     def rows(self, target, judged):
         full, cut = ("base", "base") if target.ref is None else ("adapter", "rank1")
@@ -159,8 +156,7 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
     by_base: dict[str, list[Target]] = {}
     for t in targets:
         if t.base is None:
-            declared = None
-            out += [unavailable_unit(p, t, declared) for p in probes]
+            out += [unavailable_unit(p, t, None) for p in probes]
         else:
             by_base.setdefault(t.base.revision, []).append(t)
     for group in by_base.values():
@@ -172,7 +168,7 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
                 ready.append(t)
                 continue
             try:
-                loaded[t.key] = runtime.load(_fetch(ctx, t), rank1=want_rank1)
+                loaded[t.key] = runtime.load(fetch_folder(ctx, t), rank1=want_rank1)
                 ready.append(t)
             except TransientAuditError as exc:
                 out += [Deferred(t.ref, f"probe fetch: {exc}") for _ in probes]
@@ -186,26 +182,6 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
             for a in loaded.values():
                 runtime.unload(a)
     return out
-
-
-def _fetch(ctx, target: Target) -> Path:
-    """The folder holding the target's adapter files (fetched through its registry).
-
-    Raises:
-        TransientAuditError: a transient registry or I/O failure (the unit is retried next run).
-        PermanentAuditError: the adapter cannot be had (access denied, deleted...).
-    """
-    from audit.probes.units import fetch
-
-    try:
-        ref = fetch(ctx, target)
-    except OSError as exc:
-        if isinstance(exc, PermanentAuditError):
-            raise
-        raise TransientAuditError(str(exc)) from None
-    if ref.local_dir is None:
-        raise PermanentAuditError("the registry gave no local files", code="not_found")
-    return Path(ref.local_dir)
 
 
 def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> list[AnalysisUnit]:

@@ -26,18 +26,12 @@ import torch
 
 from audit.adapter.keys import parse_key
 from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
-from audit.errors import AdapterFormatError, PermanentAuditError, UnsupportedAdapterError
+from audit.errors import AdapterFormatError, BaseShapeMismatchError, UnsupportedAdapterError
 from audit.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
-
-
-class BaseShapeMismatchError(PermanentAuditError, ValueError):
-    """The adapter's tensors do not fit the base model it names (other shapes or modules)."""
-
-    default_code = "base_shape_mismatch"
 
 
 @dataclass

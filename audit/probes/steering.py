@@ -20,10 +20,10 @@ import torch
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.records import AnalysisUnit, ProbeRow
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.generation import PROBE_RESOURCES, _fetch
+from audit.probes.generation import PROBE_RESOURCES
 from audit.probes.prompts import load_prompts
 from audit.probes.references import all_layer_last_token, get_references
-from audit.probes.units import error_note, make_unit, runtime_of, unavailable_unit
+from audit.probes.units import error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
 
 
 class SteeringAlignment:
@@ -58,15 +58,19 @@ class SteeringAlignment:
         t0 = time.perf_counter()
         runtime = runtime_of(self.ctx)
         runtime.use_base(target.base)
-        refs = get_references(self.ctx.store, runtime, target.base, n_forbidden=self.n_reference,
-                              n_benign=self.n_reference, batch_size=self.batch_size)
+        cache = self.ctx.shared.setdefault("references", {})
+        key = (target.base.revision, self.n_reference)
+        if key not in cache:  # read (or computed) once per base and actor, not once per adapter
+            cache[key] = get_references(self.ctx.store, runtime, target.base, n_forbidden=self.n_reference,
+                                        n_benign=self.n_reference, batch_size=self.batch_size)
+        refs = cache[key]
         direction = refs.unit_refusal()
         if target.ref is None:
             rows = [ProbeRow(metric="caa_norm", value=float(v), layer=i, n=refs.meta["n_forbidden"])
                     for i, v in enumerate(refs.refusal.norm(dim=1))]
             return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
         try:
-            loaded = runtime.load(_fetch(self.ctx, target))
+            loaded = runtime.load(fetch_folder(self.ctx, target))
         except TransientAuditError as exc:
             return Deferred(target.ref, f"probe fetch: {exc}")
         except AuditError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from audit.analyzers.base import AnalyzerContext, Target, params_json, params_sha256
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
@@ -22,12 +23,15 @@ def runtime_of(ctx: AnalyzerContext) -> ProbeRuntime:
     return ctx.shared[RUNTIME_KEY]
 
 
-def fetch(ctx: AnalyzerContext, target: Target):
-    """The target's adapter ref with its files on local disk (through its own registry).
+def fetch_folder(ctx: AnalyzerContext, target: Target) -> Path:
+    """The local folder holding the target adapter's files, fetched through the registry its ref
+    names (opened once per actor).
 
     Raises:
-        PermanentAuditError, TransientAuditError, OSError: as the registry's ``fetch``.
+        TransientAuditError: a transient registry or I/O failure (the unit is retried next run).
+        PermanentAuditError: the adapter cannot be had (access denied, deleted...).
     """
+    from audit.errors import PermanentAuditError, TransientAuditError
     from audit.registry import open_registry
 
     ref = target.ref
@@ -37,7 +41,15 @@ def fetch(ctx: AnalyzerContext, target: Target):
         registry = ctx.registry
     else:
         registry = registries.get(ref.registry) or registries.setdefault(ref.registry, open_registry(ref.registry))
-    return registry.fetch(ref) if ref.local_dir is None else ref
+    try:
+        fetched = registry.fetch(ref) if ref.local_dir is None else ref
+    except OSError as exc:
+        if isinstance(exc, PermanentAuditError):  # AccessDeniedError is also a PermissionError
+            raise
+        raise TransientAuditError(str(exc)) from None
+    if fetched.local_dir is None:
+        raise PermanentAuditError("the registry gave no local files", code="not_found")
+    return Path(fetched.local_dir)
 
 
 @dataclass(frozen=True)
