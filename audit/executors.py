@@ -93,24 +93,6 @@ class InProcessExecutor:
             yield from self._workers.run(as_job(item, self.names))  # type: ignore[union-attr]
 
 
-def executor_for(registry: str, store: ParquetStore, *, analyzers: Sequence[AnalyzerSpec] | None = None,
-                 workers: int | None = None, ray_address: str | None = None, in_process: bool = False,
-                 limits: Limits = DEFAULT_LIMITS) -> Executor:
-    """The executor a scan step uses: in this process when asked, else a Ray actor pool (Ray is
-    started in-process unless ``ray_address`` or ``$RAY_ADDRESS`` names a cluster).
-
-    Args:
-        registry: the registry spec (``local:/path``, ``hub:org``) the workers open.
-    """
-    if in_process:
-        from audit.registry import open_registry
-
-        return InProcessExecutor(open_registry(registry), store, limits, analyzers=analyzers)
-    from audit.raypool import RayExecutor
-
-    return RayExecutor(registry, store, workers=workers, limits=limits, analyzers=analyzers, ray_address=ray_address)
-
-
 def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None) -> tuple[AnalyzerSpec, ...]:
     """Specs of the behaviour probes ``names`` (default: every built-in probe), each on its first
     ``n_prompts`` prompts when given (else each probe's default).

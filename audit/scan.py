@@ -2,8 +2,8 @@
 compact, finish.
 
 This is the one place the sequence is written. Each step is a plain function so that the Prefect
-flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`scan` chains them in-process for
-library use and tests. How the analyses run is an :class:`~audit.executors.Executor`: in this
+flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`run_scan` chains them, with plain
+functions (an ad-hoc ``lora-audit scan``, library use) or with those tasks (the flow). How the analyses run is an :class:`~audit.executors.Executor`: in this
 process (:mod:`audit.executors`) or on a Ray actor pool (:mod:`audit.raypool`). Either way the
 worker that analyses a unit also commits it to the store, so results land as units finish and the
 driver only counts.
@@ -12,7 +12,7 @@ driver only counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from audit.limits import DEFAULT_LIMITS, Limits
@@ -26,8 +26,9 @@ from audit.version import ANALYZER_VERSION
 from audit.executors import Executor, InProcessExecutor
 from audit.worker import Deferred
 
-__all__ = ["Executor", "InProcessExecutor", "ScanReport", "audit_refs", "finish_run", "plan", "probe_stage", "scan",
-           "score_verdicts", "start_run", "list_registry", "retry_transient", "compact_store"]
+__all__ = ["Executor", "InProcessExecutor", "Placement", "ScanReport", "Steps", "audit_refs", "compact_store",
+           "executor_for", "finish_run", "list_registry", "plan", "probe_stage", "retry_transient", "run_scan", "scan",
+           "score_verdicts", "start_run"]
 
 
 @dataclass
@@ -51,6 +52,10 @@ class ScanReport:
     """Probe units written, by status (``ok``, ``skipped``...), and ``deferred``."""
     compacted: int = 0
     elapsed_s: float = 0.0
+
+    def summary(self) -> dict:
+        """The counts as plain data (what the flow returns and the CLI prints)."""
+        return {k: v for k, v in vars(self).items() if k != "findings"}
 
 
 def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
@@ -179,48 +184,138 @@ def finish_run(store: ParquetStore, run: RunRow, report: ScanReport, status: str
     return done
 
 
-def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
-         limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
-         sink: ProgressSink | None = None, judge: bool = False, probes: Sequence | None = None,
-         probe_executor: Executor | None = None, compact_min_files: int | None = None) -> ScanReport:
-    """Audit every adapter of ``registry`` not yet in ``store`` at this analyzer version, then
-    (as asked) judge, probe and compact: the whole scan sequence, in this process.
+@dataclass(frozen=True)
+class Steps:
+    """The steps :func:`run_scan` chains. The defaults are the plain functions of this module; the
+    Prefect flow (``flows/nightly_scan.py``) passes the same functions wrapped as tasks."""
+
+    start_run: Callable = start_run
+    list_registry: Callable = list_registry
+    plan: Callable = plan
+    audit: Callable = audit_refs
+    judge: Callable = score_verdicts
+    probe: Callable = probe_stage
+    compact: Callable = compact_store
+    finish: Callable = finish_run
+
+
+RAY_THRESHOLD = 256
+"""New adapters past which a scan that was not told where to run uses the Ray actor pool."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a scan's analyses run.
+
+    Attributes:
+        in_process: ``True``: in this process; ``False``: on a Ray actor pool; ``None`` (auto): on
+            Ray when ``workers`` or ``ray_address`` (or ``$RAY_ADDRESS``) asks for a cluster or the
+            registry has more than ``ray_threshold`` new adapters, else in this process.
+        workers: Ray actors for the spectra (default: one per CPU of the cluster).
+        ray_address: the Ray cluster to join (default: Ray started in-process).
+        ray_threshold: see ``in_process``.
+    """
+
+    in_process: bool | None = None
+    workers: int | None = None
+    ray_address: str | None = None
+    ray_threshold: int = RAY_THRESHOLD
+
+    def asked_for_ray(self) -> bool:
+        """Whether Ray was asked for (``in_process=False``, ``workers``, a cluster address)."""
+        import os
+
+        if self.in_process is not None:
+            return not self.in_process
+        return self.workers is not None or bool(self.ray_address or os.environ.get("RAY_ADDRESS"))
+
+    def on_ray(self, n_new: int) -> bool:
+        """Whether ``n_new`` new adapters are audited on Ray under this placement (never for none)."""
+        return n_new > 0 and (self.asked_for_ray() or (self.in_process is None and n_new > self.ray_threshold))
+
+
+def executor_for(registry: str | Registry, store: ParquetStore, on_ray: bool, placement: Placement, *,
+                 analyzers: Sequence | None = None, limits: Limits = DEFAULT_LIMITS,
+                 analyzer_version: str = ANALYZER_VERSION) -> Executor:
+    """An in-process executor, or a Ray actor pool (spectra actors sized by ``placement.workers``;
+    probe actors by the cluster's GPUs, see :func:`audit.raypool.actor_resources`)."""
+    if not on_ray:
+        from audit.registry import open_registry
+
+        reg = open_registry(registry) if isinstance(registry, str) else registry
+        return InProcessExecutor(reg, store, limits, analyzer_version, analyzers=analyzers)
+    from audit.raypool import RayExecutor
+
+    spec = registry if isinstance(registry, str) else registry.name
+    return RayExecutor(spec, store, workers=None if analyzers else placement.workers, limits=limits,
+                       analyzer_version=analyzer_version, analyzers=analyzers, ray_address=placement.ray_address)
+
+
+def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placement = Placement(),
+             judge: bool = True, probes: Sequence = (), compact_min_files: int | None = 64,
+             executor: Executor | None = None, probe_executor: Executor | None = None,
+             limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
+             sink: ProgressSink | None = None, steps: Steps = Steps(),
+             echo: Callable[[str], None] | None = print) -> ScanReport:
+    """The scan sequence: start the run, list, diff, audit the spectra of what is new, judge, probe
+    (the bare bases, then the adapters whose base is at hand), compact, finish.
 
     Args:
-        registry: where adapters are listed and fetched.
+        registry: a registry spec (``local:/path``, ``hub:org``) or an open :class:`Registry`.
         store: where results go.
-        executor: how the spectra audits run (default: in this process, one after the other).
-        sink: where progress goes (default: the current sink of :mod:`audit.progress`, if any).
+        placement: where the analyses run (in this process, or a Ray actor pool); ignored for
+            the step that gets an explicit ``executor`` / ``probe_executor``.
         judge: score new adapters with their method's promoted classifier.
-        probes: behaviour probes to run (``AnalyzerSpec`` s) on this registry's adapters whose
-            base model is at hand (default: none).
-        probe_executor: how the probes run (default: in this process).
-        compact_min_files: compact partitions with at least this many files (default: no compaction).
+        probes: the behaviour probes to run (``AnalyzerSpec`` s; empty: none).
+        compact_min_files: compact partitions with at least this many files (``None``: never).
+        steps: the step functions (plain, or Prefect tasks).
+        echo: where the two summary lines go (``print``: the console, or the flow's log).
 
     Returns:
         A :class:`ScanReport`; the same counts are in the ``runs`` table.
     """
     sink = sink or current()
     t0 = time.perf_counter()
-    run = start_run(store, registry.name, analyzer_version=analyzer_version)
-    report = ScanReport(run_id=run.run_id, registry=registry.name)
+    spec = registry if isinstance(registry, str) else registry.name
+    run = steps.start_run(store, spec, analyzer_version=analyzer_version)
+    report = ScanReport(run_id=run.run_id, registry=spec)
     try:
-        new = plan(store, run, registry.list_adapters(), report, analyzer_version)
+        listing = steps.list_registry(registry) if isinstance(registry, str) else registry.list_adapters()
+        refs = steps.plan(store, run, listing, report, analyzer_version)
         if sink is not None:
             sink.plan(report.n_listed, report.n_new)
-        executor = executor or InProcessExecutor(registry, store, limits, analyzer_version)
-        audit_refs(executor, new, report, sink)
+        on_ray = placement.on_ray(len(refs))
+        if echo:
+            echo(f"{report.n_new} new of {report.n_listed} adapters in {spec}"
+                 + (" (auditing on Ray)" if on_ray and executor is None else ""))
+        executor = executor or executor_for(registry, store, on_ray, placement, limits=limits,
+                                            analyzer_version=analyzer_version)
+        report = steps.audit(executor, refs, report, sink)
         if judge:
-            score_verdicts(store, report)
+            report = steps.judge(store, report)
         if probes:
-            probe_executor = probe_executor or InProcessExecutor(registry, store, limits, analyzers=probes)
-            probe_stage(store, probe_executor, probes, report, registry=registry.name, sink=sink)
+            probe_executor = probe_executor or executor_for(registry, store, on_ray or placement.asked_for_ray(),
+                                                            placement, analyzers=probes, limits=limits)
+            steps.probe(store, probe_executor, probes, report, registry=spec, sink=sink)
         if compact_min_files is not None:
-            compact_store(store, report, compact_min_files)
+            report = steps.compact(store, report, compact_min_files)
     except BaseException:
         report.elapsed_s = time.perf_counter() - t0
-        finish_run(store, run, report, status="failed")
+        steps.finish(store, run, report, "failed")
         raise
     report.elapsed_s = time.perf_counter() - t0
-    finish_run(store, run, report)
+    steps.finish(store, run, report)
+    if echo:
+        echo(f"audited {report.n_audited} ({report.statuses}), deferred {report.n_deferred}, probes {report.probes}")
     return report
+
+
+def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
+         limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
+         sink: ProgressSink | None = None, judge: bool = False, probes: Sequence | None = None,
+         probe_executor: Executor | None = None, compact_min_files: int | None = None) -> ScanReport:
+    """:func:`run_scan` in this process with library defaults: no judging, no probes, no
+    compaction unless asked (``executor`` / ``probe_executor`` default to in-process ones)."""
+    return run_scan(registry, store, placement=Placement(in_process=True), judge=judge, probes=probes or (),
+                    compact_min_files=compact_min_files, executor=executor, probe_executor=probe_executor,
+                    limits=limits, analyzer_version=analyzer_version, sink=sink, echo=None)

@@ -13,3 +13,6 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Flow runs of a CLI invocation should not try to reach Prefect Cloud.
 os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+# The ephemeral server starts in a subprocess (a uvicorn app and SQLite migrations); on a loaded
+# 2-core machine that took longer than Prefect's default 20 s and failed the whole flow run.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

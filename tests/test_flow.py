@@ -154,3 +154,16 @@ def test_deferred_outcomes_are_not_written(tmp_path):
     again = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store)
     assert (again.n_new, again.n_audited) == (1, 1)
     assert isinstance(Deferred(ref=None, error="x"), Deferred)  # the type the CLI reports
+
+
+def test_recalibrate_flow_runs_the_recalibration_cycle(tmp_path, prefect_harness):
+    from flows.recalibrate import recalibrate
+    from synth import labelled_registry
+
+    root = labelled_registry(tmp_path / "reg", {"sft": (4, 4)})
+    scan(LocalRegistry(root, hash_cache=None), ParquetStore(tmp_path / "store"))
+    state = recalibrate(store=str(tmp_path / "store"), return_state=True)
+    assert state.is_completed()
+    sft = state.result()["methods"]["sft"]
+    assert sft["promoted"] and sft["classifier_id"] == "sft.drift.v1"
+    assert sft["reaudit"]["n_scored"] == 8 and sft["reaudit"]["flipped"] == []

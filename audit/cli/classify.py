@@ -32,6 +32,9 @@ def recalibrate(
     max_ece: Annotated[float, typer.Option(help="Gate: highest expected calibration error to promote.")] = 0.3,
     auc_tolerance: Annotated[float, typer.Option(
         help="Gate: largest AUC drop below the promoted version that still counts as noise.")] = 0.05,
+    prefect: Annotated[bool | None, typer.Option(
+        "--prefect/--no-prefect", help="Run it as the recalibrate Prefect flow (default: only when "
+                                       "PREFECT_API_URL names a Prefect server).", show_default=False)] = None,
 ) -> None:
     """Retrain the per-method drift classifiers from the labelled history and re-audit.
 
@@ -39,7 +42,8 @@ def recalibrate(
     drift detector, a severity ranker and (several drifted objectives) an objective classifier,
     evaluated leave-one-adapter-out. A version that passes the gates is promoted, and every stored
     adapter of that method is re-scored from its stored spectra (nothing is downloaded); verdicts
-    that flipped are queued in `reaudit_queue`. Runs the `recalibrate` Prefect flow.
+    that flipped are queued in `reaudit_queue`. Runs in this process; as the `recalibrate` Prefect
+flow with --prefect or when PREFECT_API_URL names a server (the scheduled deployment does).
 
     What changed after the last recalibration:
     """
@@ -50,10 +54,14 @@ def recalibrate(
         get_label_source(label_source)  # a bad name fails here, before Prefect starts
     except ConfigurationError as exc:
         fail(str(exc))
-    from flows.recalibrate import recalibrate as flow
+    import os
 
-    out = flow(store=store, label_source=label_source, min_auc=min_auc, max_ece=max_ece,
-               auc_tolerance=auc_tolerance)
+    if (bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect):
+        from flows.recalibrate import recalibrate as cycle
+    else:
+        from audit.classify.cycle import recalibration_cycle as cycle
+    out = cycle(store=store, label_source=label_source, min_auc=min_auc, max_ece=max_ece,
+                auc_tolerance=auc_tolerance)
     print_recalibration(out)
 
 

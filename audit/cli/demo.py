@@ -1,7 +1,7 @@
 """``lora-audit demo``: the end-to-end main job on a fresh machine.
 
 Builds (or reuses) the tiny zoo of labelled adapters on the built-in base model, runs the
-nightly-scan flow over it, recalibrates the per-method classifiers on the zoo's labels (which
+nightly-scan Prefect flow over it (audits on the Ray actor pool), recalibrates the per-method classifiers on the zoo's labels (which
 re-audits the history), and prints what a person looks at first.
 """
 
@@ -31,8 +31,9 @@ def demo(
     """Build the tiny zoo, scan it (spectra and behaviour probes), recalibrate the classifiers, and
     show the overview, the probe results and the verdicts.
 
-    Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N`,
-    `lora-audit recalibrate` and `lora-audit verdicts`; the build, the scan and the probes reuse
+    Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N --prefect`,
+    `lora-audit recalibrate --prefect` and `lora-audit verdicts`: the whole system, the Prefect
+    flows over a Ray actor pool; the build, the scan and the probes reuse
     what is already done, so running it again is quick (each run adds a classifier version only
     if it passes the gates).
     """
@@ -40,16 +41,17 @@ def demo(
     from audit.cli.query import Format
     from audit.cli.scan import scan
     from audit.cli.zoo import build
+    from audit.scan import RAY_THRESHOLD
 
     build(base=base, out=out, size=size)
-    scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False,
-         probes=True, probe=None, probe_prompts=probe_prompts, base_model=None)
+    scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False, prefect=True,
+         ray_threshold=RAY_THRESHOLD, probes=True, probe=None, probe_prompts=probe_prompts, base_model=None)
     show_overview(store)
     from audit.cli.probe import show_probe_summary
     from audit.store import ParquetStore
 
     show_probe_summary(ParquetStore(store))
-    recalibrate(store=store, label_source="card", min_auc=0.6, max_ece=0.3, auc_tolerance=0.05)
+    recalibrate(store=store, label_source="card", min_auc=0.6, max_ece=0.3, auc_tolerance=0.05, prefect=True)
     verdicts(store=store, flipped=False, method=None, format=Format.table, max_rows=60)
     console.print(f"what changed after the last recalibration: lora-audit verdicts --flipped --store {store}")
 

@@ -1,7 +1,9 @@
-"""``lora-audit scan``: audit the new adapters of a registry into the store (the nightly flow)."""
+"""``lora-audit scan``: audit the new adapters of a registry into the store (in this process, on
+Ray, or as the nightly-scan Prefect flow)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from audit.cli.common import STORE_OPTION, fail
 from audit.errors import ConfigurationError
+from audit.scan import RAY_THRESHOLD, Placement
 from audit.worker import Deferred, Written
 
 console = Console()
@@ -65,7 +68,6 @@ def base_model_option_help() -> str:
 
 def apply_base_models(pairs: list[str] | None) -> None:
     """Add ``--base-model NAME=PATH`` pairs to ``LORA_AUDIT_BASE_MODELS`` (what base lookup reads)."""
-    import os
 
     from audit.finetune.base_lookup import BASES_ENV, base_mapping
 
@@ -92,11 +94,17 @@ def scan(
         "--hub-org", help="A Hugging Face Hub organization to crawl (honours HF_ENDPOINT and HF_TOKEN).")] = None,
     store: STORE_OPTION = "audit-store",
     workers: Annotated[int | None, typer.Option(
-        help="Ray actors auditing in parallel (default: one per CPU of the Ray cluster).")] = None,
+        help="Audit on this many Ray actors (default: one per CPU of the Ray cluster, when on Ray).")] = None,
     ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster (default: start Ray in-process).")] = None,
+        "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster (audits run on its actors).")] = None,
     in_process: Annotated[bool, typer.Option(
-        "--in-process", help="Audit in this process, without Ray (debugging, tiny registries).")] = False,
+        "--in-process", help="Audit in this process, never on Ray (also under --prefect).")] = False,
+    prefect: Annotated[bool | None, typer.Option(
+        "--prefect/--no-prefect", help="Run the nightly-scan Prefect flow (default: only when PREFECT_API_URL "
+                                       "names a Prefect server).", show_default=False)] = None,
+    ray_threshold: Annotated[int, typer.Option(
+        "--ray-threshold", help="New adapters past which a scan not told where to run uses a Ray actor pool.")]
+        = RAY_THRESHOLD,
     probes: Annotated[bool, typer.Option(
         "--probes/--no-probes", help="After the spectra, run the behaviour probes on the adapters whose "
                                      "base model is on this machine.")] = True,
@@ -110,13 +118,20 @@ def scan(
 ) -> None:
     """Audit every adapter of a registry that the store does not have yet.
 
-    Runs the nightly-scan Prefect flow (Prefect's ephemeral API unless PREFECT_API_URL names a
-    server) with the audits on a Ray actor pool: delta spectra of every new adapter, verdicts from
-    its method's promoted classifier, then the behaviour probes on the adapters whose base model is
-    on this machine (probe actors load the base once; a GPU each where the cluster has GPUs).
-    Incremental: an adapter revision already audited with this analyzer version (a probe with this
-    probe version and settings) is skipped. Bad adapters become findings; the scan goes on. A scan
-    killed at any point leaves the store consistent, and running it again finishes the job.
+    The steps: delta spectra of every new adapter, verdicts from its method's promoted classifier,
+    then the behaviour probes on the adapters whose base model is on this machine (the bare base
+    once per revision, then its adapters), then compaction of the store. Incremental: an adapter
+    revision already audited with this analyzer version (a probe with this probe version and
+    settings) is skipped. Bad adapters become findings; the scan goes on. A scan killed at any
+    point leaves the store consistent, and running it again finishes the job.
+
+    Where it runs. By default the steps run in this process, with no Prefect and no Ray: nothing
+    else would serve a person at a terminal. The analyses go to a Ray actor pool (Ray started
+    in-process, or the cluster of --ray-address / RAY_ADDRESS) when --workers or a cluster is
+    given, or when more than --ray-threshold adapters are new; probe actors hold the base model,
+    a GPU each where the cluster has GPUs. The steps run as the nightly-scan Prefect flow (each
+    a task, I/O steps retried) with --prefect or when PREFECT_API_URL names a server; the flow
+    audits on Ray unless --in-process. The nightly deployment always runs the flow.
     """
     if (registry is None) == (hub_org is None):
         fail("give a registry: --registry DIR (a folder of adapters) or --hub-org ORG")
@@ -124,17 +139,38 @@ def scan(
         fail(f"registry folder {str(registry)!r} does not exist or is not a folder")
     apply_base_models(base_model)
     from audit.progress import reporting_to
-    from flows.nightly_scan import nightly_scan
 
+    use_flow = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress, reporting_to(_Bar(progress)):
         try:
-            summary = nightly_scan(registry=str(registry) if registry else None, hub_org=hub_org, store=store,
-                                   workers=workers, ray_address=ray_address, in_process=in_process,
-                                   probes=probe, probe_prompts=probe_prompts, skip_probes=not probes)
+            if use_flow:
+                from flows.nightly_scan import nightly_scan
+
+                summary = nightly_scan(registry=str(registry) if registry else None, hub_org=hub_org, store=store,
+                                       workers=workers, ray_address=ray_address, in_process=in_process,
+                                       probes=probe, probe_prompts=probe_prompts, skip_probes=not probes)
+            else:
+                summary = _scan_here(registry, hub_org, store, Placement(
+                    in_process=True if in_process else None, workers=workers, ray_address=ray_address,
+                    ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts))
         except ConfigurationError as exc:
             fail(str(exc))
     print_summary(summary, store)
+
+
+def _scan_here(registry: Path | None, hub_org: str | None, store: str, placement: Placement,
+               probes: tuple | None) -> dict:
+    """The scan sequence in this process, without Prefect (Ray only as ``placement`` says)."""
+    from audit.executors import probe_specs
+    from audit.registry import registry_spec
+    from audit.scan import run_scan
+    from audit.store import ParquetStore
+
+    specs = probe_specs(*probes) if probes is not None else ()
+    report = run_scan(registry_spec(str(registry) if registry else None, hub_org), ParquetStore(store),
+                      placement=placement, probes=specs, echo=console.print)
+    return report.summary()
 
 
 def print_summary(summary: dict, store: str) -> None:
