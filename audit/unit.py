@@ -59,7 +59,7 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
     dtypes: set[str] = set()
     status = "failed"
     try:
-        config = _read_config(folder, limits)
+        config = read_config(folder, limits)
         if config.unexpected_keys:
             log.add("config", Code.CONFIG_UNEXPECTED_KEYS,
                     f"keys unknown to this peft version, ignored: {list(config.unexpected_keys)}", file=CONFIG_NAME)
@@ -135,7 +135,7 @@ def _read_card(folder: Path, limits: Limits, log: FindingLog) -> ModelCard:
         return ModelCard()
 
 
-def _read_config(folder: Path, limits: Limits) -> AdapterConfig:
+def read_config(folder: Path, limits: Limits) -> AdapterConfig:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise AdapterFormatError("no adapter_config.json", code="config_missing", file=CONFIG_NAME)

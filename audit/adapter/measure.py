@@ -67,7 +67,7 @@ def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog
     _note_other_tensors(plan.other, config, log, file)
     dora_seen = False
     out: list[ModuleMeasurement] = []
-    batch: list[_Pending] = []
+    batch: list[ModuleFactors] = []
     batch_bytes = 0
     for keys in plan.modules.values():
         dora_seen |= keys.magnitude is not None
@@ -89,9 +89,20 @@ def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog
     return out
 
 
+def iter_factors(weights: SafeWeights, config: AdapterConfig, log: FindingLog):
+    """Every complete, readable LoRA module of ``weights`` in file order, as :class:`ModuleFactors`
+    (the same checks as :func:`measure_adapter`; problems go to ``log``)."""
+    for keys in plan_modules(list(weights.tensors)).modules.values():
+        factors = _read_module(weights, config, keys, log, weights.path.name)
+        if factors is not None:
+            yield factors
+
+
 @dataclass(frozen=True)
-class _Pending:
-    """A module whose factors are read and checked, waiting for its batch's spectra."""
+class ModuleFactors:
+    """A module whose factors are read and checked: ``a`` ``[r, d_in]`` and ``b`` ``[d_out, r]`` as
+    matrices in the file's dtype, the LoRA scale, and whether the saved orientation is transposed
+    (``fan_in_fan_out``: the delta weight is ``(s·B·A)ᵀ``)."""
 
     keys: ModuleKeys
     a: torch.Tensor
@@ -104,7 +115,7 @@ class _Pending:
 
 
 def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, log: FindingLog,
-                 file: str) -> _Pending | None:
+                 file: str) -> ModuleFactors | None:
     name = keys.module
     if not keys.complete:
         missing = "lora_B" if keys.b is None else "lora_A"
@@ -135,11 +146,11 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
         log.per_module(STAGE, exc.code, name, exc.message, file=file)
         return None
     kind = "embedding" if keys.embedding else ("conv" if a.dim() > 2 else "linear")
-    return _Pending(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
+    return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
                     config_rank=config_rank, kind=kind, dtype=a_info.dtype)
 
 
-def _finish(batch: list[_Pending], log: FindingLog, file: str) -> list[ModuleMeasurement]:
+def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[ModuleMeasurement]:
     """Spectra of a batch of read modules, their findings and their measurements (in order)."""
     out: list[ModuleMeasurement] = []
     spectra = delta_spectra([(p.a, p.b, p.scale) for p in batch])

@@ -97,7 +97,7 @@ class Analyzer(Protocol):
         raises for a bad adapter: problems become findings in the result."""
 
 
-ANALYZERS: Plugins[Analyzer] = Plugins("analyzer", builtins=("audit.analyzers.spectra", "audit.probes.analyzers"))
+ANALYZERS: Plugins[Analyzer] = Plugins("analyzer", builtins=("audit.analyzers.spectra", "audit.probes.analyzers", "audit.directions.analyzer"))
 """Every analyzer, by name."""
 
 analyzer = ANALYZERS.register

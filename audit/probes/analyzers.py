@@ -6,8 +6,9 @@ from audit.analyzers.base import analyzer
 from audit.probes.generation import BenignRefusal, HarmfulCompliance, Rank1Elicitation
 from audit.probes.steering import SteeringAlignment
 
-PROBES = ("harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation")
-"""The probes a scan runs by default, in this order."""
+PROBES = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation")
+"""The analyzers that need the base model, which a scan runs by default in this order: the
+directional measures of the weights (:mod:`audit.directions.analyzer`), then the behaviour probes."""
 
 for _cls in (HarmfulCompliance, BenignRefusal, SteeringAlignment, Rank1Elicitation):
     analyzer(_cls.name)(_cls)
