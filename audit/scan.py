@@ -257,8 +257,9 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
              limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
              sink: ProgressSink | None = None, steps: Steps = Steps(),
              echo: Callable[[str], None] | None = print) -> ScanReport:
-    """The scan sequence: start the run, list, diff, audit the spectra of what is new, judge, probe
-    (the bare bases, then the adapters whose base is at hand), compact, finish.
+    """The scan sequence: start the run, list, diff, audit the spectra of what is new, run the
+    analyzers that need the base model (directional measures, behaviour probes: the bare bases,
+    then the adapters whose base is at hand), judge, compact, finish.
 
     Args:
         registry: a registry spec (``local:/path``, ``hub:org``) or an open :class:`Registry`.
@@ -291,12 +292,12 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
         executor = executor or executor_for(registry, store, on_ray, placement, limits=limits,
                                             analyzer_version=analyzer_version)
         report = steps.audit(executor, refs, report, sink)
-        if judge:
-            report = steps.judge(store, report)
         if probes:
             probe_executor = probe_executor or executor_for(registry, store, on_ray or placement.asked_for_ray(),
                                                             placement, analyzers=probes, limits=limits)
             steps.probe(store, probe_executor, probes, report, registry=spec, sink=sink)
+        if judge:  # after the probes: a detector may use the directional measures they add
+            report = steps.judge(store, report)
         if compact_min_files is not None:
             report = steps.compact(store, report, compact_min_files)
     except BaseException:

@@ -163,8 +163,9 @@ def test_recalibrating_with_changed_labels_reaudits_the_method_and_queues_the_fl
 
 def test_gate_refuses_a_worse_version(labelled_store):
     recalibrate(labelled_store)
-    again = recalibrate(labelled_store, min_auc=1.01)  # an impossible bar: nothing may be promoted
-    assert not again.methods["sft"].promoted and "below" in again.methods["sft"].reason
+    # other training data (another seed) and an impossible bar: nothing may be promoted
+    again = recalibrate(labelled_store, min_auc=1.01, seed=1)
+    assert not again.methods["sft"].promoted and "lower bound is below 1.01" in again.methods["sft"].reason
     con = labelled_store.connect()
     assert con.execute("SELECT status FROM classifiers WHERE classifier_id = 'sft.drift.v2'").fetchone() == ("rejected",)
     assert con.execute("SELECT classifier_id FROM promoted_classifiers WHERE method = 'sft' AND target = 'drift'"
@@ -205,3 +206,51 @@ def test_artifact_with_foreign_types_is_refused():
     data = sio.dumps(FunctionTransformer(func=_Planted))
     with pytest.raises(IntegrityError, match="outside scikit-learn"):
         artifacts.loads(data, hashlib.sha256(data).hexdigest())
+
+
+def test_same_data_adds_no_version_and_each_row_explains_itself(labelled_store):
+    first = recalibrate(labelled_store)
+    again = recalibrate(labelled_store)
+    assert all(not m.promoted for m in again.methods.values())
+    assert again.methods["sft"].reason.startswith("unchanged: same labels and features as sft.drift.v1")
+    con = labelled_store.connect()
+    assert con.execute("SELECT max(version) FROM classifiers WHERE method = 'sft'").fetchone() == (1,)
+    rows = {r[0]: r[1:] for r in con.execute(
+        "SELECT classifier_id, auc_loo, auc_ci_low, auc_ci_high, spearman_severity, reason, evaluation, label_rule "
+        "FROM classifiers WHERE method = 'sft'").fetchall()}
+    auc_, lo, hi, _, reason, evaluation, rule = rows["sft.drift.v1"]
+    assert lo <= auc_ <= hi and f"AUC {auc_:.3f} (95% CI {lo:.3f}-{hi:.3f})" in reason
+    assert first.methods["sft"].reason == reason
+    s_auc, s_lo, s_hi, rho, s_reason, _, _ = rows["sft.severity.v1"]
+    assert s_reason == (f"promoted with sft.drift.v1; severity ρ {rho:.3f}, AUC {s_auc:.3f} "
+                        f"(95% CI {s_lo:.3f}-{s_hi:.3f})")  # its own metrics, rounded where people read them
+    assert evaluation.startswith("leave-one-group-out (") and rule.startswith("card: ")
+    assert all(len(part) <= 5 for r in rows.values() for part in r[4].replace("-", " ").split()
+               if part.replace(".", "").isdigit())
+
+
+def test_held_out_predictions_never_train_on_a_near_duplicate():
+    from audit.classify.metrics import auc_interval, held_out_predict
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    class Memorizer(RegressorMixin, BaseEstimator):
+        """Predicts the label of the nearest training row: perfect on a duplicate it has seen."""
+
+        def fit(self, X, y):
+            self.X_, self.y_ = X, y
+            return self
+
+        def predict(self, X):
+            return self.y_[np.abs(self.X_[None, :, 0] - X[:, None, 0]).argmin(axis=1)]
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 0, 1, 0, 1], 2).astype(float)
+    X = np.repeat(rng.normal(size=(6, 1)), 2, axis=0)  # each pair: the same features (near-duplicates)
+    groups = np.repeat(np.arange(6), 2)
+    leaky = held_out_predict(Memorizer(), X, y, np.arange(12))  # leave one out: the twin is in training
+    assert np.array_equal(leaky, y)
+    honest = held_out_predict(Memorizer(), X, y, groups)
+    assert not np.array_equal(honest, y)
+    lo, hi = auc_interval(y.astype(int), np.linspace(0, 1, 12))
+    assert 0.0 <= lo <= auc(y.astype(int), np.linspace(0, 1, 12)) <= hi <= 1.0
+    assert auc_interval(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == (1.0, 1.0)

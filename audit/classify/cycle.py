@@ -69,7 +69,8 @@ def recalibration_cycle(store: str = "audit-store", label_source: str = "card", 
     report = steps.retrain(store, label_source, min_auc, max_ece, auc_tolerance)
     out = {"methods": {}, "cross_method_auc": {f"{a}->{b}": v for (a, b), v in report.cross_method.items()}}
     for method, m in sorted(report.methods.items()):
-        entry = {"n_train": m.n_train, "n_pos": m.n_pos, "metrics": m.metrics, "promoted": m.promoted,
+        entry = {"n_train": m.n_train, "n_pos": m.n_pos, "feature_set": m.feature_set, "metrics": m.metrics,
+                 "promoted": m.promoted,
                  "reason": m.reason, "classifier_id": m.classifier_id, "previous_id": m.previous_id}
         if echo:
             echo(f"{method}: {'promoted ' + m.classifier_id if m.promoted else 'no new version'} ({m.reason})")

@@ -1,4 +1,11 @@
-"""Validity metrics of a classifier from leave-one-adapter-out predictions.
+"""Validity metrics of a classifier from held-out predictions.
+
+- held-out predictions: scikit-learn ``cross_val_predict`` with ``LeaveOneGroupOut`` (a group is
+  a family of near-duplicate adapters, see :attr:`audit.classify.labels.Label.group`), so no
+  model ever scores an adapter whose near-duplicate it was trained on;
+- a bootstrap 95% interval of the AUC: scipy's ``stats.bootstrap`` (percentile method), the
+  drifted and the healthy scores resampled separately (a stratified bootstrap), the statistic
+  the Mann–Whitney U divided by ``n_drifted · n_healthy`` (which is the AUC);
 
 - AUC: area under the ROC curve (scikit-learn ``roc_auc_score``);
 - Brier score: mean squared error of the probabilities (Brier 1950);
@@ -10,23 +17,42 @@ All return ``None`` where undefined (one class only, constant input).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 
-def loo_predict(fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-                X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Leave-one-adapter-out predictions: for each row ``i``, ``fit_predict(X[-i], y[-i], X[i:i+1])``.
+def held_out_predict(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
+                     method: str = "predict") -> np.ndarray:
+    """Leave-one-group-out predictions ``[n]`` (``method='predict_proba'``: P of the last class).
 
-    Returns:
-        ``[n]`` predictions (probabilities or scores), each from a model that never saw its row.
+    Raises:
+        ValueError: fewer than 2 groups.
     """
-    out = np.empty(len(y), dtype=float)
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        out[i] = float(np.ravel(fit_predict(X[keep], y[keep], X[i:i + 1]))[0])
-    return out
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+
+    out = cross_val_predict(estimator, X, y, groups=groups, cv=LeaveOneGroupOut(), method=method)
+    return out[:, -1] if out.ndim == 2 else out
+
+
+def auc_interval(y: np.ndarray, scores: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
+                 seed: int = 0) -> tuple[float | None, float | None]:
+    """Stratified bootstrap ``confidence`` interval of the AUC of ``scores`` [n] for labels ``y`` [n]
+    (see the module docstring); ``(None, None)`` with one class."""
+    from scipy.stats import bootstrap, mannwhitneyu
+
+    y = np.asarray(y).astype(int)
+    pos, neg = np.asarray(scores, float)[y == 1], np.asarray(scores, float)[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None, None
+
+    def stat(p, n):
+        return mannwhitneyu(p, n).statistic / (len(p) * len(n))
+
+    if len(set(pos.tolist()) | set(neg.tolist())) == 1 or min(pos) > max(neg) or max(pos) < min(neg):
+        value = float(stat(pos, neg))  # every resample gives the same AUC (0 or 1): a degenerate bootstrap
+        return value, value
+    res = bootstrap((pos, neg), stat, vectorized=False, confidence_level=confidence, n_resamples=n_resamples,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def auc(y: np.ndarray, scores: np.ndarray) -> float | None:

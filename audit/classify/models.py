@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -68,3 +69,23 @@ def drift_proba(model, X: np.ndarray) -> np.ndarray:
     """Calibrated P(drifted) ``[n]`` for features ``X`` ``[n, d]``."""
     classes = list(model.classes_)
     return model.predict_proba(X)[:, classes.index(1)]
+
+
+class HeldOutDrift(ClassifierMixin, BaseEstimator):
+    """:func:`fit_drift` as a scikit-learn estimator, for held-out evaluation
+    (``cross_val_predict``): its calibration split is sized on the training fold it gets. Only
+    evaluation uses it; what is saved is the fitted ``CalibratedClassifierCV`` itself."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "HeldOutDrift":
+        self.model_ = fit_drift(X, y, self.seed)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X)

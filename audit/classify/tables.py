@@ -36,11 +36,22 @@ class ClassifierRow(_Row):
     n_pos: int
     """Drifted adapters among the training adapters."""
     auc_loo: float | None
+    """Held-out AUC (see ``evaluation``: leave-one-group-out)."""
+    auc_ci_low: float | None = None
+    """Lower end of the AUC's stratified bootstrap 95% interval (what the promotion gate uses)."""
+    auc_ci_high: float | None = None
     brier: float | None
     ece: float | None
     spearman_severity: float | None
     accuracy_loo: float | None
-    """Leave-one-out accuracy (objective classifier)."""
+    """Held-out accuracy (objective classifier)."""
+    evaluation: str | None = None
+    """How the metrics were computed (``leave-one-group-out (12 groups of 16 adapters)``)."""
+    label_rule: str | None = None
+    """How the label source decided the labels (with its thresholds)."""
+    data_sha256: str | None = None
+    """sha256 of the training data (labels, features, feature set, label rule): a recalibration on
+    the same data adds no version."""
     artifact_path: str
     artifact_sha256: str
     status: str

@@ -1,8 +1,9 @@
 """Verdicts: the promoted classifiers of an adapter's own method judge it; nothing else may.
 
 An adapter's declared training method picks its classifier. An adapter of a method without a
-promoted classifier, of method ``unknown``, or without spectra, gets a verdict row that says why
-instead of a probability. :class:`MethodClassifier` refuses an adapter of another method by
+promoted classifier, of method ``unknown``, without spectra, or without the directional measures
+its classifier's feature set needs (its base model was not at hand:
+``no_directional_features``), gets a verdict row that says why instead of a probability. :class:`MethodClassifier` refuses an adapter of another method by
 construction: a detector trained on one method misjudges another (see the cross-method matrix).
 
 A re-audit scores every stored adapter of a method with a newly promoted version (from stored
@@ -20,7 +21,7 @@ from audit.classify import artifacts
 from audit.classify.models import drift_proba
 from audit.classify.tables import ReauditRow, VerdictRow
 from audit.errors import MethodMismatchError
-from audit.features import FEATURE_SET, spectral_features
+from audit.features import features
 from audit.records import new_id, utcnow
 from audit.store.parquet import ParquetStore
 
@@ -34,6 +35,7 @@ class MethodClassifier:
     drift: object
     objective: object | None
     severity: object | None
+    feature_set: str = "spectral-v1"
 
     def judge(self, method: str, x: np.ndarray) -> tuple[float, str | None, float | None]:
         """``(p_drift, objective, severity_score)`` for one adapter's features ``x`` ``[d]``.
@@ -60,21 +62,24 @@ def promoted_classifiers(store: ParquetStore, con=None) -> dict[str, MethodClass
     own = con is None
     con = con or store.connect()
     try:
-        rows = con.execute("SELECT method, target, classifier_id, artifact_path, artifact_sha256 "
+        rows = con.execute("SELECT method, target, classifier_id, artifact_path, artifact_sha256, feature_set "
                            "FROM promoted_classifiers").fetchall()
     finally:
         if own:
             con.close()
     by_method: dict[str, dict] = {}
-    for method, target, cid, path, sha in rows:
+    feature_sets: dict[str, str] = {}
+    for method, target, cid, path, sha, fs in rows:
         by_method.setdefault(method, {})[target] = (cid, artifacts.load(store, path, sha))
+        if target == "drift":
+            feature_sets[method] = fs
     out = {}
     for method, targets in by_method.items():
         if "drift" not in targets:
             continue
         cid, drift = targets["drift"]
         out[method] = MethodClassifier(method, cid, drift, targets.get("objective", (None, None))[1],
-                                       targets.get("severity", (None, None))[1])
+                                       targets.get("severity", (None, None))[1], feature_sets[method])
     return out
 
 
@@ -104,11 +109,16 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         wanted = set(adapter_ids) if adapter_ids is not None else None
         rows = [r for r in rows if (wanted is None or r[0] in wanted) and (method is None or r[2] == method)]
         classifiers = classifiers if classifiers is not None else promoted_classifiers(store, con)
-        judged = [r[0] for r in rows if r[2] in classifiers and r[3] in ("ok", "partial")]
-        ids, X = spectral_features(con, judged)
+        judged = [r for r in rows if r[2] in classifiers and r[3] in ("ok", "partial")]
+        feats: dict[str, np.ndarray] = {}
+        lacking: set[str] = set()
+        for fs in sorted({classifiers[r[2]].feature_set for r in judged}):
+            ids = [r[0] for r in judged if classifiers[r[2]].feature_set == fs]
+            X, ok = features(con, ids, fs)
+            feats.update({a: x for a, x, k in zip(ids, X, ok, strict=True) if k})
+            lacking.update(a for a, k in zip(ids, ok, strict=True) if not k)
     finally:
         con.close()
-    feats = dict(zip(ids, X, strict=True))
     now = utcnow()
     out = []
     for adapter_id, repo_id, m, status in rows:
@@ -117,9 +127,11 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
             clf = classifiers[m]
             p, objective, severity = clf.judge(m, feats[adapter_id])
             out.append(VerdictRow(**base, classifier_id=clf.classifier_id, p_drift=p, drifted=p >= 0.5,
-                                  objective=objective, severity_score=severity, reason=None, feature_set=FEATURE_SET))
+                                  objective=objective, severity_score=severity, reason=None,
+                                  feature_set=clf.feature_set))
         else:
             reason = ("no_spectra" if status not in ("ok", "partial") else
+                      "no_directional_features" if adapter_id in lacking else
                       "method_unknown" if m == "unknown" else "no_classifier_for_method")
             out.append(VerdictRow(**base, classifier_id=None, p_drift=None, drifted=None, objective=None,
                                   severity_score=None, reason=reason, feature_set=None))

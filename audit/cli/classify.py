@@ -69,8 +69,9 @@ recalibrate.__doc__ = (recalibrate.__doc__ or "") + CHANGED_SQL
 
 
 def print_recalibration(out: dict) -> None:
-    t = Table(title="recalibration (leave-one-adapter-out)", title_justify="left")
-    for col in ("method", "n (drifted)", "AUC", "Brier", "ECE", "severity ρ", "version", "outcome"):
+    t = Table(title="recalibration (held out: leave-one-group-out)", title_justify="left")
+    for col in ("method", "n (drifted)", "features", "AUC [95% CI]", "Brier", "ECE", "severity ρ", "version",
+                "outcome"):
         t.add_column(col)
     for method, m in out["methods"].items():
         drift, sev = m["metrics"].get("drift", {}), m["metrics"].get("severity", {})
@@ -78,7 +79,10 @@ def print_recalibration(out: dict) -> None:
         if m.get("reaudit"):
             r = m["reaudit"]
             outcome += f"; re-audited {r['n_scored']}, {len(r['flipped'])} flipped"
-        t.add_row(method, f"{m['n_train']} ({m['n_pos']})", _fmt(drift.get("auc_loo")), _fmt(drift.get("brier")),
+        ci = (f" [{_fmt(drift.get('auc_ci_low'))}-{_fmt(drift.get('auc_ci_high'))}]"
+              if drift.get("auc_ci_low") is not None else "")
+        t.add_row(method, f"{m['n_train']} ({m['n_pos']})", m.get("feature_set") or "-",
+                  _fmt(drift.get("auc_loo")) + ci, _fmt(drift.get("brier")),
                   _fmt(drift.get("ece")), _fmt(sev.get("spearman_severity")),
                   (m["classifier_id"] or "-") + (" (promoted)" if m["promoted"] else ""), outcome)
     console.print(t)
