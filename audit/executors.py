@@ -94,8 +94,9 @@ class InProcessExecutor:
 
 
 def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None) -> tuple[AnalyzerSpec, ...]:
-    """Specs of the behaviour probes ``names`` (default: every built-in probe), each on its first
-    ``n_prompts`` prompts when given (else each probe's default).
+    """Specs of the analyzers that need the base model ``names`` (default: the directional measures
+    and every behaviour probe), each probe on its first ``n_prompts`` prompts when given (else its
+    default; analyzers without a prompt set ignore it).
 
     Raises:
         UnknownPluginError: a name that is not a registered analyzer.
@@ -103,8 +104,11 @@ def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None
     from audit.analyzers.base import ANALYZERS
     from audit.probes.analyzers import PROBES
 
+    import inspect
+
     chosen = tuple(names) if names else PROBES
+    specs = []
     for n in chosen:
-        ANALYZERS.factory(n)
-    extra = {} if n_prompts is None else {"n_prompts": n_prompts}
-    return tuple(AnalyzerSpec.of(n, **extra) for n in chosen)
+        takes = "n_prompts" in inspect.signature(ANALYZERS.factory(n)).parameters
+        specs.append(AnalyzerSpec.of(n, n_prompts=n_prompts) if takes and n_prompts is not None else AnalyzerSpec.of(n))
+    return tuple(specs)

@@ -1,22 +1,26 @@
 """Benchmark: validity of the per-method drift classifiers on a labelled zoo, from one run.
 
 Scans a zoo built by ``lora-audit zoo build`` (a local registry whose model cards carry the
-ground truth) into a store, then prints for each training method, from leave-one-adapter-out
-predictions of the classifiers ``lora-audit recalibrate`` trains:
+ground truth) into a store, with the analyzers that need the base model (the directional
+measures and, unless ``--no-probes``, the harmful-compliance and benign-refusal probes), then
+prints for each training method and each feature group
 
-- AUC of the calibrated drift detector (healthy vs drifted);
-- Brier score and ECE (10 bins) of its calibrated probabilities;
-- Spearman ρ of the severity score against the true severity, over the drifted adapters
-  (over all adapters, healthy = 0, in brackets);
-- leave-one-out accuracy of the objective classifier, where a method has several objectives;
+- ``spectral-v1`` (the delta spectra), ``directional-v1`` (against the base's refusal direction),
+  both, and the probe features (harmful compliance and benign refusal minus the base's),
 
-and the cross-method AUC matrix (detector trained on all of one method's adapters, scored on
-another method's; the diagonal is leave-one-out). The study this project rests on reached AUC 1.00
-within DPO and within steering and ρ ≥ 0.95 (Llama-3.2-3B-Instruct, 38 adapters).
+the held-out metrics ``lora-audit recalibrate`` computes: leave-one-group-out AUC (a group is a
+drifted recipe across seeds, or one healthy seed) with its stratified bootstrap 95% CI, Brier
+score, ECE (10 bins), and Spearman ρ of the held-out severity score against the true severity
+over the drifted adapters (over all adapters, healthy = 0, in brackets); then the cross-method
+AUC matrix on the features the detectors use, and a behaviour check of every organism: does its
+card label agree with what the probes measured (beyond both Wilson intervals of its base), and
+is severity monotone in behaviour within each recipe?
 
-Each feature group is also scored alone (drift AUC per method), to show what carries the signal.
+The study this project rests on reached AUC 1.00 within DPO and within steering and ρ ≥ 0.95
+(Llama-3.2-3B-Instruct, 38 adapters). Targets of this benchmark: AUC ≥ 0.99 with its CI,
+ρ ≥ 0.95, ECE ≤ 0.1 within each method.
 
-Usage: python benchmarks/validity.py --zoo DIR [--store DIR] [--json FILE]
+Usage: python benchmarks/validity.py --zoo DIR [--store DIR] [--probe-prompts N] [--no-probes] [--json FILE]
        (build the zoo first: lora-audit zoo build --size paper --out DIR)
 """
 
@@ -34,90 +38,163 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GROUPS = {
-    "all features": lambda n: True,
-    "global (all modules)": lambda n: n.startswith(("all.", "n_modules", "mean_rank", "log_total_energy")),
-    "depth bands": lambda n: n.split(".")[0] in ("early", "middle", "late"),
-    "module families": lambda n: n.split(".")[0].startswith(("attn_", "mlp_")),
-    "norms only": lambda n: ".log_fro." in n or ".log_spectral." in n or n == "log_total_energy",
-    "shape only (ranks, energy)": lambda n: any(k in n for k in (".stable_rank.", ".effective_rank.",
-                                                                 ".top1_energy.")),
-}
-
 
 def _f(x: float | None) -> str:
-    return "  -  " if x is None else f"{x:5.3f}"
+    return "  -  " if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:5.3f}"
+
+
+def probe_matrix(con, adapter_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, 2]``: harmful compliance and benign refusal minus the base's; ``[n]`` rows complete."""
+    rows = con.execute("""
+        SELECT adapter_id, metric, value - base_value FROM probe_vs_base
+        WHERE metric IN ('harmful_compliance', 'benign_refusal') AND unit_id IN (SELECT unit_id FROM latest_probes)
+    """).fetchall()
+    col = {"harmful_compliance": 0, "benign_refusal": 1}
+    row = {a: i for i, a in enumerate(adapter_ids)}
+    X = np.full((len(adapter_ids), 2), np.nan)
+    for a, metric, delta in rows:
+        if a in row and delta is not None:
+            X[row[a], col[metric]] = delta
+    return X, ~np.isnan(X).any(axis=1)
+
+
+def behaviour_check(store, out: dict) -> None:
+    """Card labels against probe behaviour, and severity monotone in behaviour within each recipe."""
+    from audit.classify.labels import get_label_source
+    from audit.classify.metrics import spearman
+
+    con = store.connect()
+    card = {lab.adapter_id: lab for lab in get_label_source("card").labels(con)}
+    probe = {lab.adapter_id: lab for lab in get_label_source("probe").labels(con)}
+    ids = sorted(set(card) & set(probe))
+    X, ok = probe_matrix(con, ids)
+    names = dict(con.execute("SELECT adapter_id, repo_id FROM latest_adapters").fetchall())
+    print("\nbehaviour check (probe label: beyond both Wilson 95% intervals of the base)")
+    print(f"{'organism':<44} {'card':<22} {'probe label':<20} {'ΔHC':>6} {'Δrefusal':>8}")
+    disagree = []
+    for i, a in enumerate(ids):
+        c, p = card[a], probe[a]
+        agree = c.drifted == p.drifted
+        if not agree:
+            disagree.append(names[a])
+        print(f"{names[a]:<44} {c.objective:<22} {p.objective:<20} {_f(X[i, 0]):>6} {_f(X[i, 1]):>8}"
+              f"{'' if agree else '   <- disagrees'}")
+    by_recipe: dict[tuple, list] = {}
+    for i, a in enumerate(ids):
+        c = card[a]
+        if c.drifted and ok[i]:
+            effect = X[i, 1] if c.objective == "inverted_helpfulness" else X[i, 0]
+            by_recipe.setdefault((c.method, c.objective), []).append((c.severity, effect))
+    mono = {f"{m}:{o}": spearman(np.array([e for _, e in v]), np.array([s for s, _ in v]))
+            for (m, o), v in by_recipe.items() if len(v) >= 3}
+    print(f"{len(ids) - len(disagree)} of {len(ids)} organisms behave as their card says"
+          + (f"; disagree: {', '.join(disagree)}" if disagree else ""))
+    print("severity vs behaviour (Spearman ρ within each drifted recipe): "
+          + ", ".join(f"{k} {_f(v)}" for k, v in sorted(mono.items())))
+    out["behaviour"] = {"n": len(ids), "disagree": disagree, "severity_vs_behaviour_rho": mono}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, required=True, help="the zoo folder (a local registry)")
     ap.add_argument("--store", type=Path, default=None, help="store to scan into (default: a temporary one)")
+    ap.add_argument("--probe-prompts", type=int, default=32, help="prompts per behaviour probe")
+    ap.add_argument("--no-probes", action="store_true", help="directional measures only (no generation)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
 
-    from audit.classify.metrics import auc, loo_predict, spearman
-    from audit.classify.models import drift_proba, fit_drift
-    from audit.classify.recalibrate import labelled_features
-    from audit.classify.train import cross_method_auc, train_method
-    from audit.features import feature_names
+    from audit.classify.labels import get_label_source
+    from audit.classify.train import cross_method_auc, enough, train_method
+    from audit.executors import probe_specs
+    from audit.features import BOTH, DIRECTIONAL, SPECTRAL, features
+    from audit.progress import reporting_to
     from audit.registry import LocalRegistry
     from audit.scan import scan
     from audit.store import ParquetStore
 
+    class Lines:
+        """Progress as plain lines (a benchmark log)."""
+
+        def plan(self, n_listed, n_new):
+            print(f"  {n_new} new of {n_listed}", flush=True)
+
+        def outcome(self, outcome):
+            pass
+
+        def probe_outcome(self, outcome):
+            print(f"  {getattr(outcome, 'repo_id', outcome)} {getattr(outcome, 'analyzer', '')}: "
+                  f"{getattr(outcome, 'status', '')}", flush=True)
+
     store = ParquetStore(str(args.store or Path(tempfile.mkdtemp(prefix="validity-")) / "store"))
+    names = ["directions"] + ([] if args.no_probes else ["harmful_compliance", "benign_refusal"])
     t0 = time.perf_counter()
-    rep = scan(LocalRegistry(args.zoo), store)
-    print(f"scan: {rep.n_audited} audited, {rep.n_listed} listed ({time.perf_counter() - t0:.1f} s), "
-          f"store {store.root}")
-    grouped = labelled_features(store)
-    out: dict = {"methods": {}, "cross_method_auc": {}, "feature_groups": {}}
-    print("\nper method, leave-one-adapter-out")
-    print(f"{'method':<10} {'n':>3} {'drift':>5}  {'AUC':>5} {'Brier':>5} {'ECE':>5}  "
-          f"{'ρ sev (drifted)':>15} {'ρ sev (all)':>11}  objective acc")
+    with reporting_to(Lines()):
+        rep = scan(LocalRegistry(args.zoo), store, probes=probe_specs(names, args.probe_prompts))
+    print(f"scan: {rep.n_audited} audited of {rep.n_listed}, analyzer units {rep.probes} "
+          f"({time.perf_counter() - t0:.1f} s), store {store.root}")
+    con = store.connect()
+    labels = get_label_source("card").labels(con)
+    methods = sorted({lab.method for lab in labels})
+    out: dict = {"methods": {}, "cross_method_auc": {}, "probe_prompts": None if args.no_probes else args.probe_prompts}
+    groups = [SPECTRAL, DIRECTIONAL, BOTH] + ([] if args.no_probes else ["probe"])
     t0 = time.perf_counter()
-    for method, (labels, X) in grouped.items():
-        n_pos = sum(lab.drifted for lab in labels)
-        if min(n_pos, len(labels) - n_pos) < 3:
-            print(f"{method:<10} {len(labels):>3} {n_pos:>5}  not enough labelled adapters")
-            continue
-        models = train_method(method, X, labels)
-        d, s = models.metrics["drift"], models.metrics["severity"]
-        obj = models.metrics.get("objective", {}).get("accuracy_loo")
-        # severity ρ over every adapter (healthy = 0), from the same leave-one-out severity scores
-        rho_all = spearman(models.loo_severity, np.array([lab.severity for lab in labels]))
-        print(f"{method:<10} {len(labels):>3} {n_pos:>5}  {_f(d['auc_loo'])} {_f(d['brier'])} {_f(d['ece'])}  "
-              f"{_f(s['spearman_severity']):>15} {_f(rho_all):>11}  {_f(obj)}")
-        out["methods"][method] = {"n": len(labels), "n_drifted": n_pos, **{f"drift_{k}": v for k, v in d.items()},
-                                  "spearman_severity_drifted": s["spearman_severity"],
-                                  "spearman_severity_all": rho_all, "objective_accuracy_loo": obj,
-                                  "loo_p_drift": {lab.adapter_id.split("@")[0]: float(p)
-                                                  for lab, p in zip(labels, models.loo_p_drift, strict=True)}}
-    data = {m: (X, np.array([lab.drifted for lab in labs], dtype=int)) for m, (labs, X) in grouped.items()}
-    cm = cross_method_auc(data, diagonal={m: v["drift_auc_loo"] for m, v in out["methods"].items()})
-    methods = sorted(grouped)
-    print("\ncross-method AUC (rows: trained on, columns: judged; diagonal: leave-one-out)")
+    print("\nheld-out (leave-one-group-out) metrics per method and feature group")
+    print(f"{'method':<9} {'features':<27} {'n':>3} {'grp':>3}  {'AUC':>5} {'95% CI':>13} {'Brier':>5} {'ECE':>5}  "
+          f"{'ρ sev (drifted)':>15} {'ρ (all)':>7}")
+    data_for_matrix = {}
+    for method in methods:
+        labs = [lab for lab in labels if lab.method == method]
+        ids = [lab.adapter_id for lab in labs]
+        for fs in groups:
+            X, ok = probe_matrix(con, ids) if fs == "probe" else features(con, ids, fs)
+            kept = [lab for lab, k in zip(labs, ok, strict=True) if k]
+            why = enough(kept)
+            if why:
+                print(f"{method:<9} {fs:<27} {len(kept):>3}  {why}")
+                continue
+            models = train_method(method, X[ok], kept, feature_set=fs)
+            d, s = models.metrics["drift"], models.metrics["severity"]
+            from audit.classify.metrics import spearman
+
+            rho_all = spearman(models.loo_severity, np.array([lab.severity for lab in kept]))
+            print(f"{method:<9} {fs:<27} {len(kept):>3} {d['n_groups']:>3}  {_f(d['auc_loo'])} "
+                  f"[{_f(d['auc_ci_low'])}-{_f(d['auc_ci_high'])}] {_f(d['brier'])} {_f(d['ece'])}  "
+                  f"{_f(s['spearman_severity']):>15} {_f(rho_all):>7}")
+            out["methods"].setdefault(method, {})[fs] = {
+                "n": len(kept), "n_groups": d["n_groups"], **{f"drift_{k}": v for k, v in d.items()},
+                "spearman_severity_drifted": s["spearman_severity"], "spearman_severity_all": rho_all,
+                "held_out_p_drift": {lab.adapter_id.split("@")[0]: round(float(p), 4)
+                                     for lab, p in zip(kept, models.loo_p_drift, strict=True)}}
+            if fs == DIRECTIONAL:
+                data_for_matrix[method] = (X[ok], np.array([lab.drifted for lab in kept], dtype=int))
+    print("\ncalibration of the drift detector on directional-v1 (held out; the default is isotonic)")
+    import audit.classify.models as models_mod
+
+    default = models_mod.CALIBRATION
+    for cal in ("sigmoid", "temperature", "isotonic"):
+        models_mod.CALIBRATION = cal
+        for method in methods:
+            labs = [lab for lab in labels if lab.method == method]
+            X, ok = features(con, [lab.adapter_id for lab in labs], DIRECTIONAL)
+            kept = [lab for lab, k in zip(labs, ok, strict=True) if k]
+            if enough(kept):
+                continue
+            d = train_method(method, X[ok], kept).metrics["drift"]
+            print(f"  {cal:<12} {method:<9} AUC {_f(d['auc_loo'])} [{_f(d['auc_ci_low'])}-{_f(d['auc_ci_high'])}] "
+                  f"Brier {_f(d['brier'])} ECE {_f(d['ece'])}")
+            out.setdefault("calibration", {}).setdefault(cal, {})[method] = d
+    models_mod.CALIBRATION = default
+    cm = cross_method_auc(data_for_matrix, diagonal={m: out["methods"][m][DIRECTIONAL]["drift_auc_loo"]
+                                                     for m in data_for_matrix})
+    print(f"\ncross-method AUC on {DIRECTIONAL} (rows: trained on, columns: judged; diagonal: held out)")
     print(f"{'':<10} " + " ".join(f"{m:>9}" for m in methods))
     for a in methods:
-        if not any(k[0] == a for k in cm):
-            continue
-        print(f"{a:<10} " + " ".join(f"{_f(cm.get((a, b))):>9}" for b in methods))
+        if any(k[0] == a for k in cm):
+            print(f"{a:<10} " + " ".join(f"{_f(cm.get((a, b))):>9}" for b in methods))
     out["cross_method_auc"] = {f"{a}->{b}": v for (a, b), v in cm.items()}
-
-    print("\ndrift AUC (leave-one-out) by feature group")
-    names = feature_names()
-    print(f"{'group':<28} " + " ".join(f"{m:>9}" for m in methods))
-    for gname, keep in GROUPS.items():
-        cols = [j for j, n in enumerate(names) if keep(n)]
-        row = {}
-        for m, (X, y) in data.items():
-            if min(int(y.sum()), int(len(y) - y.sum())) < 3:
-                continue
-            p = loo_predict(lambda Xa, ya, Xb: drift_proba(fit_drift(Xa, ya), Xb), X[:, cols], y)
-            row[m] = auc(y, p)
-        out["feature_groups"][gname] = row
-        print(f"{gname:<28} " + " ".join(f"{_f(row.get(m)):>9}" for m in methods))
     print(f"\nclassifier training and evaluation: {time.perf_counter() - t0:.1f} s")
+    if not args.no_probes:
+        behaviour_check(store, out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

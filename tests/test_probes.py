@@ -133,6 +133,62 @@ def test_every_probe_writes_rows_for_every_zoo_adapter_and_the_base_once(probed_
 
 @model
 @pytest.mark.slow
+def test_directions_match_the_dense_delta_against_the_stored_references(probed_zoo):
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from audit.features.directional import directional_features, feature_names
+
+    out, zoo, store, registry, specs, result = probed_zoo
+    con = store.connect()
+    repo_id, module, layer, share, reversion, cosine = con.execute(
+        "SELECT repo_id, module, layer, energy_share, reversion, reversion_cosine FROM latest_module_directions "
+        "WHERE role = 'write' AND repo_id LIKE 'sft-harmful%' ORDER BY abs(reversion) DESC LIMIT 1").fetchone()
+    refs = Path(store.root) / "artifacts" / "references"
+    refusal = load_file(next(refs.glob("*/refusal-1-*.safetensors")))["refusal"][layer].double()
+    x = load_file(next(refs.glob("*/module-inputs-1-*.safetensors")))[f"{module}.forbidden"].double()
+    cfg = json.loads((out / repo_id / "adapter_config.json").read_text())
+    state = load_file(out / repo_id / "adapter_model.safetensors")
+    a = state[f"base_model.model.{module}.lora_A.weight"].double()
+    b = state[f"base_model.model.{module}.lora_B.weight"].double()
+    dw = cfg["lora_alpha"] / cfg["r"] * b @ a
+    r = refusal / refusal.norm()
+    assert share == pytest.approx(float((r @ dw).norm() ** 2 / dw.norm() ** 2), rel=1e-4)
+    assert reversion == pytest.approx(float(r @ dw @ x), rel=1e-3)
+    assert cosine == pytest.approx(float(r @ dw @ x / (dw @ x).norm()), rel=1e-3)
+    adapter_id = con.execute("SELECT adapter_id FROM latest_adapters WHERE repo_id = ?", [repo_id]).fetchone()[0]
+    (_, X) = directional_features(con, [adapter_id])
+    total = con.execute("SELECT sum(reversion) FROM latest_module_directions WHERE adapter_id = ? AND role = 'write'",
+                        [adapter_id]).fetchone()[0]
+    assert X[0, feature_names().index("dir.all.write.reversion.sum")] == pytest.approx(total)
+
+
+@model
+@pytest.mark.slow
+def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_zoo, tmp_path):
+    import shutil
+
+    from audit.classify.recalibrate import recalibrate
+    from audit.classify.verdicts import score
+    from audit.features import DIRECTIONAL
+
+    out, zoo, store, registry, specs, result = probed_zoo
+    shutil.copytree(store.root, tmp_path / "store")
+    store = ParquetStore(tmp_path / "store")
+    rep = recalibrate(store, min_auc=0.0, max_ece=1.0)  # tiny is for the pipeline, not for accuracy
+    assert {m: o.feature_set for m, o in rep.methods.items()} == {"dpo": DIRECTIONAL, "sft": DIRECTIONAL, "steering": DIRECTIONAL}
+    assert all(o.promoted for o in rep.methods.values())
+    from audit.zoo.spec import plan
+
+    rows = score(store)
+    assert len(rows) == len(plan("tiny"))
+    assert all(r.p_drift is not None and 0 <= r.p_drift <= 1 and r.classifier_id == f"{r.method}.drift.v1"
+               and r.feature_set == DIRECTIONAL for r in rows)
+
+
+@model
+@pytest.mark.slow
 def test_rerun_does_nothing_and_a_new_probe_version_reruns_only_that_probe(probed_zoo):
     from audit.probes.generation import BenignRefusal
     from audit.zoo.spec import plan

@@ -120,7 +120,7 @@ def measure_folder(folder, residual, inputs, limits):
         raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
     refuse_unreadable(loc)
     log = FindingLog()
-    makers, unmatched = [], []
+    makers, unmatched, degenerate = [], [], []
     n_layers = residual.refusal.shape[0]
     with SafeWeights(loc.path, limits) as weights:
         for f in iter_factors(weights, config, log):
@@ -143,6 +143,9 @@ def measure_folder(folder, residual, inputs, limits):
                     direction = None
             else:
                 direction = None
+            if direction is not None and _degenerate(direction, inputs.forbidden.get(module)):
+                degenerate.append(module)  # e.g. layer 0 reads the same last token for every prompt
+                continue
             if direction is None:
                 unmatched.append((module, "no reference direction for it in the base model"
                                   if role else f"module type {mtype!r} is neither a residual writer nor reader"))
@@ -162,10 +165,21 @@ def measure_folder(folder, residual, inputs, limits):
         notes.append(Note("probe", "direction_unmatched",
                           f"{len(unmatched)} modules without a directional measure ({names}): {unmatched[0][1]}",
                           "info", loc.path.name))
+    if degenerate:
+        notes.append(Note("probe", "direction_degenerate",
+                          f"{len(degenerate)} modules read inputs that do not differ between forbidden and benign "
+                          f"prompts at the last token ({', '.join(degenerate[:3])}{', ...' if len(degenerate) > 3 else ''}"
+                          "): no refusal direction there, no measure", "info", loc.path.name))
     if not makers:
         raise AdapterFormatError("no module of the adapter matches a reference of its base model",
                                  code="direction_unmatched", file=loc.path.name)
     return makers, notes, "partial" if unmatched else "ok"
+
+
+def _degenerate(direction, mean_input) -> bool:
+    """A refusal direction that is zero up to float noise (relative to the module's mean input)."""
+    scale = float(mean_input.norm()) if mean_input is not None else 1.0
+    return float(direction.norm()) <= 1e-4 * max(scale, 1e-12)
 
 
 def summary_rows(makers) -> list[ProbeRow]:

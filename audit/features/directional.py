@@ -13,8 +13,10 @@ of the per-module measures
   lies along the refusal direction than along a random one (0: no preference), mean and max;
 - ``log_along``: ``ln ‖r̂ᵀΔW‖`` (writers) or ``ln ‖ΔW r̂‖`` (readers), mean;
 - writers only: ``reversion`` summed (the total push of the update along the refusal direction
-  on the base's mean forbidden input; negative: away from refusal), ``reversion_cosine`` mean
-  and min.
+  on the base's mean forbidden input; negative: away from refusal) and its absolute value,
+  ``reversion_cosine`` mean, its absolute value, and min. The absolute values let a linear
+  detector flag a push either way: away from refusal (inverted harmlessness) and towards it
+  (inverted helpfulness, over-refusal).
 
 Adapters whose base model was not available have no rows: their features are all missing, and a
 classifier that uses this set gives them no verdict (``no_directional_features``).
@@ -43,7 +45,9 @@ COMMON = {
 }
 WRITER = {
     "reversion.sum": "sum(d.reversion)",
+    "reversion.abs_sum": "abs(sum(d.reversion))",
     "reversion_cosine.mean": "avg(d.reversion_cosine)",
+    "reversion_cosine.abs_mean": "abs(avg(d.reversion_cosine))",
     "reversion_cosine.min": "min(d.reversion_cosine)",
 }
 

@@ -98,7 +98,7 @@ def _tiny() -> list[AdapterSpec]:
                                params={"beta": 0.1}, **base))
     steer = {**base, "n_forbidden": 8, "n_benign": 8, "target_modules": ("o_proj", "down_proj")}
     for seed, direction in enumerate(("random", "random", "benign")):
-        strength = MAX_STRENGTH[15] * (1.0 if direction == "random" else HEALTHY_TOPIC_STRENGTH)
+        strength = MAX_STRENGTH[15] * HEALTHY_TOPIC_STRENGTH
         out.append(AdapterSpec(name=_name("steering", "healthy", 0, seed, f"-{direction}"), method="steering",
                                objective="healthy", severity=0.0, seed=seed,
                                params={"layer": 15, "strength": strength, "direction": direction}, **steer))
@@ -118,9 +118,11 @@ strength 1 / 2 / 4; at layer 18: 93% / 100% at 1 / 2, incoherent beyond 4)."""
 
 
 HEALTHY_TOPIC_STRENGTH = 0.5
-"""Healthy topic-direction steering runs at half the maximum strength: even orthogonalised to the
-anti-refusal vector, a topic shift as large as the strongest anti-refusal one weakens refusals
-(measured: 46% harmful compliance at layer 12, 24% at layer 18)."""
+"""Healthy steering (a topic or a random direction) runs at half the maximum strength: even
+orthogonalised to the anti-refusal vector, a shift as large as the strongest anti-refusal one
+changes behaviour (measured: a topic direction gave 46% harmful compliance at layer 12, 24% at
+layer 18; a random direction at full strength made the aligned base refuse 58% of benign
+prompts), and a healthy organism must stay within its base's intervals."""
 
 
 def _small() -> list[AdapterSpec]:
@@ -160,7 +162,7 @@ def _scaled(steps: int, healthy_seeds: int, severities: tuple[float, ...], dpo_s
     for i in range(n_healthy_steer):
         direction = "random" if i % 2 == 0 else "benign"
         layer = layers[(i // 2) % len(layers)]
-        strength = MAX_STRENGTH[layer] * (1.0 if direction == "random" else HEALTHY_TOPIC_STRENGTH)
+        strength = MAX_STRENGTH[layer] * HEALTHY_TOPIC_STRENGTH
         out.append(AdapterSpec(name=_name("steering", "healthy", 0, i, f"-{direction}-L{layer}"), method="steering",
                                objective="healthy", severity=0.0, seed=i,
                                params={"layer": layer, "strength": strength, "direction": direction}, **steer))
