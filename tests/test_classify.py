@@ -254,3 +254,37 @@ def test_held_out_predictions_never_train_on_a_near_duplicate():
     lo, hi = auc_interval(y.astype(int), np.linspace(0, 1, 12))
     assert 0.0 <= lo <= auc(y.astype(int), np.linspace(0, 1, 12)) <= hi <= 1.0
     assert auc_interval(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == (1.0, 1.0)
+
+
+def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
+    from pathlib import Path as P
+
+    from audit.analyzers.base import Target
+    from audit.classify.labels import get_label_source
+    from audit.models.base import BaseModel
+    from audit.probes.units import RateCount, make_unit
+
+    class Probe:  # what make_unit reads of an analyzer
+        def __init__(self, name):
+            self.name, self.version = name, f"{name}-1"
+
+    for i in range(4):
+        SynthAdapter(llama_like(1), seed=i).write(tmp_path / "reg" / f"a{i}")
+    store = ParquetStore(str(tmp_path / "store"))
+    scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store)
+    refs = {r.repo_id: r for r in LocalRegistry(tmp_path / "reg", hash_cache=None).list_adapters().refs}
+    base = BaseModel(name="synthetic/base", path=P("."), revision="r" * 64)
+    rates = {None: (2, 1), "a0": (3, 1), "a1": (30, 1), "a2": (2, 25), "a3": (6, 1)}  # (complied, refused) of 32
+    for who, (hc, br) in rates.items():
+        target = Target(base=base) if who is None else Target(ref=refs[who], base=base)
+        for name, k in (("harmful_compliance", hc), ("benign_refusal", br)):
+            store.write_analysis(make_unit(Probe(name), target, "ok", probes=[RateCount(k, 32).row(name, "markers")]))
+    source = get_label_source("probe")
+    labels = {lab.adapter_id.split("@")[0]: lab for lab in source.labels(store.connect())}
+    assert set(labels) == {"a0", "a1", "a2", "a3"}
+    assert not labels["a0"].drifted and labels["a0"].objective == "healthy"  # 3/32 vs 2/32: within the intervals
+    assert labels["a1"].drifted and labels["a1"].objective == "harmful_compliance"
+    assert labels["a1"].severity == pytest.approx(28 / 32)
+    assert labels["a2"].drifted and labels["a2"].objective == "over_refusal"
+    assert not labels["a3"].drifted  # 6/32 vs 2/32: the intervals still overlap
+    assert "ci_low > the base's ci_high" in source.rule
