@@ -111,3 +111,16 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     assert flipped.exit_code == 0 and "no flipped verdicts" in flipped.output
     bad = runner.invoke(app, ["recalibrate", "--store", store, "--label-source", "nope"])
     assert bad.exit_code == 2 and "unknown label source 'nope'" in bad.output
+
+
+def test_query_and_help_import_no_heavy_machinery(tmp_path):
+    """A fresh `lora-audit query` / `--help` process imports neither torch, peft, transformers,
+    Ray nor Prefect (they cost seconds and serve nobody on those calls)."""
+    code = ("import sys; from audit.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect')\n"
+            "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))")
+    for args in (["--help"], ["query", "--store", str(tmp_path / "s"), "SELECT 1 AS one"],
+                 ["verdicts", "--store", str(tmp_path / "s")], ["scan", "--help"]):
+        res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert "IMPORTED []" in res.stdout, (args, res.stdout[-500:], res.stderr[-2000:])

@@ -14,8 +14,7 @@ from rich.table import Table
 
 from audit.cli.common import STORE_OPTION, fail
 from audit.errors import ConfigurationError
-from audit.scan import RAY_THRESHOLD, Placement
-from audit.worker import Deferred, Written
+from audit.placement import RAY_THRESHOLD, Placement
 
 console = Console()
 
@@ -34,6 +33,8 @@ class _Bar:
         self.progress.update(self.task, description=f"auditing {n_new} new of {n_listed}", total=n_new)
 
     def outcome(self, outcome: Any) -> None:
+        from audit.worker import Deferred, Written
+
         self.progress.advance(self.task)
         if isinstance(outcome, Written) and outcome.status == "failed":
             self.progress.console.print(f"[yellow]finding[/yellow] {outcome.repo_id}: {', '.join(outcome.error_codes)}")
@@ -47,6 +48,8 @@ class _Bar:
             f"{len(plan.skipped)} units without a base)", total=n_units or None)
 
     def probe_outcome(self, outcome: Any) -> None:
+        from audit.worker import Deferred, Written
+
         if self.probe_task is not None:
             self.progress.advance(self.probe_task)
         if isinstance(outcome, Written) and outcome.status == "failed":
