@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from audit.cli.common import STORE_OPTION, fail
-from audit.cli.scan import _Bar, apply_base_models, base_model_option_help
+from audit.cli.progress import Bar, progress_for
+from audit.cli.scan import apply_base_models, base_model_option_help
 
 console = Console()
 
@@ -63,9 +63,8 @@ def probe(
         executor = RayExecutor(None, st, analyzers=specs, ray_address=ray_address)
     else:
         executor = InProcessExecutor(None, st, analyzers=specs)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        bar = _Bar(progress)
+    with progress_for(console, eta=False) as progress:
+        bar = Bar(progress)
         progress.update(bar.task, description="planning the probes", total=1, completed=1)
         with reporting_to(bar):
             counts = probe_stage(st, executor, specs, adapter_ids=ids, group_size=group_size, sink=bar)

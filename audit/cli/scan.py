@@ -9,59 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from audit.cli.common import STORE_OPTION, fail
+from audit.cli.progress import Bar, progress_for
 from audit.errors import ConfigurationError
 from audit.placement import RAY_THRESHOLD, Placement
 
 console = Console()
-
-
-class _Bar:
-    """Progress sink (see :mod:`audit.progress`) drawing rich progress bars: the spectra, then the
-    probes (one step per probe unit) and, when probes run in this process, their prompt batches."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("listing the registry", total=None)
-        self.probe_task: Any = None
-        self.batch_task: Any = None
-
-    def plan(self, n_listed: int, n_new: int) -> None:
-        self.progress.update(self.task, description=f"auditing {n_new} new of {n_listed}", total=n_new)
-
-    def outcome(self, outcome: Any) -> None:
-        from audit.worker import Deferred, Written
-
-        self.progress.advance(self.task)
-        if isinstance(outcome, Written) and outcome.status == "failed":
-            self.progress.console.print(f"[yellow]finding[/yellow] {outcome.repo_id}: {', '.join(outcome.error_codes)}")
-        elif isinstance(outcome, Deferred):
-            self.progress.console.print(f"[red]deferred[/red] {outcome.ref.repo_id}: {outcome.error}")
-
-    def probe_plan(self, plan: Any) -> None:
-        n_units = sum(len(j.targets) * len(j.analyzers) for j in plan.base_jobs + plan.adapter_jobs)
-        self.probe_task = self.progress.add_task(
-            f"probing {plan.n_adapters} adapters ({len(plan.base_jobs)} base models; "
-            f"{len(plan.skipped)} units without a base)", total=n_units or None)
-
-    def probe_outcome(self, outcome: Any) -> None:
-        from audit.worker import Deferred, Written
-
-        if self.probe_task is not None:
-            self.progress.advance(self.probe_task)
-        if isinstance(outcome, Written) and outcome.status == "failed":
-            self.progress.console.print(f"[yellow]finding[/yellow] {outcome.repo_id} ({outcome.analyzer}): "
-                                        f"{', '.join(outcome.error_codes)}")
-        elif isinstance(outcome, Deferred):
-            self.progress.console.print(f"[red]deferred[/red] {outcome.ref.repo_id}: {outcome.error}")
-
-    def batch(self, description: str, done: int, total: int) -> None:
-        if self.batch_task is None:
-            self.batch_task = self.progress.add_task(description, total=total)
-        self.progress.update(self.batch_task, description=description, completed=done, total=total)
 
 
 def base_model_option_help() -> str:
@@ -144,8 +99,7 @@ def scan(
     from audit.progress import reporting_to
 
     use_flow = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as progress, reporting_to(_Bar(progress)):
+    with progress_for(console) as progress, reporting_to(Bar(progress)):
         try:
             if use_flow:
                 from flows.nightly_scan import nightly_scan

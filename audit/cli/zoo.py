@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from audit.cli.progress import progress_for
 from rich.table import Table
 
 from audit.cli.common import fail
@@ -36,8 +36,7 @@ def build(
 
     if size not in ("tiny", "small", "paper"):
         fail(f"unknown size {size!r}: tiny, small or paper")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with progress_for(console) as progress:
         task = progress.add_task("preparing", total=None)
 
         def on_event(e) -> None:
