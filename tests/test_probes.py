@@ -157,7 +157,7 @@ def test_directions_match_the_dense_delta_against_the_stored_references(probed_z
     assert share == pytest.approx(float((r @ dw).norm() ** 2 / dw.norm() ** 2), rel=1e-4)
     assert reversion == pytest.approx(float(r @ dw @ x), rel=1e-3)
     assert cosine == pytest.approx(float(r @ dw @ x / (dw @ x).norm()), rel=1e-3)
-    adapter_id = con.execute("SELECT adapter_id FROM latest_adapters WHERE repo_id = ?", [repo_id]).fetchone()[0]
+    adapter_id = con.execute("SELECT adapter_id FROM latest_adapters WHERE repo_id = ?", [repo_id]).fetchall()[0][0]
     (_, X) = directional_features(con, [adapter_id])
     total = con.execute("SELECT sum(reversion) FROM latest_module_directions WHERE adapter_id = ? AND role = 'write'",
                         [adapter_id]).fetchone()[0]
@@ -355,6 +355,9 @@ def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
     assert missing.exit_code == 2 and "no adapter in the store matches nope" in missing.output
     ok = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert ok.exit_code == 0, ok.output
-    assert "'skipped': 4" in ok.output  # four probes, no base model for the synthetic adapter
+    from audit.probes.analyzers import PROBES
+
+    # every analyzer that needs the base (directions and four probes): no base for the synthetic adapter
+    assert f"'skipped': {len(PROBES)}" in ok.output and len(PROBES) == 5
     again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert "everything is up to date" in again.output
