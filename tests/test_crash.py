@@ -16,7 +16,7 @@ from audit.store import ParquetStore
 from synth import SynthAdapter, llama_like
 
 pytestmark = pytest.mark.slow
-N = 300
+N = 120
 
 
 def _registry(root: Path, n: int) -> Path:

@@ -16,9 +16,6 @@ from audit.scan import probe_stage, scan
 from audit.store import ParquetStore
 from synth import SynthAdapter, SynthModule, llama_like
 
-# the tests that build the tiny zoo share one pytest-xdist worker, so it is built once per session
-pytestmark = pytest.mark.xdist_group("zoo")
-
 
 def test_plugin_registry_lists_known_names_and_records_arguments():
     things: Plugins = Plugins("thing")

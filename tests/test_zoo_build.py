@@ -15,7 +15,7 @@ from audit.scan import scan
 from audit.store import ParquetStore
 from audit.zoo.spec import plan
 
-pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.xdist_group("zoo")]  # one worker builds the zoo
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 def test_tiny_zoo_layout_and_ground_truth(tiny_zoo):

@@ -19,5 +19,5 @@ STORE_OPTION = Annotated[
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error for a person and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/bold red] {message}")
+    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)  # one line, never broken
     raise typer.Exit(code)
