@@ -129,7 +129,9 @@ register_view("current_verdicts", """
     ), unjudged AS (
         SELECT v.* FROM verdicts v
         WHERE v.adapter_id IN (SELECT adapter_id FROM latest_adapters) AND v.classifier_id IS NULL
-          AND v.method NOT IN (SELECT method FROM promoted_classifiers)
+          -- a row from before the method had a classifier is stale; other reasons (no spectra, no
+          -- directional features for the method's detector) stand
+          AND NOT (v.reason = 'no_classifier_for_method' AND v.method IN (SELECT method FROM promoted_classifiers))
           AND v.adapter_id NOT IN (SELECT adapter_id FROM judged)
         QUALIFY row_number() OVER (PARTITION BY v.adapter_id ORDER BY v.scored_at DESC) = 1
     )

@@ -87,7 +87,7 @@ def print_recalibration(out: dict) -> None:
                   (m["classifier_id"] or "-") + (" (promoted)" if m["promoted"] else ""), outcome)
     console.print(t)
     if out["cross_method_auc"]:
-        t = Table(title="cross-method AUC (rows: trained on; columns: judged; diagonal: leave-one-out)",
+        t = Table(title="cross-method AUC (rows: trained on; columns: judged; diagonal: held out)",
                   title_justify="left")
         methods = sorted({k.split("->")[0] for k in out["cross_method_auc"]} |
                          {k.split("->")[1] for k in out["cross_method_auc"]})

@@ -143,7 +143,8 @@ def print_summary(summary: dict, store: str) -> None:
         t.add_row("deferred (retried next run)", str(summary["n_deferred"]))
     v = summary.get("verdicts") or {}
     if v.get("judged") or v.get("unjudged"):
-        t.add_row("verdicts", f"{v['judged']} judged ({v['drifted']} drifted), {v['unjudged']} without a classifier")
+        t.add_row("verdicts", f"{v['judged']} judged ({v['drifted']} drifted), {v['unjudged']} without a verdict "
+                              "(lora-audit verdicts says why)")
     for status, n in sorted((summary.get("probes") or {}).items()):
         t.add_row(f"probe units {status}", str(n))
     console.print(t)
