@@ -12,7 +12,7 @@ from datetime import datetime
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from audit.store.schema import TS, register_table
+from audit.store.schema import record_schema, register_table
 from audit.store.views import register_view
 
 
@@ -96,17 +96,7 @@ class ReauditRow(_Row):
     queued_at: datetime
 
 
-def _schema(record: type[_Row]) -> pa.Schema:
-    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: TS}
-    fields = []
-    for name, field in record.model_fields.items():
-        ann = field.annotation
-        base = next(t for t in types if ann is t or (getattr(ann, "__args__", None) and t in ann.__args__))
-        fields.append((name, types[base]))
-    return pa.schema(fields)
-
-
-CLASSIFIERS, VERDICTS, REAUDIT = _schema(ClassifierRow), _schema(VerdictRow), _schema(ReauditRow)
+CLASSIFIERS, VERDICTS, REAUDIT = record_schema(ClassifierRow), record_schema(VerdictRow), record_schema(ReauditRow)
 
 register_table("classifiers", CLASSIFIERS, "trained_date", ("classifier_id", "status", "updated_at"))
 register_table("verdicts", VERDICTS, "scored_date", ("adapter_id", "classifier_id", "reason", "scored_at"))

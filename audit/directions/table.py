@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pyarrow as pa
-
 from audit.records import Record
-from audit.store.schema import TS, register_table
+from audit.store.schema import record_schema, register_table
 from audit.store.views import register_view
 
 
@@ -52,20 +50,7 @@ class DirectionRow(Record):
     created_at: datetime
 
 
-_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "datetime": TS}
-
-
-def _schema() -> pa.Schema:
-    fields = []
-    for name, field in DirectionRow.model_fields.items():
-        ann = field.annotation
-        base = next(t for t in (str, int, float, datetime)
-                    if ann is t or t in (getattr(ann, "__args__", None) or ()))
-        fields.append((name, _TYPES[base.__name__]))
-    return pa.schema(fields)
-
-
-MODULE_DIRECTIONS = _schema()
+MODULE_DIRECTIONS = record_schema(DirectionRow)
 register_table("module_directions", MODULE_DIRECTIONS, "created_date", ("unit_id", "module"))
 
 register_view("module_directions", """

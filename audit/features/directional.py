@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from audit.features.spectral import fill_groups
+
 FEATURE_SET = "directional-v1"
 
 _ROLE_FAMILY = """CASE
@@ -109,16 +111,7 @@ def directional_features(con, adapter_ids: list[str], *, view: str = "latest_mod
                 f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
                 "GROUP BY adapter_id").fetchall():
             X[row_of[adapter_id], 0] = n
-        cur = con.execute(_sql(view))
-        cols = [d[0] for d in cur.description]
-        for row in cur.fetchall():
-            rec = dict(zip(cols, row, strict=True))
-            i = row_of[rec.pop("adapter_id")]
-            grp = rec.pop("grp")
-            for key, value in rec.items():
-                j = col_of.get(f"dir.{grp}.{key}")
-                if j is not None and value is not None:
-                    X[i, j] = value
+        fill_groups(con.execute(_sql(view)), X, row_of, col_of, prefix="dir.")
     finally:
         con.unregister("_wanted")
     return adapter_ids, X

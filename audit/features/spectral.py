@@ -23,6 +23,25 @@ import pyarrow as pa
 
 FEATURE_SET = "spectral-v1"
 
+
+def fill_groups(cur, X: np.ndarray, row_of: dict[str, int], col_of: dict[str, int], prefix: str = "") -> None:
+    """Write a long-format aggregate result into ``X`` ``[n_adapters, n_features]`` in place.
+
+    Args:
+        cur: an executed DuckDB query with columns ``adapter_id``, ``grp`` and one per statistic.
+        row_of: adapter id -> row of ``X``; col_of: ``f"{prefix}{grp}.{statistic}"`` -> column.
+        (A NULL aggregate, or a name without a column, leaves the NaN in place.)
+    """
+    cols = [d[0] for d in cur.description]
+    for row in cur.fetchall():
+        rec = dict(zip(cols, row, strict=True))
+        i = row_of[rec.pop("adapter_id")]
+        grp = rec.pop("grp")
+        for key, value in rec.items():
+            j = col_of.get(f"{prefix}{grp}.{key}")
+            if j is not None and value is not None:
+                X[i, j] = value
+
 SUMMARIES = {
     "stable_rank": "m.stable_rank",
     "effective_rank": "m.effective_rank",
@@ -115,15 +134,7 @@ def spectral_features(con, adapter_ids: list[str] | None = None, *, modules_view
         for adapter_id, n, mean_rank, energy in con.execute(_totals_sql(modules_view)).fetchall():
             i = row_of[adapter_id]
             X[i, 0:3] = (n, mean_rank, energy)
-        cur = con.execute(_long_sql(modules_view))
-        cols = [d[0] for d in cur.description]
-        for row in cur.fetchall():
-            rec = dict(zip(cols, row, strict=True))
-            i = row_of[rec.pop("adapter_id")]
-            grp = rec.pop("grp")
-            for key, value in rec.items():
-                if value is not None:
-                    X[i, col_of[f"{grp}.{key}"]] = value
+        fill_groups(con.execute(_long_sql(modules_view)), X, row_of, col_of)
     finally:
         con.unregister("_wanted")
     return adapter_ids, X

@@ -78,3 +78,21 @@ def register_table(name: str, schema: pa.Schema, partition: str, keys: tuple[str
 
 def names(fields: list[tuple[str, pa.DataType]]) -> list[str]:
     return [n for n, _ in fields]
+
+
+def record_schema(record) -> pa.Schema:
+    """The Arrow schema of a flat pydantic record class: ``str``/``int``/``float``/``bool``/
+    ``datetime`` fields (optional ones nullable) as string/int64/float64/bool/UTC timestamps.
+
+    Raises:
+        StopIteration: a field of another type (a nested record needs its own schema).
+    """
+    from datetime import datetime
+
+    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: TS}
+    fields = []
+    for name, field in record.model_fields.items():
+        ann = field.annotation
+        base = next(t for t in types if ann is t or t in (getattr(ann, "__args__", None) or ()))
+        fields.append((name, types[base]))
+    return pa.schema(fields)
