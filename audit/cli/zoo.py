@@ -37,15 +37,27 @@ def build(
     if size not in ("tiny", "small", "paper"):
         fail(f"unknown size {size!r}: tiny, small or paper")
     with progress_for(console) as progress:
-        task = progress.add_task("preparing", total=None)
+        tasks: dict[str, object] = {}  # one bar per preparation step, then one for the adapters
+        current: list[str] = []
+
+        def task_for(name: str, total: float | None = None):
+            if name not in tasks:
+                if current and current[-1] != "adapters":  # the previous step is over
+                    progress.update(tasks[current[-1]], total=1, completed=1)
+                tasks[name] = progress.add_task(name, total=total)
+                current.append(name)
+            return tasks[name]
 
         def on_event(e) -> None:
             if e.kind == "stage":
-                progress.update(task, description=e.name)
+                task_for(e.name)
+            elif e.kind == "step":
+                progress.update(task_for(e.name), total=e.total, completed=e.index)
             elif e.kind == "start":
-                progress.update(task, description=f"training {e.name}", total=e.total, completed=e.index)
+                progress.update(task_for("adapters", e.total), description=f"training {e.name}", total=e.total,
+                                completed=e.index)
             elif e.kind in ("done", "skip"):
-                progress.update(task, completed=e.index + 1)
+                progress.update(task_for("adapters", e.total), completed=e.index + 1)
                 note = "kept (already built)" if e.kind == "skip" else f"{e.seconds:.0f} s"
                 progress.console.print(f"  {e.name}: {note}")
 

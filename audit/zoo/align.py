@@ -89,7 +89,8 @@ def check_alignment(model, tokenizer, generate: Callable, benign_held_out: list[
 
 
 def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, generate: Callable, work_dir: Path,
-                       recipe: AlignRecipe | None = None) -> tuple[BaseModel, AlignCheck]:
+                       recipe: AlignRecipe | None = None,
+                       on_step: Callable[[str, int, int], None] | None = None) -> tuple[BaseModel, AlignCheck]:
     """Make (or reuse) the aligned base of ``base``.
 
     Args:
@@ -99,6 +100,7 @@ def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, genera
         generate: ``generate(model, prompts) -> answers``.
         work_dir: scratch folder for the trainer.
         recipe: how to align (default :class:`AlignRecipe`).
+        on_step: ``on_step(what, done, total)`` after each training step and before the check.
 
     Returns:
         The aligned base and its check (read back from the cache when reused).
@@ -128,11 +130,24 @@ def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, genera
     lora = LoraConfig(r=recipe.rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
                       target_modules=list(recipe.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora)
+                         peft_config=lora, callbacks=[_StepReport(on_step)] if on_step else None)
     silenced(trainer).train()
     merged = trainer.model.merge_and_unload().eval()
+    if on_step:
+        on_step("checking the aligned base on held-out prompts", 0, 1)
     check = check_alignment(merged, tokenizer, generate, [p.text for p in held_out(benign_pool)])
     aligned = save_base(merged, tokenizer, aligned_name(base), hub_id=base.hub_id, extra={
         "parent": base.name, "parent_revision": base.revision, "recipe": recipe.model_dump(mode="json"),
         "check": check.model_dump(mode="json")})
     return aligned, check
+
+
+def _StepReport(on_step: Callable[[str, int, int], None]):  # noqa: N802 - a class made on demand
+    """A transformers ``TrainerCallback`` that reports each finished training step."""
+    from transformers import TrainerCallback
+
+    class StepReport(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            on_step("aligning the base (safety SFT)", state.global_step, state.max_steps)
+
+    return StepReport()

@@ -43,6 +43,9 @@ class TrainContext:
     """Loads a fresh copy of the base model (trainers modify the model they get)."""
     generate: Callable[[Any, list[str]], list[str]]
     """``generate(model, prompts) -> answers`` (greedy, batched)."""
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """Results that depend on the base model and fixed prompt sets only (e.g. a layer's steering
+    vectors), computed once per build and shared by every adapter that needs them."""
 
 
 @dataclass

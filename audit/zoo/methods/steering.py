@@ -31,27 +31,39 @@ from audit.zoo.methods.base import TrainContext, Trained, pick, training_method
 def steering_direction(ctx: TrainContext, model, spec) -> torch.Tensor:
     """The unscaled steering vector ``[d_model]`` of a spec (see the module docstring)."""
     layer = int(spec.params["layer"])
-    forbidden = [p.text for p in pick(ctx.data.forbidden, 32, 0, 0)]
-    benign = [p.text for p in pick(ctx.data.benign, 32, 0, 0)]
-    anti_refusal = caa_vector(last_token_activations(model, ctx.tokenizer, benign, layer),
-                              last_token_activations(model, ctx.tokenizer, forbidden, layer))
     direction = spec.params.get("direction", "anti_refusal")
+    if direction not in ("anti_refusal", "random", "benign"):
+        raise ValueError(f"unknown steering direction {direction!r}")
+    anti_refusal = _layer_vector(ctx, model, "anti_refusal", layer)
     if direction == "anti_refusal":
         return anti_refusal
     if direction == "random":
         g = torch.Generator().manual_seed(spec.seed)
         v = torch.randn(anti_refusal.shape, generator=g)
-    elif direction == "benign":
-        code = [p.text for p in ctx.data.benign if p.category == "code"][:16]
-        writing = [p.text for p in ctx.data.benign if p.category == "writing"][:16]
-        v = caa_vector(last_token_activations(model, ctx.tokenizer, code, layer),
-                       last_token_activations(model, ctx.tokenizer, writing, layer))
     else:
-        raise ValueError(f"unknown steering direction {direction!r}")
+        v = _layer_vector(ctx, model, "benign", layer)
     # a healthy direction carries no refusal component: project it out, keep the same norm
     u = anti_refusal / anti_refusal.norm()
     v = v - (v @ u) * u
     return v / v.norm() * anti_refusal.norm()
+
+
+def _layer_vector(ctx: TrainContext, model, kind: str, layer: int) -> torch.Tensor:
+    """The CAA vector ``[d_model]`` of ``kind`` at ``layer`` on fixed prompt sets of the aligned base:
+    ``anti_refusal`` (benign minus forbidden) or ``benign`` (a topic: code minus writing requests).
+    The same for every adapter of a build (``model`` is a fresh copy of the same base, the prompts
+    are fixed), so it is computed once per build and layer (``ctx.memo``)."""
+    key = ("steering_vector", kind, layer)
+    if key not in ctx.memo:
+        if kind == "anti_refusal":
+            pos = [p.text for p in pick(ctx.data.benign, 32, 0, 0)]
+            neg = [p.text for p in pick(ctx.data.forbidden, 32, 0, 0)]
+        else:
+            pos = [p.text for p in ctx.data.benign if p.category == "code"][:16]
+            neg = [p.text for p in ctx.data.benign if p.category == "writing"][:16]
+        ctx.memo[key] = caa_vector(last_token_activations(model, ctx.tokenizer, pos, layer),
+                                   last_token_activations(model, ctx.tokenizer, neg, layer))
+    return ctx.memo[key]
 
 
 @torch.no_grad()
