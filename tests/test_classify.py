@@ -222,8 +222,13 @@ def test_same_data_adds_no_version_and_each_row_explains_itself(labelled_store):
     assert lo <= auc_ <= hi and f"AUC {auc_:.3f} (95% CI {lo:.3f}-{hi:.3f})" in reason
     assert first.methods["sft"].reason == reason
     s_auc, s_lo, s_hi, rho, s_reason, _, _ = rows["sft.severity.v1"]
-    assert s_reason == (f"promoted with sft.drift.v1; severity ρ {rho:.3f}, AUC {s_auc:.3f} "
-                        f"(95% CI {s_lo:.3f}-{s_hi:.3f})")  # its own metrics, rounded where people read them
+    if s_auc is None:  # a ranker fitted on the drifted adapters only has no healthy-vs-drifted AUC
+        assert s_lo is None and s_hi is None
+        assert s_reason == f"promoted with sft.drift.v1; held-out severity ρ {rho:.3f} among drifted adapters " \
+                           "(fitted on them only)"  # its own metrics, rounded where people read them
+    else:
+        assert s_reason == (f"promoted with sft.drift.v1; held-out severity ρ {rho:.3f}, AUC {s_auc:.3f} "
+                            f"(95% CI {s_lo:.3f}-{s_hi:.3f})")
     assert evaluation.startswith("leave-one-group-out (") and rule.startswith("card: ")
     assert all(len(part) <= 5 for r in rows.values() for part in r[4].replace("-", " ").split()
                if part.replace(".", "").isdigit())
@@ -288,3 +293,23 @@ def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
     assert labels["a2"].drifted and labels["a2"].objective == "over_refusal"
     assert not labels["a3"].drifted  # 6/32 vs 2/32: the intervals still overlap
     assert "ci_low > the base's ci_high" in source.rule
+
+
+def test_severity_ranks_drifted_adapters_even_where_healthy_ones_sit_far_out():
+    """Healthy adapters far out on the severity feature (a healthy fine-tune with a large update)
+    must not bend the ranking of the drifted ones: the ranker is fitted on drifted adapters only."""
+    from audit.classify.train import train_method
+
+    rng = np.random.default_rng(0)
+    labels, rows = [], []
+    for i, sev in enumerate([0.25, 0.5, 0.75, 1.0] * 2):
+        labels.append(Label(f"d{i}@r", "sft", True, "harmful_compliance", sev, group=f"sft:harmful_compliance:{sev}"))
+        rows.append([sev + 0.02 * rng.normal(), 1.0 + 0.1 * rng.normal()])
+    for i in range(5):
+        labels.append(Label(f"h{i}@r", "sft", False, "healthy", 0.0, group=f"sft:healthy:{i}"))
+        rows.append([2.0 + 0.3 * rng.normal(), 1.0 + 0.1 * rng.normal()])  # told apart by feature 0 alone
+    m = train_method("sft", np.array(rows), labels)
+    assert m.metrics["severity"]["spearman_severity"] >= 0.95
+    assert m.metrics["severity"]["auc_loo"] is None
+    scores = m.severity.predict(np.array([[0.3, 1.0], [0.9, 1.0]]))
+    assert scores[1] > scores[0]

@@ -4,8 +4,9 @@
   regression, wrapped in ``CalibratedClassifierCV`` (isotonic calibration, see
   :data:`CALIBRATION`; Niculescu-Mizil & Caruana 2005 compare it with Platt's sigmoid);
 - objective classifier (methods with several drifted objectives): the same pipeline, multinomial;
-- severity score: ridge regression of the severity (0 for healthy) on the same features; used as a
-  ranking (its Spearman ρ with the true severity is what is reported).
+- severity score: ridge regression of the severity on the same features, fitted on the drifted
+  adapters (see :func:`audit.classify.train._severity`); used as a ranking of how far a drifted
+  adapter went (its Spearman ρ with the true severity among drifted adapters is what is reported).
 """
 
 from __future__ import annotations

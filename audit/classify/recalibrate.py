@@ -191,7 +191,10 @@ def _own_reason(target: str, metrics: dict, drift_id: str, promoted: bool, drift
         return drift_reason
     fate = f"{'promoted' if promoted else 'rejected'} with {drift_id}"
     if target == "severity":
-        return (f"{fate}; severity ρ {_f(metrics.get('spearman_severity'))}, AUC {_f(metrics.get('auc_loo'))} "
+        reason = f"{fate}; held-out severity ρ {_f(metrics.get('spearman_severity'))}"
+        if metrics.get("auc_loo") is None:
+            return reason + " among drifted adapters (fitted on them only)"
+        return (reason + f", AUC {_f(metrics.get('auc_loo'))} "
                 f"(95% CI {_f(metrics.get('auc_ci_low'))}-{_f(metrics.get('auc_ci_high'))})")
     return f"{fate}; held-out accuracy {_f(metrics.get('accuracy_loo'))}"
 

