@@ -73,9 +73,48 @@ def test_errors_are_clear(tmp_path):
     res = runner.invoke(app, ["scan", "--registry", str(tmp_path), "--hub-org", "x", "--store", str(tmp_path / "s")])
     assert res.exit_code == 2 and "--hub-org" in res.output
     res = runner.invoke(app, ["query", "--store", str(tmp_path / "s"), "SELECT * FROM nope"])
-    assert res.exit_code == 2 and "query failed" in res.output
+    assert res.exit_code == 2 and "no store at" in res.output
     res = runner.invoke(app, ["scan", "--store", str(tmp_path / "s")])
     assert res.exit_code == 2 and "--registry" in res.output
+
+
+def test_user_errors_are_one_line_and_exit_2_and_readers_create_nothing(tmp_path):
+    """A store path that is a file, a store or registry that does not exist, SQL with a syntax
+    error, an unknown view or column, an unknown method: one line each, exit 2, no traceback; the
+    commands that only read never create a store."""
+    from audit.registry import LocalRegistry
+    from audit.scan import scan
+    from audit.store import ParquetStore
+    from synth import SynthAdapter, llama_like
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a store")
+    missing = tmp_path / "mistyped-store"
+    SynthAdapter(llama_like(1), seed=0).write(tmp_path / "reg" / "a")
+    store = str(tmp_path / "store")
+    scan(LocalRegistry(tmp_path / "reg", hash_cache=None), ParquetStore(store))
+    cases = [
+        (["query", "--store", str(a_file), "SELECT 1"], "is a file, not a store folder"),
+        (["verdicts", "--store", str(a_file)], "is a file, not a store folder"),
+        (["scan", "--registry", str(tmp_path / "reg"), "--store", str(a_file), "--no-probes"],
+         "is a file, not a store folder"),
+        (["query", "--store", str(missing), "SELECT 1"], "no store at"),
+        (["verdicts", "--store", str(missing)], "no store at"),
+        (["compact", "--store", str(missing)], "no store at"),
+        (["scan", "--registry", str(tmp_path / "noreg"), "--store", store], "does not exist"),
+        (["query", "--store", store, "SELEC 1"], "syntax error"),
+        (["query", "--store", store, "SELECT * FROM nosuchview"], "the store's views: "),
+        (["query", "--store", store, "SELECT nosuchcol FROM adapters"], 'column "nosuchcol" not found'),
+        (["verdicts", "--store", store, "--method", "nosuch"], "its methods: "),
+    ]
+    for args, expected in cases:
+        res = runner.invoke(app, args)
+        out = res.output.strip()
+        assert res.exit_code == 2, (args, out)
+        assert expected in out and "Traceback" not in out, (args, out)
+        assert len(out.splitlines()) == 1, (args, out)
+    assert not missing.exists()  # a mistyped --store is an error, not a new empty store
+    assert a_file.read_text() == "not a store"
 
 
 def test_help_explains():

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.cli.common import STORE_OPTION, fail
+from audit.cli.common import STORE_OPTION, fail, open_store
 from audit.cli.query import Format, emit
 
 console = Console()
@@ -114,7 +114,6 @@ def verdicts(
     verdict instead of a probability. With `--flipped`, the adapters whose verdict changed at a
     recalibration, with the old and new classifier versions.
     """
-    from audit.store import ParquetStore
 
     if flipped:
         sql = ("SELECT repo_id, method, reason, old_classifier_id, new_classifier_id, round(old_p_drift, 3) AS old_p, "
@@ -124,8 +123,13 @@ def verdicts(
         sql = ("SELECT repo_id, method, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective, "
                "round(severity_score, 3) AS severity_score, reason FROM current_verdicts "
                "WHERE (? IS NULL OR method = ?) ORDER BY method, p_drift DESC NULLS LAST, repo_id")
-    con = ParquetStore(store).connect()
+    con = open_store(store).connect()
     try:
+        if method is not None:
+            known = [r[0] for r in con.execute("SELECT DISTINCT method FROM adapters WHERE method IS NOT NULL "
+                                               "ORDER BY 1").fetchall()]
+            if method not in known:
+                fail(f"no adapter of method {method!r} in the store; its methods: {', '.join(known) or 'none yet'}")
         cur = con.execute(sql, [method, method])
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()

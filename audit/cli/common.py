@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from audit.store import ParquetStore
 
 err_console = Console(stderr=True)
 
 STORE_OPTION = Annotated[
     str,
     typer.Option("--store", "-s", envvar="LORA_AUDIT_STORE",
-                 help="The audit store: a folder (created if missing) or an object-store URI. "
-                      "Env: LORA_AUDIT_STORE."),
+                 help="The audit store: a folder or an object-store URI (a scan creates a missing "
+                      "folder; commands that only read refuse one). Env: LORA_AUDIT_STORE."),
 ]
 
 
@@ -21,3 +24,21 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error for a person and exit with ``code``."""
     err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)  # one line, never broken
     raise typer.Exit(code)
+
+
+def open_store(location: str, *, create: bool = False) -> "ParquetStore":
+    """The store at ``location``; a path that is a file, or (``create`` false: the commands that only
+    read) a store that does not exist, is one error line and exit 2."""
+    from audit.errors import ConfigurationError
+    from audit.store import ParquetStore
+
+    try:
+        return ParquetStore(location, create=create)
+    except ConfigurationError as exc:
+        fail(exc.message)
+
+
+def one_line(message: str) -> str:
+    """A multi-line library message (DuckDB's caret diagrams) as one line."""
+    parts = [p.strip() for p in str(message).splitlines()]
+    return " ".join(p for p in parts if p and set(p) != {"^"})

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from audit.cli.common import STORE_OPTION
+from audit.cli.common import STORE_OPTION, open_store
 
 
 def compact(
@@ -19,10 +19,9 @@ def compact(
     Safe while scans run: files written during compaction are left alone, and a compaction
     interrupted half way leaves nothing visible twice.
     """
-    from audit.store import ParquetStore
     from audit.store.compact import compact as run
 
     console = Console()
-    for c in run(ParquetStore(store), min_files=min_files):
+    for c in run(open_store(store), min_files=min_files):
         console.print(f"{c.table}: {c.files_in} files in {c.partitions} partitions -> {c.partitions} files "
                       f"({c.rows_in} rows, {c.rows_out} kept)")

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.cli.common import STORE_OPTION, fail
+from audit.cli.common import STORE_OPTION, fail, open_store
 from audit.cli.progress import Bar, progress_for
 from audit.cli.scan import apply_base_models, base_model_option_help
 
@@ -49,13 +49,12 @@ def probe(
     from audit.executors import InProcessExecutor, probe_specs
     from audit.progress import reporting_to
     from audit.scan import probe_stage
-    from audit.store import ParquetStore
 
     try:
         specs = probe_specs(probe_name, probe_prompts)
     except ConfigurationError as exc:
         fail(str(exc))
-    st = ParquetStore(store)
+    st = open_store(store)
     ids = _adapter_ids(st, adapter) if adapter else None
     if ray:
         from audit.raypool import RayExecutor

@@ -12,8 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.cli.common import STORE_OPTION, fail
-from audit.store import ParquetStore
+from audit.cli.common import STORE_OPTION, fail, one_line, open_store
 
 EXAMPLES = """
 Views: adapters, modules, findings, runs (one row per adapter_id and analyzer version), latest_adapters,
@@ -55,13 +54,17 @@ def query(
     max_rows: Annotated[int, typer.Option(help="Rows shown in table format (csv/json print all).")] = 200,
 ) -> None:
     """Run SQL over the audit store (DuckDB views over the Parquet files)."""
-    con = ParquetStore(store).connect()
+    con = open_store(store).connect()
     try:
         result = con.execute(sql)
         columns = [d[0] for d in result.description] if result.description else []
         rows = result.fetchall()
+    except duckdb.CatalogException as exc:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND view_name NOT LIKE '\_%' ESCAPE '\\' "
+                                           "ORDER BY view_name").fetchall()]
+        fail(f"query failed: {one_line(str(exc))} (the store's views: {', '.join(views)})")
     except duckdb.Error as exc:
-        fail(f"query failed: {exc}")
+        fail(f"query failed: {one_line(str(exc))}")
     finally:
         con.close()
     emit(columns, rows, format, max_rows)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.cli.common import STORE_OPTION, fail
+from audit.cli.common import STORE_OPTION, fail, open_store
 from audit.cli.progress import Bar, progress_for
 from audit.errors import ConfigurationError
 from audit.placement import RAY_THRESHOLD, Placement
@@ -96,6 +96,7 @@ def scan(
     if registry is not None and not registry.is_dir():
         fail(f"registry folder {str(registry)!r} does not exist or is not a folder")
     apply_base_models(base_model)
+    open_store(store, create=True)  # a path that is a file: one line before anything starts
     from audit.progress import reporting_to
 
     use_flow = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
@@ -112,7 +113,7 @@ def scan(
                     in_process=True if in_process else None, workers=workers, ray_address=ray_address,
                     ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts))
         except ConfigurationError as exc:
-            fail(str(exc))
+            fail(exc.message)
     print_summary(summary, store)
 
 

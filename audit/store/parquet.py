@@ -55,15 +55,19 @@ class ParquetStore:
     """Writes rows to the store and hands out DuckDB connections with views over it.
 
     Args:
-        location: a local folder (created if missing) or a URI such as ``s3://bucket/prefix``.
+        location: a local folder (created if missing, unless ``create`` is false) or a URI such as
+            ``s3://bucket/prefix``.
         filesystem: a pyarrow filesystem to use instead of resolving ``location`` (which is then
             a path inside it).
+        create: create a missing local folder (readers pass ``False``: a mistyped path is an
+            error, not a new empty store).
 
     Raises:
-        ConfigurationError: the location cannot be opened.
+        ConfigurationError: the location cannot be opened, is a file, or (``create=False``) does
+            not exist.
     """
 
-    def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None) -> None:
+    def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None, *, create: bool = True) -> None:
         loc = str(location)
         if filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem):
             self.fs, self.root, self.local = filesystem, loc.rstrip("/"), False
@@ -75,6 +79,10 @@ class ParquetStore:
                 self.local = False
             else:
                 path = Path(loc.removeprefix("file://")).expanduser().resolve()
+                if path.exists() and not path.is_dir():
+                    raise ConfigurationError(f"cannot open store {loc!r}: it is a file, not a store folder")
+                if not create and not path.exists():
+                    raise ConfigurationError(f"no store at {loc!r} (a scan creates one: lora-audit scan --store {loc})")
                 path.mkdir(parents=True, exist_ok=True)
                 self.fs, self.root, self.local = pafs.LocalFileSystem(), path.as_posix(), True
         except (OSError, pa.ArrowException) as exc:
