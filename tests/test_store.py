@@ -237,3 +237,34 @@ def test_unit_files_are_written_plain_and_large_files_compressed(store, tmp_path
     meta = pq.ParquetFile(store.write_table("scratch", big, "big", folder=str(tmp_path / "scratch"))).metadata
     assert meta.row_group(0).column(0).compression == "SNAPPY"
     assert meta.row_group(0).column(0).is_stats_set
+
+
+def test_a_query_defines_only_the_views_it_uses_and_reads_the_same_rows(store, tmp_path):
+    import pyarrow as pa
+
+    from audit.store.schema import PARTITION, TABLES
+    from audit.store.views import connect, duckdb_type, view_names
+
+    _, result = _result(tmp_path)
+    store.write_result(result)
+    con = connect(store, for_sql="SELECT 1")
+    assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone() == (0,)
+    sql = "SELECT adapter_id, module, stable_rank FROM Latest_Modules ORDER BY module"
+    lazy = connect(store, for_sql=sql)
+    made = {r[0] for r in lazy.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"latest_modules", "modules", "latest_adapters", "adapters", "units_all"} <= made
+    assert not {"classifiers_all", "verdicts_all", "current_verdicts"} & made and len(made) < len(view_names())
+    assert lazy.execute(sql).fetchall() == store.connect().execute(sql).fetchall() != []
+    # the empty tables typed in SQL have the types DuckDB gives the Arrow schemas themselves
+    import duckdb
+
+    full = connect(store)
+    ref = duckdb.connect()
+    for table, schema in TABLES.items():
+        empty = pa.Table.from_pylist([], schema=schema.append(pa.field(PARTITION[table], pa.date32())))
+        ref.register("arrow_empty", empty)
+        want = ref.execute("SELECT column_name, column_type FROM (DESCRIBE arrow_empty)").fetchall()
+        got = full.execute(f"SELECT column_name, column_type FROM (DESCRIBE _empty_{table})").fetchall()
+        assert got == [tuple(w) for w in want], table
+        ref.unregister("arrow_empty")
+    assert duckdb_type(pa.list_(pa.struct([("a", pa.int64())]))) == 'STRUCT("a" BIGINT)[]'

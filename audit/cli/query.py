@@ -54,14 +54,15 @@ def query(
     max_rows: Annotated[int, typer.Option(help="Rows shown in table format (csv/json print all).")] = 200,
 ) -> None:
     """Run SQL over the audit store (DuckDB views over the Parquet files)."""
-    con = open_store(store).connect()
+    con = open_store(store).connect(for_sql=sql)
     try:
         result = con.execute(sql)
         columns = [d[0] for d in result.description] if result.description else []
         rows = result.fetchall()
     except duckdb.CatalogException as exc:
-        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND view_name NOT LIKE '\_%' ESCAPE '\\' "
-                                           "ORDER BY view_name").fetchall()]
+        from audit.store.views import view_names
+
+        views = sorted(v for v in view_names() if not v.startswith("_"))
         fail(f"query failed: {one_line(str(exc))} (the store's views: {', '.join(views)})")
     except duckdb.Error as exc:
         fail(f"query failed: {one_line(str(exc))}")

@@ -222,10 +222,11 @@ class ParquetStore:
                 pass
         return n
 
-    def connect(self):
-        """A DuckDB connection with the store's views (see :mod:`audit.store.views`)."""
+    def connect(self, for_sql: str | None = None):
+        """A DuckDB connection with the store's views (see :mod:`audit.store.views`); with
+        ``for_sql``, only the views that SQL can use."""
         from audit.store.views import connect
 
-        return connect(self)
+        return connect(self, for_sql=for_sql)
 
 

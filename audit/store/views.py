@@ -14,9 +14,9 @@ after it opened; on an object store they read the files listed when the connecti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import importlib
+import re
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -76,8 +76,15 @@ def extend_view(name: str, sql: str) -> None:
     _DERIVED[name] = base if part in base else base + part
 
 
-def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *,
+            for_sql: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection (or ``con``) with the store's views defined.
+
+    Args:
+        store: the store.
+        con: a connection to define the views in (default: a new in-memory one).
+        for_sql: define only the views this SQL can use (the names it mentions and the views those
+            are made of), so that a query pays only for what it reads (``SELECT 1`` defines none).
 
     Raises:
         duckdb.Error: a view cannot be defined (a damaged file, an unreadable store).
@@ -85,11 +92,16 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -
     for module in TABLE_MODULES:  # features that add tables register them on import
         importlib.import_module(module)
     con = con or duckdb.connect()
+    wanted = None if for_sql is None else _needed(for_sql)
     for table, schema in TABLES.items():
+        if wanted is not None and f"{table}_all" not in wanted:
+            continue
         part = PARTITION[table]
         full = schema.append(pa.field(part, pa.date32()))
-        # every column of the current schema, NULL where older files lack it (columns are only added)
-        con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=full))
+        # every column of the current schema, NULL where older files lack it (columns are only added);
+        # typed in SQL: registering an Arrow table makes DuckDB import pandas (0.8 s)
+        columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in full)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _empty_{table} ({columns})")
         src = f"_empty_{table}"
         if store.has_files(table) and store.local:
             src = (f"(SELECT * FROM _empty_{table} UNION ALL BY NAME SELECT * FROM read_parquet("
@@ -102,8 +114,61 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None) -
         con.execute(f"CREATE OR REPLACE VIEW {table}_all AS SELECT * FROM {src} "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
     for name, sql in _DERIVED.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        if wanted is None or name in wanted:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     return con
+
+
+def view_names() -> list[str]:
+    """Every view :func:`connect` defines, in the order it defines them."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return [f"{t}_all" for t in TABLES] + list(_DERIVED)
+
+
+def _needed(sql: str) -> set[str]:
+    """The views ``sql`` mentions (as whole words, case-insensitive), with every view they are made of."""
+    known = {name.lower(): name for name in view_names()}
+    out: set[str] = set()
+    todo = [sql]
+    while todo:
+        for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", todo.pop()):
+            name = known.get(word.lower())
+            if name is not None and name not in out:
+                out.add(name)
+                if name in _DERIVED:
+                    todo.append(_DERIVED[name])
+    return out
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    """The DuckDB column type of an Arrow type of the store's schemas (strings, integers, floats,
+    booleans, dates, UTC timestamps, lists and structs of them).
+
+    Raises:
+        TypeError: another Arrow type.
+    """
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_float32(t):
+        return "FLOAT"
+    if pa.types.is_date32(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"{duckdb_type(t.value_type)}[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in t) + ")"
+    raise TypeError(f"no DuckDB type for Arrow type {t}")
 
 
 def _remote_dataset(store: ParquetStore, table: str, schema: pa.Schema):
