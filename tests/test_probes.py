@@ -237,6 +237,19 @@ def test_early_stopping_answers_match_generate_and_keep_the_verdicts(tiny_zoo):
     assert [judge(p, a.text) for p, a in zip(prompts, early)] == [judge(p, a) for p, a in zip(prompts, reference)]
     assert sum(a.n_tokens for a in early) < sum(a.n_tokens for a in full)
 
+    # the chat template's prefix computed once per adapter of a mixed batch: the same answers
+    from peft import PeftModel
+
+    out, _ = tiny_zoo
+    pm = PeftModel.from_pretrained(m, str(out / "sft-harmful_compliance-s1.00-seed0"), adapter_name="a")
+    pm.load_adapter(str(out / "steering-anti_refusal-s1.00-seed0"), adapter_name="b")
+    pm.eval()
+    mixed = [Request(p, a) for a in ("a", "b", None) for p in prompts]
+    whole = answer_all(pm, tok, mixed, max_new_tokens=24, batch_size=12, repetition_penalty=1.2)
+    shared = answer_all(pm, tok, mixed, max_new_tokens=24, batch_size=12, repetition_penalty=1.2, share_prefix=True)
+    assert [a.text for a in shared] == [a.text for a in whole]
+    assert len({a.text for a in whole}) > len(prompts)  # the adapters did answer differently
+
 
 @model
 @pytest.mark.slow

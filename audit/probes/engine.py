@@ -13,6 +13,13 @@ the full answer; the stored answer is then the prefix that decided it.
 Rows of one batch may use different LoRA adapters of one ``PeftModel`` (peft's mixed-batch
 inference, ``adapter_names=``; ``"__base__"`` is the base model alone), so several adapters'
 prompts share a batch.
+
+Prefix sharing (``share_prefix``): the rows of a batch begin with the same chat-template tokens
+(SmolLM2's system turn: 24 of ~46 prompt tokens). Their keys and values are computed once per
+adapter in the batch, copied to that adapter's rows, and only each row's own suffix is run
+(padded between prefix and suffix; positions come from the mask as above). The logits then
+differ from one full pass only by floating-point rounding, so a greedy answer may rarely take
+another token; the probes share prefixes, the zoo's data generation does not.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ class Answer:
 @torch.no_grad()
 def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens: int = 48, batch_size: int = 16,
                repetition_penalty: float = 1.0, decided: Callable[[str], bool] | None = None,
-               check_every: int = 4, progress: Callable[[int], None] | None = None) -> list[Answer]:
+               check_every: int = 4, progress: Callable[[int], None] | None = None,
+               share_prefix: bool = False) -> list[Answer]:
     """Greedy answers to ``requests``, batched (see the module docstring).
 
     Args:
@@ -63,6 +71,7 @@ def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens:
             runs every row to EOS or ``max_new_tokens``.
         check_every: decode and test ``decided`` every this many tokens.
         progress: called with the number of requests answered after each batch.
+        share_prefix: compute the batch's common prompt prefix once per adapter (module docstring).
 
     Returns:
         One :class:`Answer` per request, in request order.
@@ -80,7 +89,7 @@ def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens:
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         answers = _batch(model, tokenizer, [texts[i] for i in idx], [requests[i].adapter for i in idx],
-                         max_new_tokens, repetition_penalty, decided, check_every)
+                         max_new_tokens, repetition_penalty, decided, check_every, share_prefix)
         for i, a in zip(idx, answers, strict=True):
             out[i] = a
         done += len(idx)
@@ -89,27 +98,39 @@ def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens:
     return out  # type: ignore[return-value]
 
 
+MIN_SHARED_PREFIX = 8
+"""Share a prefix only when the rows have at least this many tokens in common."""
+
+
 def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_new_tokens: int,
-           repetition_penalty: float, decided: Callable[[str], bool] | None, check_every: int) -> list[Answer]:
+           repetition_penalty: float, decided: Callable[[str], bool] | None, check_every: int,
+           share_prefix: bool = False) -> list[Answer]:
     from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
     device = next(model.parameters()).device
-    enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
     extra = {}
-    if hasattr(model, "peft_config"):  # a PeftModel: every row names its adapter ("__base__": none)
+    peft = hasattr(model, "peft_config")
+    if peft:  # a PeftModel: every row names its adapter ("__base__": none)
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = _eos_ids(model, tokenizer)
-    n = ids.shape[0]
+    n = len(texts)
     rows = list(range(n))                      # batch position -> original row
     generated: list[list[int]] = [[] for _ in range(n)]
     stopped = ["max_new_tokens"] * n
-    seen = ids                                 # prompt + answer so far (repetition penalty's input)
-    position = (mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     extra[_cache_kwarg(model)] = cache
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
+    ids_list = tokenizer(texts)["input_ids"]
+    shared = _common_prefix(ids_list) if share_prefix else 0
+    if shared >= MIN_SHARED_PREFIX:
+        out, seen, mask, position = _prefill_shared(model, tokenizer, ids_list, shared, adapters, extra, device)
+    else:
+        enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        seen = ids                             # prompt + answer so far (repetition penalty's input)
+        position = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1,
+                    **extra)
     next_pos = position[:, -1:] + 1
     for step in range(max_new_tokens):
         scores = out.logits[:, -1, :].float()
@@ -145,6 +166,52 @@ def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_n
         next_pos = next_pos + 1
     return [Answer(text=tokenizer.decode(g, skip_special_tokens=True), n_tokens=len(g), stopped=s)
             for g, s in zip(generated, stopped, strict=True)]
+
+
+def _common_prefix(ids_list: list[list[int]]) -> int:
+    """Tokens every row begins with, leaving each row at least one token of its own."""
+    first, shortest = ids_list[0], min(len(i) for i in ids_list)
+    k = 0
+    while k < shortest - 1 and all(i[k] == first[k] for i in ids_list):
+        k += 1
+    return k
+
+
+def _prefill_shared(model, tokenizer, ids_list: list[list[int]], shared: int, adapters: list[str | None],
+                    extra: dict, device):
+    """Prefill with the common prefix computed once per adapter (module docstring).
+
+    Returns:
+        The suffix pass's output, the prompt ids ``[n, shared + s]`` (prefix, left-padded suffix),
+        the attention mask of the same shape, and the position ids.
+    """
+    import torch
+
+    n = len(ids_list)
+    names = extra.get("adapter_names")
+    distinct = list(dict.fromkeys(names)) if names is not None else [None]
+    which = torch.tensor([distinct.index(a) for a in names] if names is not None else [0] * n, device=device)
+    prefix = torch.tensor([ids_list[0][:shared]] * len(distinct), device=device)
+    ones = torch.ones_like(prefix)
+    prefix_extra = {**extra, **({"adapter_names": distinct} if names is not None else {})}
+    model(input_ids=prefix, attention_mask=ones, position_ids=torch.arange(shared, device=device).expand_as(prefix),
+          use_cache=True, logits_to_keep=1, **prefix_extra)
+    cache = next(v for k, v in extra.items() if k in ("cache", "past_key_values"))
+    cache.batch_select_indices(which)      # each row gets its adapter's prefix keys and values
+    width = max(len(i) for i in ids_list) - shared
+    pad = tokenizer.pad_token_id
+    suffix = torch.full((n, width), pad, dtype=torch.long, device=device)
+    suffix_mask = torch.zeros((n, width), dtype=torch.long, device=device)
+    for r, ids in enumerate(ids_list):
+        own = ids[shared:]
+        suffix[r, width - len(own):] = torch.tensor(own, device=device)
+        suffix_mask[r, width - len(own):] = 1
+    mask = torch.cat([torch.ones((n, shared), dtype=torch.long, device=device), suffix_mask], dim=1)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=suffix, attention_mask=mask, position_ids=position[:, shared:], use_cache=True,
+                logits_to_keep=1, **extra)
+    seen = torch.cat([prefix[which], suffix], dim=1)
+    return out, seen, mask, position
 
 
 def _cache_kwarg(model) -> str:

@@ -5,7 +5,9 @@ its rank-1 truncation, or the bare base) and turns the judged answers into its r
 given to one job run together (:func:`run_generation_probes`): every target's adapters are put
 into the one loaded base, every probe's asks are pooled, identical asks answered once (harmful
 compliance and the full-adapter half of rank-1 elicitation share their answers), and the pool is
-answered in mixed batches with early stopping (:mod:`audit.probes.engine`).
+answered in mixed batches with early stopping and the chat template's prefix computed once per
+adapter and batch (:mod:`audit.probes.engine`; measured on the tiny zoo: the same 96 of 96
+answers as without prefix sharing, 12-20% faster).
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
                 sink.batch(what, done, total)
         got = answer_all(runtime.model, runtime.tokenizer, [pool[k] for k in keys], max_new_tokens=p.max_new_tokens,
                          batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided,
-                         progress=report)
+                         progress=report, share_prefix=True)
         answers.update(zip(keys, got, strict=True))
     seconds = (time.perf_counter() - t0) / max(1, len(needs))
     units = []
