@@ -122,6 +122,9 @@ def test_help_explains():
     assert res.exit_code == 0 and "scan" in res.output and "query" in res.output
     res = runner.invoke(app, ["query", "--help"])
     assert "Examples" in res.output and "latest_adapters" in res.output
+    res = runner.invoke(app, ["scan", "--help"])
+    assert "--no-probes" in res.output and "<int>" in res.output  # options that take a value say so
+    assert "<bool>" not in res.output  # on/off flags take none
 
 
 @pytest.mark.slow
