@@ -1,0 +1,173 @@
+"""Benchmark: what an ad-hoc scan and a query cost as a person runs them, against AdapterSentry.
+
+From one run, each figure a ratio against an anchor measured in the same run:
+
+1. **CPU time of a whole-process scan** of the real adapters (``../shared/realworld``; fresh store
+   and hash cache each time): ``lora-audit scan --in-process --no-probes`` against the peer's
+   ``adaptersentry batch --workers 1 --no-cache`` on the same folder (paired runs, median). CPU
+   time is the user + system time of the process and its children (``resource.getrusage``).
+2. **Wall time** of ``lora-audit --help`` and ``lora-audit query "SELECT 1"`` (median of 5).
+3. **Bytes read on a first scan**: the scan, in a fresh process, reports its own ``rchar``
+   (``/proc/self/io``: bytes read through ``read()``) against the size of the registry's weights
+   files.
+4. With ``--copies N`` (default 0: skipped), a registry of N copies of realworld, 2 workers each:
+   whole-process wall time of ``lora-audit scan --workers 2`` against ``adaptersentry batch
+   --workers 2``.
+
+The peer (``adaptersentry==2.0.2``) is installed in its own venv (``--peer-venv``, created if
+missing); when that fails, its figures are skipped with a message.
+
+Usage: python benchmarks/startup.py [--realworld DIR] [--peer-venv DIR] [--repeats 3] [--copies 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = "adaptersentry==2.0.2"
+CLI = [sys.executable, "-m", "audit.cli"]
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """(wall s, CPU s of the process and its children, exit code)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode not in (0, 1, 2):
+        print(f"  {' '.join(cmd[:4])}... exited {proc.returncode}: {proc.stderr[-500:]}")
+    return wall, cpu, proc.returncode
+
+
+def peer_bin(venv: Path) -> Path | None:
+    exe = venv / "bin" / "adaptersentry"
+    if exe.is_file():
+        return exe
+    print(f"installing {PEER} into {venv} ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", PEER], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"  cannot install {PEER} ({exc}): the peer's figures are skipped")
+        return None
+    return exe if exe.is_file() else None
+
+
+def env_for(work: Path) -> dict[str, str]:
+    return {**os.environ, "LORA_AUDIT_CACHE_DIR": str(work / "cache"), "PREFECT_HOME": str(work / "prefect"),
+            "PYTHONPATH": str(ROOT), "HOME": str(work / "home")}
+
+
+def weights_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
+
+
+READ_PROBE = """
+import sys
+from audit.cli import main
+import atexit
+def report():
+    io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+    print("RCHAR", io["rchar"], file=sys.stderr)
+atexit.register(report)
+sys.argv = ["lora-audit", *sys.argv[1:]]
+main()
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--realworld", type=Path, default=ROOT.parent / "shared" / "realworld")
+    ap.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "adaptersentry-venv")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if not (args.realworld / "MANIFEST.tsv").is_file():
+        sys.exit(f"no real adapters at {args.realworld}")
+    peer = peer_bin(args.peer_venv)
+    out: dict = {}
+
+    print(f"1. whole-process CPU time of a scan of {args.realworld} ({args.repeats} paired runs)")
+    ours, theirs = [], []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory() as d:
+            work = Path(d)
+            _, cpu, rc = run_measured([*CLI, "scan", "--registry", str(args.realworld), "--store", str(work / "s"),
+                                       "--in-process", "--no-probes"], env_for(work))
+            ours.append(cpu)
+            if peer is not None:
+                _, pcpu, _ = run_measured([str(peer), "batch", "--input-dir", str(args.realworld), "--workers", "1",
+                                           "--no-cache", "--output-dir", str(work / "peer")], env_for(work))
+                theirs.append(pcpu)
+        print(f"  run {i + 1}: lora-audit {ours[-1]:.2f} s CPU (exit {rc})"
+              + (f", adaptersentry {theirs[-1]:.2f} s CPU" if theirs else ""), flush=True)
+    out["scan_cpu_s"] = statistics.median(ours)
+    line = f"  lora-audit scan: {out['scan_cpu_s']:.2f} s CPU (median)"
+    if theirs:
+        out["peer_cpu_s"] = statistics.median(theirs)
+        out["cpu_ratio"] = out["scan_cpu_s"] / out["peer_cpu_s"]
+        line += f"; adaptersentry batch: {out['peer_cpu_s']:.2f} s; ratio {out['cpu_ratio']:.2f}x (target <= 0.5x)"
+    print(line)
+
+    print("2. wall time of a command that only reads (median of 5)")
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        store = work / "s"
+        subprocess.run([*CLI, "scan", "--registry", str(args.realworld), "--store", str(store), "--in-process",
+                        "--no-probes"], env=env_for(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, cmd in (("--help", [*CLI, "--help"]), ("query SELECT 1", [*CLI, "query", "--store", str(store),
+                                                                             "SELECT 1"])):
+            walls = [run_measured(cmd, env_for(work))[0] for _ in range(5)]
+            out[f"wall_{name}"] = statistics.median(walls)
+            print(f"  lora-audit {name}: {out[f'wall_{name}']:.2f} s (target < 0.5 s)")
+
+    print("3. bytes read by a first scan")
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        proc = subprocess.run([sys.executable, "-c", READ_PROBE, "scan", "--registry", str(args.realworld), "--store",
+                               str(work / "s"), "--in-process", "--no-probes"], env=env_for(work),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        rchar = int(next(ln.split()[1] for ln in proc.stderr.splitlines() if ln.startswith("RCHAR")))
+        size = weights_bytes(args.realworld)
+        out["rchar"], out["weights_bytes"] = rchar, size
+        print(f"  read {rchar / 1e6:.1f} MB through read() for {size / 1e6:.1f} MB of weights files: "
+              f"{rchar / size:.2f}x (python, libraries and the store included; target: each weights byte once)")
+
+    if args.copies:
+        print(f"4. {args.copies} copies of realworld, 2 workers each")
+        with tempfile.TemporaryDirectory() as d:
+            work = Path(d)
+            reg = work / "reg"
+            for k in range(args.copies):
+                shutil.copytree(args.realworld, reg / f"copy{k:02d}", ignore=shutil.ignore_patterns("MANIFEST.tsv"))
+            wall, cpu, _ = run_measured([*CLI, "scan", "--registry", str(reg), "--store", str(work / "s"),
+                                         "--workers", "2", "--no-probes"], env_for(work))
+            out["copies_wall_s"] = wall
+            line = f"  lora-audit scan --workers 2: {wall:.1f} s wall"
+            if peer is not None:
+                pwall, _, _ = run_measured([str(peer), "batch", "--input-dir", str(reg), "--workers", "2", "--no-cache",
+                                            "--output-dir", str(work / "peer")], env_for(work))
+                out["peer_copies_wall_s"] = pwall
+                line += f"; adaptersentry batch --workers 2: {pwall:.1f} s; ratio {wall / pwall:.2f}x (target <= 1x)"
+            print(line)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
