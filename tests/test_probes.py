@@ -186,6 +186,17 @@ def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_
     assert all(r.p_drift is not None and 0 <= r.p_drift <= 1 and r.classifier_id == f"{r.method}.drift.v1"
                and r.feature_set == DIRECTIONAL for r in rows)
 
+    # an sft adapter whose base model is not on this machine: spectra, no directions, so the
+    # directional sft detector gives it a reason, never a guess
+    other = tmp_path / "reg" / "team" / "sft-elsewhere"
+    shutil.copytree(out / "sft-healthy-seed0", other)
+    cfg = json.loads((other / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "someone/not-on-this-machine"
+    (other / "adapter_config.json").write_text(json.dumps(cfg))
+    scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(AnalyzerSpec.of("directions"),))
+    [row] = [r for r in score(store) if r.repo_id == "team/sft-elsewhere"]
+    assert (row.method, row.p_drift, row.reason) == ("sft", None, "no_directional_features")
+
 
 @model
 @pytest.mark.slow
