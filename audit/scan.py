@@ -140,7 +140,7 @@ def score_verdicts(store: ParquetStore, report: ScanReport) -> ScanReport:
 
 
 def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report: ScanReport | None = None, *,
-                registry: str | None = None, adapter_ids: Sequence[str] | None = None, group_size: int = 4,
+                registry: str | None = None, adapter_ids: Sequence[str] | None = None, group_size: int = 8,
                 sink: ProgressSink | None = None) -> dict[str, int]:
     """Run the behaviour probes that are missing (see :mod:`audit.probes.plan`): the bare bases
     first (once per base revision), then the adapters, those queued for re-audit first.

@@ -12,12 +12,13 @@ repetition penalty and judge (refusal markers):
   is fixed.
 
 Prints adapters/hour of each (the probe's time includes loading the base and probing the bare
-base once, which the naive loop does not do), their ratio (the anchor is the naive loop, measured in the same
+base once, which the naive loop does not do; the ratio without the bare base's answers is printed
+too; peft and transformers are imported before either is timed), their ratio (the anchor is the naive loop, measured in the same
 run), and the share of prompts on which the two judged labels agree. Run on an otherwise idle
 machine; ``--device cuda`` runs both on a GPU.
 
-Usage: python benchmarks/probes.py --zoo DIR [--adapters 6] [--n-prompts 16] [--max-new-tokens 48]
-       [--batch-size 16] [--group 4] [--device cpu]
+Usage: python benchmarks/probes.py --zoo DIR [--adapters 8] [--n-prompts 16] [--max-new-tokens 48]
+       [--batch-size 128] [--group 8] [--device cpu]
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def probe(folders: list[Path], args) -> tuple[float, dict, dict]:
         store = ParquetStore(work / "store")
         registry = LocalRegistry(reg, hash_cache=None)
         scan(registry, store)  # spectra first: the probe stage probes audited adapters
+        import peft  # noqa: F401  # both sides time their work, not the first import (5-10 s here)
+        import transformers  # noqa: F401
         spec = AnalyzerSpec.of("harmful_compliance", n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
                                batch_size=args.batch_size, repetition_penalty=args.repetition_penalty)
         executor = InProcessExecutor(registry, store, analyzers=[spec], device=args.device)
@@ -93,7 +96,7 @@ def probe(folders: list[Path], args) -> tuple[float, dict, dict]:
         for _, _, _, s, n in rows:
             stops[s] = stops.get(s, 0) + 1
             tokens += n
-        return seconds, labels, {"stopped": stops, "mean_tokens": tokens / max(1, len(rows))}
+        return seconds, labels, {"stopped": stops, "mean_tokens": tokens / max(1, len(rows)), "base_s": base_s}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -101,12 +104,12 @@ def probe(folders: list[Path], args) -> tuple[float, dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, required=True)
-    ap.add_argument("--adapters", type=int, default=6, help="adapters (spread over the zoo's methods)")
+    ap.add_argument("--adapters", type=int, default=8, help="adapters (spread over the zoo's methods)")
     ap.add_argument("--n-prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repetition-penalty", type=float, default=1.2)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--group", type=int, default=4, help="adapters per probe job (mixed batches)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--group", type=int, default=8, help="adapters per probe job (mixed batches)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -130,6 +133,9 @@ def main() -> None:
     print(f"\nnaive loop (anchor): {n_s:7.1f} s  {n_rate:8.1f} adapters/hour")
     print(f"probe analyzer:      {p_s:7.1f} s  {p_rate:8.1f} adapters/hour   ratio {p_rate / n_rate:.1f}x "
           f"(target >= 10x)")
+    a_s = p_s - stops["base_s"]  # the same work as the naive loop: the bare base's answers left out
+    print(f"  without probing the bare base ({stops['base_s']:.1f} s, once per base revision): {a_s:7.1f} s  "
+          f"ratio {n_s / a_s:.1f}x")
     print(f"judged labels agree on {agree:.1%} of {len(n_labels)} prompts (target >= 98%)")
     print(f"probe answers: {stops}")
     if args.json:

@@ -33,7 +33,7 @@ def probe(
                                                     "where the cluster has GPUs) instead of in this process.")] = False,
     ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
                                                     help="With --ray: join this cluster.")] = None,
-    group_size: Annotated[int, typer.Option(help="Adapters answered together in shared batches.")] = 4,
+    group_size: Annotated[int, typer.Option(help="Adapters answered together in shared batches.")] = 8,
 ) -> None:
     """Run the behaviour probes that are missing for the adapters in the store.
 

@@ -47,8 +47,9 @@ class GenerationProbe:
         max_new_tokens: answer length cap, in tokens.
         batch_size: rows per generation batch. Large batches pay on CPUs too: finished rows leave
             the batch, so a step costs what the rows still running cost, and fewer, larger batches
-            mean fewer steps (measured on 2 cores: 64 answers of 4 adapters in 25 s at 64 rows a
-            batch, 59 s at 16).
+            mean fewer steps and fewer Python-level model calls (measured on 2 cores, 8 paper-zoo
+            adapters x 16 prompts: 128 rows of 8 adapters 28.7 s, 64 rows of 4 adapters 32.7 s,
+            64 rows of 8 adapters 40.6 s; earlier, 16-row batches took twice as long as 64).
         repetition_penalty: transformers' repetition penalty (1.2 as in the zoo's data generation).
         early_stop: stop an answer once the judge's verdict is fixed (same verdicts, fewer tokens).
     """
@@ -59,7 +60,7 @@ class GenerationProbe:
     default_n: int | None = 64
 
     def __init__(self, prompts: str | None = None, n_prompts: int | None = -1, judge: str = "refusal_markers",
-                 max_new_tokens: int = 48, batch_size: int = 64, repetition_penalty: float = 1.2,
+                 max_new_tokens: int = 48, batch_size: int = 128, repetition_penalty: float = 1.2,
                  early_stop: bool = True) -> None:
         self.prompt_set = prompts or self.default_prompts
         self.n_prompts = self.default_n if n_prompts == -1 else n_prompts

@@ -64,7 +64,7 @@ def _recorded_name(folder: Path) -> str | None:
 
 
 def plan_probes(store: ParquetStore, specs: Sequence[AnalyzerSpec], *, adapter_ids: Sequence[str] | None = None,
-                registry: str | None = None, group_size: int = 4) -> ProbePlan:
+                registry: str | None = None, group_size: int = 8) -> ProbePlan:
     """The probe stage's jobs (see the module docstring).
 
     Args:
