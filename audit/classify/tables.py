@@ -74,6 +74,8 @@ class VerdictRow(_Row):
     """``p_drift >= 0.5``."""
     objective: str | None
     severity_score: float | None
+    """How far a drifted adapter went (the severity ranker's score, a ranking within the method);
+    ``None`` where the detector says healthy (the ranker is fitted on drifted adapters only)."""
     reason: str | None
     """Why there is no verdict (``method_unknown``, ``no_classifier_for_method``...)."""
     feature_set: str | None

@@ -127,7 +127,7 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
             clf = classifiers[m]
             p, objective, severity = clf.judge(m, feats[adapter_id])
             out.append(VerdictRow(**base, classifier_id=clf.classifier_id, p_drift=p, drifted=p >= 0.5,
-                                  objective=objective, severity_score=severity, reason=None,
+                                  objective=objective, severity_score=severity if p >= 0.5 else None, reason=None,
                                   feature_set=clf.feature_set))
         else:
             reason = ("no_spectra" if status not in ("ok", "partial") else
