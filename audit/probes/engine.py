@@ -82,14 +82,15 @@ def answer_all(model, tokenizer, requests: Sequence[Request], *, max_new_tokens:
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be at least 1")
     texts = chat_texts(tokenizer, [r.prompt for r in requests])
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    order = sorted(range(len(requests)), key=lambda i: (lengths[i], requests[i].adapter or ""))
+    token_ids = tokenizer(texts)["input_ids"]  # once: the sort key, and the shared prefix's input
+    order = sorted(range(len(requests)), key=lambda i: (len(token_ids[i]), requests[i].adapter or ""))
     out: list[Answer | None] = [None] * len(requests)
     done = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        answers = _batch(model, tokenizer, [texts[i] for i in idx], [requests[i].adapter for i in idx],
-                         max_new_tokens, repetition_penalty, decided, check_every, share_prefix)
+        answers = _batch(model, tokenizer, [texts[i] for i in idx], [token_ids[i] for i in idx],
+                         [requests[i].adapter for i in idx], max_new_tokens, repetition_penalty, decided,
+                         check_every, share_prefix)
         for i, a in zip(idx, answers, strict=True):
             out[i] = a
         done += len(idx)
@@ -102,15 +103,14 @@ MIN_SHARED_PREFIX = 8
 """Share a prefix only when the rows have at least this many tokens in common."""
 
 
-def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_new_tokens: int,
-           repetition_penalty: float, decided: Callable[[str], bool] | None, check_every: int,
+def _batch(model, tokenizer, texts: list[str], ids_list: list[list[int]], adapters: list[str | None],
+           max_new_tokens: int, repetition_penalty: float, decided: Callable[[str], bool] | None, check_every: int,
            share_prefix: bool = False) -> list[Answer]:
     from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
     device = next(model.parameters()).device
     extra = {}
-    peft = hasattr(model, "peft_config")
-    if peft:  # a PeftModel: every row names its adapter ("__base__": none)
+    if hasattr(model, "peft_config"):  # a PeftModel: every row names its adapter ("__base__": none)
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = _eos_ids(model, tokenizer)
@@ -120,10 +120,9 @@ def _batch(model, tokenizer, texts: list[str], adapters: list[str | None], max_n
     stopped = ["max_new_tokens"] * n
     cache = DynamicCache()
     extra[_cache_kwarg(model)] = cache
-    ids_list = tokenizer(texts)["input_ids"]
     shared = _common_prefix(ids_list) if share_prefix else 0
     if shared >= MIN_SHARED_PREFIX:
-        out, seen, mask, position = _prefill_shared(model, tokenizer, ids_list, shared, adapters, extra, device)
+        out, seen, mask, position = _prefill_shared(model, tokenizer, ids_list, shared, cache, extra, device)
     else:
         enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
         ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -177,9 +176,14 @@ def _common_prefix(ids_list: list[list[int]]) -> int:
     return k
 
 
-def _prefill_shared(model, tokenizer, ids_list: list[list[int]], shared: int, adapters: list[str | None],
-                    extra: dict, device):
+def _prefill_shared(model, tokenizer, ids_list: list[list[int]], shared: int, cache, extra: dict, device):
     """Prefill with the common prefix computed once per adapter (module docstring).
+
+    Args:
+        ids_list: each row's prompt token ids (unpadded), ``n`` rows.
+        shared: length of their common prefix, in tokens (each row has at least one more).
+        cache: the batch's empty ``DynamicCache``; filled with ``n`` rows of keys and values.
+        extra: the model's other keyword arguments (the cache, ``adapter_names`` per row).
 
     Returns:
         The suffix pass's output, the prompt ids ``[n, shared + s]`` (prefix, left-padded suffix),
@@ -196,7 +200,6 @@ def _prefill_shared(model, tokenizer, ids_list: list[list[int]], shared: int, ad
     prefix_extra = {**extra, **({"adapter_names": distinct} if names is not None else {})}
     model(input_ids=prefix, attention_mask=ones, position_ids=torch.arange(shared, device=device).expand_as(prefix),
           use_cache=True, logits_to_keep=1, **prefix_extra)
-    cache = next(v for k, v in extra.items() if k in ("cache", "past_key_values"))
     cache.batch_select_indices(which)      # each row gets its adapter's prefix keys and values
     width = max(len(i) for i in ids_list) - shared
     pad = tokenizer.pad_token_id

@@ -141,6 +141,11 @@ def _needed(sql: str) -> set[str]:
     return out
 
 
+_DUCKDB_SCALARS = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.bool_(): "BOOLEAN",
+                   pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
+                   pa.date32(): "DATE"}
+
+
 def duckdb_type(t: pa.DataType) -> str:
     """The DuckDB column type of an Arrow type of the store's schemas (strings, integers, floats,
     booleans, dates, UTC timestamps, lists and structs of them).
@@ -148,20 +153,9 @@ def duckdb_type(t: pa.DataType) -> str:
     Raises:
         TypeError: another Arrow type.
     """
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "VARCHAR"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_int32(t):
-        return "INTEGER"
-    if pa.types.is_float64(t):
-        return "DOUBLE"
-    if pa.types.is_float32(t):
-        return "FLOAT"
-    if pa.types.is_date32(t):
-        return "DATE"
+    scalar = _DUCKDB_SCALARS.get(t)
+    if scalar is not None:
+        return scalar
     if pa.types.is_timestamp(t):
         return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
     if pa.types.is_list(t) or pa.types.is_large_list(t):
