@@ -78,7 +78,10 @@ class Plugins(Generic[T]):
         Raises:
             UnknownPluginError: no such name (the message lists the known ones).
         """
-        self._load_builtins()
+        for module in self._builtins:  # in order, until one registers the name: a scan's spectra
+            if name in self._factories:  # analyzer loads no probe module (nor torch)
+                break
+            importlib.import_module(module)
         if name not in self._factories:
             raise UnknownPluginError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._factories))}")
         return self._factories[name]

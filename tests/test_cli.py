@@ -155,14 +155,36 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown label source 'nope'" in bad.output
 
 
+HEAVY_PROBE = ("import sys; from audit.cli import app\n"
+               "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+               "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect')\n"
+               "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))")
+
+
 def test_query_and_help_import_no_heavy_machinery(tmp_path):
     """A fresh `lora-audit query` / `--help` process imports neither torch, peft, transformers,
     Ray nor Prefect (they cost seconds and serve nobody on those calls)."""
-    code = ("import sys; from audit.cli import app\n"
-            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect')\n"
-            "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))")
+    code = HEAVY_PROBE
     for args in (["--help"], ["query", "--store", str(tmp_path / "s"), "SELECT 1 AS one"],
                  ["verdicts", "--store", str(tmp_path / "s")], ["scan", "--help"]):
         res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
         assert "IMPORTED []" in res.stdout, (args, res.stdout[-500:], res.stderr[-2000:])
+
+
+def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
+    """`lora-audit scan --no-probes` of a small registry (bf16 and fp32 adapters, a pickle, a bad
+    config) measures every spectrum without importing torch, peft, transformers, Ray or Prefect."""
+    root = _reg(tmp_path)
+    import torch
+
+    SynthAdapter(llama_like(2), dtype=torch.bfloat16).write(root / "half")
+    code = HEAVY_PROBE
+    env = {**os.environ, "LORA_AUDIT_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    res = subprocess.run([sys.executable, "-c", code, "scan", "--registry", str(root), "--store",
+                          str(tmp_path / "s"), "--no-probes"], capture_output=True, text=True, timeout=300, env=env)
+    assert "IMPORTED []" in res.stdout, (res.stdout[-1500:], res.stderr[-2000:])
+    out = runner.invoke(app, ["query", "--store", str(tmp_path / "s"), "--format", "json",
+                              "SELECT repo_id, status, n_modules FROM adapters ORDER BY repo_id"])
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert [(r["repo_id"], r["status"]) for r in rows] == [("bad", "failed"), ("good", "ok"), ("half", "ok")]
+    assert rows[1]["n_modules"] == rows[2]["n_modules"] > 0

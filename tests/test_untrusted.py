@@ -163,3 +163,27 @@ def test_integer_tensors_are_not_measured(tmp_path):
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     result = run(folder)
     assert "unsupported_dtype" in codes(result) and result.adapter.status == "failed"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2", "float16", "float32"])
+def test_arrays_read_without_torch_equal_torch_s_values(tmp_path, dtype):
+    """``read_array`` (numpy; bf16/fp8 widened from their bytes) gives exactly the values torch
+    reads, for every fp8 bit pattern and a spread of bf16 ones, with the shape kept."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    dt = getattr(torch, dtype)
+    if dtype.startswith("float8"):
+        t = torch.arange(256, dtype=torch.uint8).view(dt).reshape(16, 16)
+    else:
+        t = (torch.randn(12, 40, generator=torch.Generator().manual_seed(0)) * 1e3).to(dt)
+    path = tmp_path / "w.safetensors"
+    save_file({"x.lora_A.weight": torch.ones(2, 3), "y": t, "z.lora_B.weight": torch.zeros(3, 2)}, str(path))
+    with SafeWeights(path, Limits()) as w:
+        got = w.read_array("y")
+        again = w.read("y")
+    ref = t.to(torch.float32).numpy()
+    assert got.shape == ref.shape and got.dtype in (np.float32, np.float16)
+    assert np.array_equal(got.astype(np.float32), ref, equal_nan=True)
+    assert again.dtype == dt

@@ -1,9 +1,12 @@
 """``adapter_config.json`` read with peft's own semantics.
 
-peft's ``PeftConfig.from_peft_type`` picks the config class from ``peft_type``, fills defaults and
-drops keys from newer peft versions; its ``get_pattern_key`` and ``check_target_module_exists``
-decide which ``rank_pattern``/``alpha_pattern`` entry and which ``target_modules`` apply to a
-module. This module turns the result into a small frozen record the rest of the audit uses.
+peft's ``PeftConfig.from_peft_type`` picks the config class from ``peft_type``, fills defaults,
+drops keys from newer peft versions and rejects what ``__post_init__`` rejects; its
+``get_pattern_key`` and ``check_target_module_exists`` decide which ``rank_pattern``/``alpha_pattern``
+entry and which ``target_modules`` apply to a module. Those rules are copied in
+:mod:`audit.adapter.peft_spec` (and checked against peft in the tests), so reading a config
+imports no peft; only a config with a nested initialisation sub-config is handed to peft itself.
+This module turns the result into a small frozen record the rest of the audit uses.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from audit.adapter import peft_spec
 from audit.errors import AdapterFormatError, LimitExceededError
 
 
@@ -58,20 +62,16 @@ class AdapterConfig(BaseModel):
 
     def module_rank(self, module: str) -> int | None:
         """Rank peft would give ``module``: its ``rank_pattern`` entry, else ``r``."""
-        from peft.utils.other import get_pattern_key
-
         if self.rank_pattern:
-            key = get_pattern_key(list(self.rank_pattern), module)
+            key = peft_spec.get_pattern_key(list(self.rank_pattern), module)
             if key in self.rank_pattern:
                 return int(self.rank_pattern[key])
         return self.r
 
     def module_alpha(self, module: str) -> float | None:
         """``lora_alpha`` peft would give ``module``: its ``alpha_pattern`` entry, else ``lora_alpha``."""
-        from peft.utils.other import get_pattern_key
-
         if self.alpha_pattern:
-            key = get_pattern_key(list(self.alpha_pattern), module)
+            key = peft_spec.get_pattern_key(list(self.alpha_pattern), module)
             if key in self.alpha_pattern:
                 return float(self.alpha_pattern[key])
         return self.lora_alpha
@@ -92,35 +92,30 @@ class AdapterConfig(BaseModel):
 
     def targets(self, module: str) -> bool:
         """Whether peft would put a LoRA layer on ``module`` (``check_target_module_exists``)."""
-        from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
-
         if self.target_modules is None:
             return True
-        found = check_target_module_exists(self, module)
-        return bool(found) and not isinstance(found, _ExcludedModule)
+        return peft_spec.target_module_exists(self.model_dump(), module)
 
 
 _FIELDS = tuple(AdapterConfig.model_fields)
 
 
 def parse_adapter_config(raw: bytes, *, max_bytes: int) -> AdapterConfig:
-    """Parse the bytes of ``adapter_config.json`` with peft's semantics.
+    """Parse the bytes of ``adapter_config.json`` with peft's semantics (peft 0.21, without importing it).
 
     Args:
         raw: the file's bytes.
         max_bytes: cap on ``len(raw)``.
 
     Returns:
-        An :class:`AdapterConfig`.
+        An :class:`AdapterConfig`. For a ``peft_type`` other than ``LORA`` only the type, task type
+        and base model are read (nothing else of such an adapter is measured).
 
     Raises:
         LimitExceededError: the file is larger than ``max_bytes``.
         AdapterFormatError: not JSON, not an object, no ``peft_type`` (code ``config_invalid``),
             a ``peft_type`` peft does not know (``unknown_peft_type``), or values peft rejects.
     """
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.config import PeftConfig
-
     file = "adapter_config.json"
     if len(raw) > max_bytes:
         raise LimitExceededError(f"config is {len(raw)} bytes, cap is {max_bytes}", file=file)
@@ -133,8 +128,36 @@ def parse_adapter_config(raw: bytes, *, max_bytes: int) -> AdapterConfig:
     peft_type = data.get("peft_type")
     if not isinstance(peft_type, str):
         raise AdapterFormatError("no 'peft_type' (peft cannot load this config)", code="config_invalid", file=file)
-    if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
+    if peft_type not in peft_spec.PEFT_TYPES:
         raise AdapterFormatError(f"peft does not know peft_type {peft_type!r}", code="unknown_peft_type", file=file)
+    if peft_type == "LORA" and peft_spec.needs_peft(data):
+        return _parse_with_peft(data, file)
+    if peft_type != "LORA":
+        values: dict[str, Any] = {"peft_type": peft_type, "task_type": data.get("task_type"),
+                                  "base_model_name_or_path": data.get("base_model_name_or_path")}
+        unexpected: tuple[str, ...] = ()
+    else:
+        values = {k: data.get(k, peft_spec.LORA_DEFAULTS.get(k)) for k in _FIELDS if k in peft_spec.LORA_FIELDS}
+        for key in ("target_modules", "exclude_modules"):  # LoraConfig.__post_init__ makes a list a set
+            if isinstance(values[key], list):
+                try:
+                    values[key] = _plain(set(values[key]))
+                except TypeError as exc:
+                    raise AdapterFormatError(f"peft rejects the config: {exc}", code="config_invalid",
+                                             file=file) from None
+        unexpected = tuple(sorted(k for k in data if k not in peft_spec.LORA_FIELDS))
+    problem = peft_spec.lora_config_errors(
+        {**peft_spec.LORA_DEFAULTS, **{k: v for k, v in data.items() if k in peft_spec.LORA_FIELDS}}
+        if peft_type == "LORA" else {"task_type": values["task_type"]})
+    if problem is not None:
+        raise AdapterFormatError(f"peft rejects the config: {problem}", code="config_invalid", file=file)
+    return _record(values, unexpected, file)
+
+
+def _parse_with_peft(data: dict[str, Any], file: str) -> AdapterConfig:
+    """peft's own ``PeftConfig.from_peft_type``, for what :mod:`audit.adapter.peft_spec` does not copy."""
+    from peft.config import PeftConfig
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -144,8 +167,14 @@ def parse_adapter_config(raw: bytes, *, max_bytes: int) -> AdapterConfig:
     known = set(type(cfg).__dataclass_fields__)
     values: dict[str, Any] = {k: _plain(getattr(cfg, k, None)) for k in _FIELDS if k in known}
     values["peft_type"] = str(getattr(cfg.peft_type, "value", cfg.peft_type))
-    values["task_type"] = None if cfg.task_type is None else str(getattr(cfg.task_type, "value", cfg.task_type))
-    values["unexpected_keys"] = tuple(sorted(k for k in data if k not in known))
+    values["task_type"] = cfg.task_type
+    return _record(values, tuple(sorted(k for k in data if k not in known)), file)
+
+
+def _record(values: dict[str, Any], unexpected: tuple[str, ...], file: str) -> AdapterConfig:
+    task = values.get("task_type")
+    values["task_type"] = None if task is None else str(getattr(task, "value", task))
+    values["unexpected_keys"] = unexpected
     values = {k: v for k, v in values.items() if v is not None or k in ("task_type",)}
     try:
         return AdapterConfig(**values)
@@ -154,7 +183,8 @@ def parse_adapter_config(raw: bytes, *, max_bytes: int) -> AdapterConfig:
 
 
 def _plain(value: Any) -> Any:
-    """peft keeps ``target_modules`` as a set: make it a sorted list (stable output)."""
+    """peft keeps ``target_modules`` as a set: make it a sorted list of the unique names (stable output;
+    a set with a non-string member is left for the record's validation to reject)."""
     if isinstance(value, (set, frozenset)):
-        return sorted(value)
+        return sorted(value) if all(isinstance(v, str) for v in value) else list(value)
     return value

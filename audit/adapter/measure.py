@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from audit.adapter.config import AdapterConfig
 from audit.adapter.keys import ModuleKeys, module_layer, module_type, plan_modules
@@ -74,7 +74,7 @@ def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog
         pending = _read_module(weights, config, keys, log, file)
         if pending is None:
             continue
-        size = 8 * (pending.a.numel() + pending.b.numel())
+        size = 8 * (pending.a.size + pending.b.size)
         if batch and batch_bytes + size > BATCH_BYTES:
             out.extend(_finish(batch, log, file))
             batch, batch_bytes = [], 0
@@ -101,12 +101,12 @@ def iter_factors(weights: SafeWeights, config: AdapterConfig, log: FindingLog):
 @dataclass(frozen=True)
 class ModuleFactors:
     """A module whose factors are read and checked: ``a`` ``[r, d_in]`` and ``b`` ``[d_out, r]`` as
-    matrices in the file's dtype, the LoRA scale, and whether the saved orientation is transposed
+    numpy matrices (the file's dtype; bf16/fp8 widened to float32 exactly), the LoRA scale, and whether the saved orientation is transposed
     (``fan_in_fan_out``: the delta weight is ``(s·B·A)ᵀ``)."""
 
     keys: ModuleKeys
-    a: torch.Tensor
-    b: torch.Tensor
+    a: np.ndarray
+    b: np.ndarray
     scale: float
     transposed: bool
     config_rank: int | None
@@ -135,17 +135,17 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
     config_rank = config.module_rank(name)
     try:
         scale = config.scale_for(name)
-        a, b = weights.read(keys.a.name), weights.read(keys.b.name)
+        a, b = weights.read_array(keys.a.name), weights.read_array(keys.b.name)
         if keys.embedding:  # lora_embedding_A: [r, num_embeddings], lora_embedding_B: [dim, r]
             a2, b2 = a, b
         else:
             a2, b2 = as_matrix_factors(a, b)
-        if a2.shape[0] != b2.shape[1] or a2.dim() != 2 or b2.dim() != 2:
+        if a2.shape[0] != b2.shape[1] or a2.ndim != 2 or b2.ndim != 2:
             raise AdapterFormatError(f"A {list(a.shape)} and B {list(b.shape)} do not pair", code="shape_mismatch")
     except AdapterFormatError as exc:
         log.per_module(STAGE, exc.code, name, exc.message, file=file)
         return None
-    kind = "embedding" if keys.embedding else ("conv" if a.dim() > 2 else "linear")
+    kind = "embedding" if keys.embedding else ("conv" if a.ndim > 2 else "linear")
     return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
                     config_rank=config_rank, kind=kind, dtype=a_info.dtype)
 

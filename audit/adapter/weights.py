@@ -7,20 +7,29 @@
   offsets and the byte lengths and memory-maps the file without reading tensors. On top of that,
   the caps of :class:`audit.limits.Limits` are enforced on what the header declares (file size,
   tensor count, dimensions, elements) before any tensor is materialized.
+- Tensors are read as numpy arrays (the spectra need no torch, whose import costs about 2 s of
+  CPU); bf16 and fp8, which numpy cannot hold, are widened exactly to float32 from their bytes at
+  the offsets of the header safetensors has validated. :meth:`SafeWeights.read` gives a torch
+  tensor in the stored dtype for the callers that load models.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+import numpy as np
 
 from audit.errors import AdapterFormatError, LimitExceededError, UnsafeFormatError
 from audit.limits import Limits
+
+if TYPE_CHECKING:
+    import torch
 
 WeightsFormat = Literal["safetensors", "pickle", "lfs_pointer", "unknown"]
 
@@ -28,7 +37,7 @@ SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-_TORCH_ONLY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}  # numpy has no such dtype: read through torch
+_TORCH_ONLY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}  # numpy has no such dtype
 
 
 @dataclass(frozen=True)
@@ -111,9 +120,10 @@ class SafeWeights:
     """A safetensors file opened under caps; tensors are read one at a time on request.
 
     The file is opened with safetensors' numpy framework (a tensor costs a few µs to read, a
-    quarter of what its torch framework takes); bf16 and fp8 tensors, which numpy cannot hold,
-    are read through a second, torch-framework handle opened on first need. Use as a context
-    manager. ``tensors`` lists the header (name, shape, dtype) in file order.
+    quarter of what its torch framework takes). :meth:`read_array` widens bf16 and fp8 tensors,
+    which numpy cannot hold, to float32 exactly; :meth:`read` returns torch tensors in the stored
+    dtype (through a second, torch-framework handle for bf16/fp8, opened on first need). Use as
+    a context manager. ``tensors`` lists the header (name, shape, dtype) in file order.
 
     Raises (from the constructor):
         LimitExceededError: the file, a dimension, a tensor or the total exceeds ``limits``.
@@ -132,6 +142,7 @@ class SafeWeights:
             self._handle = safe_open(str(path), framework="numpy")
             self._file = self._handle.__enter__()
             self._torch_handle: object | None = None
+            self._offsets: dict[str, tuple[int, int]] | None = None
             names = list(self._file.keys())
         except (SafetensorError, OSError, ValueError) as exc:
             raise AdapterFormatError(f"safetensors rejects the file: {exc}", code="safetensors_invalid",
@@ -163,8 +174,25 @@ class SafeWeights:
     def is_float(self, name: str) -> bool:
         return self.tensors[name].dtype in _FLOAT_DTYPES
 
+    def read_array(self, name: str) -> np.ndarray:
+        """Materialize one tensor as a numpy array: its declared dtype, except bf16 and fp8
+        (``F8_E4M3``: OCP E4M3FN; ``F8_E5M2``), which become float32 with the same values."""
+        info = self.tensors[name]
+        if info.dtype not in _TORCH_ONLY_DTYPES:
+            return self._file.get_tensor(name)
+        if self._offsets is None:
+            self._offsets = _data_offsets(self.path)
+        start, end = self._offsets[name]
+        if info.dtype == "BF16":  # the 16 bits of a bf16 are the high half of a float32
+            raw = np.fromfile(self.path, dtype="<u2", count=(end - start) // 2, offset=start)
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
+        raw = np.fromfile(self.path, dtype=np.uint8, count=end - start, offset=start)
+        return _fp8_table(info.dtype)[raw].reshape(info.shape)
+
     def read(self, name: str) -> torch.Tensor:
-        """Materialize one tensor (its declared dtype, on CPU)."""
+        """Materialize one tensor as a torch tensor (its declared dtype, on CPU)."""
+        import torch
+
         if self.tensors[name].dtype in _TORCH_ONLY_DTYPES:
             if self._torch_handle is None:
                 from safetensors import safe_open
@@ -186,3 +214,36 @@ class SafeWeights:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """Absolute byte range of every tensor of a safetensors file whose header safetensors has
+    already accepted (offsets inside the file, sizes matching dtype and shape; the header itself
+    is at most safetensors' 100 MB cap). Layout: 8-byte little-endian header length ``n``, ``n``
+    bytes of JSON header, the data (safetensors format spec)."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    return {k: (8 + n + int(v["data_offsets"][0]), 8 + n + int(v["data_offsets"][1]))
+            for k, v in header.items() if k != "__metadata__"}
+
+
+@cache
+def _fp8_table(dtype: str) -> np.ndarray:
+    """float32 value of each of the 256 bit patterns of an fp8 format (OCP 8-bit floating point
+    specification, 2023): ``F8_E4M3`` is E4M3FN (bias 7, no infinities, NaN at ``S.1111.111``),
+    ``F8_E5M2`` is IEEE-like (bias 15, infinities and NaNs at exponent 31)."""
+    exp_bits, bias = (4, 7) if dtype == "F8_E4M3" else (5, 15)
+    man_bits = 7 - exp_bits
+    bits = np.arange(256)
+    sign = np.where(bits & 0x80, -1.0, 1.0)
+    exp = (bits >> man_bits) & ((1 << exp_bits) - 1)
+    man = bits & ((1 << man_bits) - 1)
+    value = np.where(exp == 0, man / 2**man_bits * 2.0 ** (1 - bias),
+                     (1 + man / 2**man_bits) * 2.0 ** (exp - bias))
+    top = (1 << exp_bits) - 1
+    if dtype == "F8_E4M3":
+        value = np.where((exp == top) & (man == (1 << man_bits) - 1), np.nan, value)
+    else:
+        value = np.where(exp == top, np.where(man == 0, np.inf, np.nan), value)
+    return (sign * value).astype(np.float32)

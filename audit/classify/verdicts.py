@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.classify import artifacts
-from audit.classify.models import drift_proba
 from audit.classify.tables import ReauditRow, VerdictRow
 from audit.errors import MethodMismatchError
 from audit.features import features
@@ -47,6 +46,8 @@ class MethodClassifier:
             raise MethodMismatchError(f"the {self.method} classifier {self.classifier_id} may not judge an adapter "
                                       f"of method {method!r}: cross-method transfer fails")
         X = x.reshape(1, -1)
+        from audit.classify.models import drift_proba  # scikit-learn: only once a classifier judges
+
         p = float(drift_proba(self.drift, X)[0])
         objective = str(self.objective.predict(X)[0]) if self.objective is not None and p >= 0.5 else None
         severity = float(self.severity.predict(X)[0]) if self.severity is not None else None
@@ -102,9 +103,9 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         IntegrityError: a promoted artifact fails its hash or type check.
         StoreError: the rows could not be written.
     """
-    con = store.connect()
+    sql = "SELECT adapter_id, repo_id, method, status FROM latest_adapters"
+    con = store.connect(for_sql=f"{sql} promoted_classifiers")  # the views features() reads come after
     try:
-        sql = "SELECT adapter_id, repo_id, method, status FROM latest_adapters"
         rows = con.execute(sql).fetchall()
         wanted = set(adapter_ids) if adapter_ids is not None else None
         rows = [r for r in rows if (wanted is None or r[0] in wanted) and (method is None or r[2] == method)]
@@ -112,6 +113,9 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         judged = [r for r in rows if r[2] in classifiers and r[3] in ("ok", "partial")]
         feats: dict[str, np.ndarray] = {}
         lacking: set[str] = set()
+        if judged:
+            con.close()
+            con = store.connect()
         for fs in sorted({classifiers[r[2]].feature_set for r in judged}):
             ids = [r[0] for r in judged if classifiers[r[2]].feature_set == fs]
             X, ok = features(con, ids, fs)
@@ -148,20 +152,23 @@ def unjudged(store: ParquetStore, con=None) -> list[str]:
     is still missing) and it catches up adapters audited before a classifier existed.
     """
     own = con is None
-    con = con or store.connect()
+    con = con or store.connect(for_sql=_UNJUDGED)
     try:
-        rows = con.execute("""
+        rows = con.execute(_UNJUDGED).fetchall()
+    finally:
+        if own:
+            con.close()
+    return [r[0] for r in rows]
+
+
+_UNJUDGED = """
             SELECT a.adapter_id FROM latest_adapters a
             LEFT JOIN promoted_classifiers c ON c.method = a.method AND c.target = 'drift'
             WHERE NOT EXISTS (
                 SELECT 1 FROM verdicts v WHERE v.adapter_id = a.adapter_id
                   AND (v.classifier_id = c.classifier_id
                        OR (v.classifier_id IS NULL AND (c.classifier_id IS NULL OR a.status NOT IN ('ok', 'partial')))))
-            ORDER BY a.adapter_id""").fetchall()
-    finally:
-        if own:
-            con.close()
-    return [r[0] for r in rows]
+            ORDER BY a.adapter_id"""
 
 
 def score_unjudged(store: ParquetStore, trigger: str = "scan") -> list[VerdictRow]:

@@ -29,6 +29,9 @@ factors, a zero update, ``r > min(d_out, d_in)``, non-finite values) goes throug
 last steps, forming the ``r × r`` core and its SVD, add an absolute error of about
 ``r · u · ‖R_B‖ ‖R_A‖`` (normwise backward stable), which only matters for singular values many
 orders of magnitude below σ₁.
+
+The factors may be numpy arrays (what the scan reads: no torch import) or torch tensors; the
+singular values come back in the same kind.
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
 
 from audit.errors import AdapterFormatError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,13 @@ def as_matrix_factors(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, t
         AdapterFormatError: when the factors cannot form a product (ranks differ, B's kernel
             is not 1×1, a factor is not at least 2-D).
     """
-    if A.dim() < 2 or B.dim() < 2:
+    if len(A.shape) < 2 or len(B.shape) < 2:
         raise AdapterFormatError(
             f"LoRA factors must be at least 2-D, got A {list(A.shape)} and B {list(B.shape)}",
             code="shape_mismatch")
     r = A.shape[0]
     A2 = A.reshape(r, -1)
-    if B.dim() > 2 and any(d != 1 for d in B.shape[2:]):
+    if len(B.shape) > 2 and any(d != 1 for d in B.shape[2:]):
         raise AdapterFormatError(f"B {list(B.shape)} has a kernel that is not 1x1", code="shape_mismatch")
     B2 = B.reshape(B.shape[0], B.shape[1])
     if B2.shape[1] != r:
@@ -107,6 +114,8 @@ def delta_spectrum(A: torch.Tensor, B: torch.Tensor, scale: float, *, vectors: b
     Raises:
         AdapterFormatError: if ``A`` and ``B`` are not ``[r, d_in]`` and ``[d_out, r]``.
     """
+    import torch
+
     _check_factors(A, B)
     if not vectors:
         return DeltaSpectrum(singular_values=delta_spectra([(A, B, scale)])[0], transposed=transposed)
@@ -128,8 +137,7 @@ route; modules above it are measured by Householder QR."""
 _UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
 
 
-def delta_spectra(factors: Sequence[tuple[torch.Tensor, torch.Tensor, float]], *,
-                  tol: float = CHOLESKY_QR_TOL) -> list[torch.Tensor]:
+def delta_spectra(factors: Sequence[tuple[Any, Any, float]], *, tol: float = CHOLESKY_QR_TOL) -> list[Any]:
     """Singular values of many delta weights ``ΔW = scale · B · A`` at once (never forms ``ΔW``).
 
     Modules that share ``(r, d_in, d_out)`` are stacked and measured together (CholeskyQR with the
@@ -138,18 +146,19 @@ def delta_spectra(factors: Sequence[tuple[torch.Tensor, torch.Tensor, float]], *
     callers bound the size of ``factors``.
 
     Args:
-        factors: ``(A [r, d_in], B [d_out, r], scale)`` per module, any float dtype.
+        factors: ``(A [r, d_in], B [d_out, r], scale)`` per module, any float dtype; numpy arrays
+            or torch tensors (CPU).
         tol: largest accepted a-priori relative error of a singular value on the Gram route.
 
     Returns:
         Per module, float64 ``[min(r, d_out, d_in)]``: descending, non-negative, multiplied by
-        ``|scale|``, in the units of the weights. Non-finite factors give non-finite values
-        (callers check).
+        ``|scale|``, in the units of the weights; a torch tensor if any factor was one, else a
+        numpy array. Non-finite factors give non-finite values (callers check).
 
     Raises:
         AdapterFormatError: a pair is not ``[r, d_in]`` and ``[d_out, r]`` (code ``shape_mismatch``).
     """
-    out: list[torch.Tensor | None] = [None] * len(factors)
+    out: list[np.ndarray | None] = [None] * len(factors)
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, (A, B, _) in enumerate(factors):
         _check_factors(A, B)
@@ -163,12 +172,20 @@ def delta_spectra(factors: Sequence[tuple[torch.Tensor, torch.Tensor, float]], *
         sigma, ok = _cholesky_qr_sigma(a, b, tol)
         del a, b, space
         sigma *= np.abs(np.array([float(factors[i][2]) for i in idx]))[:, None]
-        rows = torch.from_numpy(sigma).unbind(0)
         for j, i in enumerate(idx):
             if ok[j]:
-                out[i] = rows[j]
-    return [o if o is not None else _householder_sigma(A, B) * abs(float(s))
-            for o, (A, B, s) in zip(out, factors, strict=True)]
+                out[i] = sigma[j]
+    result = [o if o is not None else _householder_sigma(A, B) * abs(float(s))
+              for o, (A, B, s) in zip(out, factors, strict=True)]
+    if any(_is_torch(A) for A, _, _ in factors):
+        import torch
+
+        return [torch.from_numpy(np.ascontiguousarray(x)) for x in result]
+    return result
+
+
+def _is_torch(x: object) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
 
 
 def _cholesky_qr_sigma(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,14 +215,11 @@ def _cholesky_qr_sigma(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[np.nda
     return sigma, ok
 
 
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
-
-
-def _stack_float64(tensors: list[torch.Tensor], out: np.ndarray) -> np.ndarray:
-    """Same-shape CPU tensors stacked into ``out`` (float64, flat, exactly ``n·numel`` long) as
-    ``[n, *shape]`` (exact upcast)."""
+def _stack_float64(tensors: list[Any], out: np.ndarray) -> np.ndarray:
+    """Same-shape CPU tensors or arrays stacked into ``out`` (float64, flat, exactly ``n·numel``
+    long) as ``[n, *shape]`` (exact upcast)."""
     shape = (len(tensors), *tensors[0].shape)
-    return np.stack([_float_array(t.detach().cpu()) for t in tensors], out=out.reshape(shape))
+    return np.stack([_float_array(t) for t in tensors], out=out.reshape(shape))
 
 
 WORKSPACE_MAX_BYTES = 64 * 2**20
@@ -227,40 +241,49 @@ def _workspace(n: int) -> np.ndarray:
     return buf[:n]
 
 
-def _float_array(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of ``t`` when numpy has its dtype; bf16 becomes float32 exactly (its 16 bits
-    are the high half of a float32: a shift, several times faster than torch's bf16 conversion);
-    other dtypes (fp8) go through torch."""
-    if t.dtype in _NUMPY_DTYPES:
+_NUMPY_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _float_array(t: Any) -> np.ndarray:
+    """A numpy view of a float array or CPU tensor ``t`` when numpy has its dtype; a torch bf16
+    becomes float32 exactly (its 16 bits are the high half of a float32: a shift, several times
+    faster than torch's bf16 conversion); other torch dtypes (fp8) go through torch.
+
+    Raises:
+        TypeError: a numpy array that is not floating point.
+    """
+    if isinstance(t, np.ndarray):
+        if t.dtype.type not in _NUMPY_FLOATS:
+            raise TypeError(f"expected a float array, got {t.dtype}")
+        return t
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype in (torch.float16, torch.float32, torch.float64):
         return t.numpy()
     if t.dtype == torch.bfloat16:
         return (t.view(torch.int16).numpy().astype(np.int32) << 16).view(np.float32)
     return t.to(torch.float32).numpy()
 
 
-def _householder_sigma(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """σ(B A) by Householder QR of both factors (LAPACK geqrf; ``Q`` is never formed); NaN when a
-    factor is not finite (LAPACK's SVD refuses such input)."""
-    a = A.detach().to(torch.float64)
-    b = B.detach().to(torch.float64)
-    if not (np.isfinite(a.numpy()).all() and np.isfinite(b.numpy()).all()):  # numpy's check: ~7x torch's here
-        return torch.full((min(a.shape[0], a.shape[1], b.shape[0]),), float("nan"), dtype=torch.float64)
-    r_b = _r_factor(b)                   # [k_b, r], k_b = min(d_out, r)
-    r_a = _r_factor(a.T)                 # [k_a, r], k_a = min(d_in, r)
-    return torch.linalg.svdvals(r_b @ r_a.T)
+def _householder_sigma(A: Any, B: Any) -> np.ndarray:
+    """σ(B A), float64 ``[min(r, d_out, d_in)]``, by Householder QR of both factors (LAPACK geqrf
+    through numpy; ``Q`` is never formed); NaN when a factor is not finite (LAPACK's SVD refuses
+    such input)."""
+    a = _float_array(A).astype(np.float64)
+    b = _float_array(B).astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return np.full(min(a.shape[0], a.shape[1], b.shape[0]), np.nan)
+    r_b = np.linalg.qr(b, mode="r")      # [k_b, r], k_b = min(d_out, r)
+    r_a = np.linalg.qr(a.T, mode="r")    # [k_a, r], k_a = min(d_in, r)
+    return np.linalg.svd(r_b @ r_a.T, compute_uv=False)
 
 
-def _check_factors(A: torch.Tensor, B: torch.Tensor) -> None:
-    if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+def _check_factors(A: Any, B: Any) -> None:
+    if len(A.shape) != 2 or len(B.shape) != 2 or A.shape[0] != B.shape[1]:
         raise AdapterFormatError(
             f"expected A [r, d_in] and B [d_out, r], got A {list(A.shape)} and B {list(B.shape)}",
             code="shape_mismatch")
-
-
-def _r_factor(m: torch.Tensor) -> torch.Tensor:
-    """The ``R`` of a thin QR of ``m: [d, r]``: ``[min(d, r), r]``, upper triangular."""
-    packed, _ = torch.geqrf(m)
-    return packed[: min(m.shape[0], m.shape[1])].triu()
 
 
 def dense_delta(A: torch.Tensor, B: torch.Tensor, scale: float, *, transposed: bool = False) -> torch.Tensor:
@@ -268,5 +291,7 @@ def dense_delta(A: torch.Tensor, B: torch.Tensor, scale: float, *, transposed: b
 
     For tests and small modules only: memory ``O(d_out · d_in)``.
     """
+    import torch
+
     dw = float(scale) * (B.to(torch.float64) @ A.to(torch.float64))
     return dw.T if transposed else dw

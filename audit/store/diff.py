@@ -18,7 +18,7 @@ def missing_refs(store: ParquetStore, refs: Sequence[AdapterRef], analyzer_versi
     """
     if not refs:
         return []
-    con = store.connect()
+    con = store.connect(for_sql="adapters_all")
     try:
         listed = pa.table({"i": pa.array(range(len(refs)), pa.int64()),
                            "adapter_id": pa.array([r.adapter_id for r in refs], pa.string())})
