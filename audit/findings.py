@@ -84,6 +84,48 @@ _INFOS = {
 }
 
 
+RULE_TEXT: dict[str, str] = {
+    Code.PICKLE_WEIGHTS_REFUSED: "The weights are a pickle, which can run code when loaded; they are never opened.",
+    Code.LFS_POINTER: "A git-LFS pointer was committed instead of the weights.",
+    Code.WEIGHTS_MISSING: "The adapter has no weights file.",
+    Code.CONFIG_MISSING: "The adapter has no adapter_config.json.",
+    Code.CONFIG_INVALID: "adapter_config.json is not a config peft would load.",
+    Code.UNKNOWN_PEFT_TYPE: "The config names a peft_type peft does not know.",
+    Code.UNSUPPORTED_PEFT_TYPE: "An adapter type with no LoRA delta weight to measure.",
+    Code.SAFETENSORS_INVALID: "The safetensors file is malformed.",
+    Code.WEIGHTS_INVALID: "The weights file is in no known format.",
+    Code.LIMIT_EXCEEDED: "A file declares more than the scanner's caps allow.",
+    Code.NO_LORA_MODULES: "No LoRA module in the weights could be measured.",
+    Code.ACCESS_DENIED: "The registry refused access to the adapter.",
+    Code.GATED_REPO: "The adapter's repository is gated.",
+    Code.NOT_FOUND: "The adapter or one of its files was not found.",
+    Code.BASE_MODEL_UNAVAILABLE: "The base model needed for this measurement is not on the machine.",
+    Code.NO_COMPARABLE_WEIGHTS: "No weight of the fine-tune matches the base model's.",
+    Code.INTERNAL_ERROR: "The scanner failed on this adapter (a bug: please report it).",
+    Code.WORKER_CRASHED: "Every worker that read this adapter died.",
+    Code.LORA_PAIR_INCOMPLETE: "A module has lora_A without lora_B or the reverse.",
+    Code.RANK_MISMATCH: "The tensors' rank differs from the config's.",
+    Code.SHAPE_MISMATCH: "A module's factors do not form a product.",
+    Code.NONFINITE_WEIGHTS: "NaN or Inf in a module's factors.",
+    Code.UNSUPPORTED_DTYPE: "A module's factors are not floating point.",
+    Code.TENSOR_NOT_IN_BASE: "A fine-tuned tensor has no counterpart in the base model.",
+    Code.KEY_PREFIX_DOUBLED: "Tensor names repeat the base_model.model. prefix.",
+    Code.UNTARGETED_MODULE: "Weights of a module target_modules does not select: peft ignores them.",
+    Code.TARGET_WITHOUT_TENSORS: "A target_modules entry matches no tensor.",
+    Code.MODULES_TO_SAVE_WEIGHTS: "Full weights of modules_to_save, outside the delta spectra.",
+    Code.UNRECOGNISED_TENSORS: "Tensors that are neither LoRA factors nor modules_to_save.",
+    Code.DORA_MAGNITUDE_NOT_APPLIED: "DoRA magnitude vectors, not part of the measured delta.",
+    Code.ZERO_DELTA: "A module's delta weight is exactly zero.",
+    Code.CONFIG_UNEXPECTED_KEYS: "Config keys this peft version does not know (ignored).",
+    Code.CARD_INVALID: "The model card's metadata could not be read.",
+    Code.EXTRA_PICKLE_FILE: "A pickle file beside the weights (never opened).",
+    Code.PROBE_FAILED: "A behaviour probe failed on this adapter.",
+    Code.BASE_SHAPE_MISMATCH: "The adapter's shapes do not fit its base model.",
+    Code.PROBE_NOT_APPLICABLE: "A behaviour probe does not apply to this adapter.",
+}
+"""One sentence per code: what it means (SARIF rule descriptions, reports)."""
+
+
 @dataclass(frozen=True)
 class Note:
     """A finding before it is tied to an adapter and a unit of work."""

@@ -84,3 +84,25 @@ def test_container_recipe_installs_the_project_with_the_pinned_torch():
     assert re.search(r"pip install \.", recipe)
     for folder in ("audit", "flows", "deploy"):
         assert f"COPY {folder} ./{folder}" in recipe
+
+
+def test_github_actions_example_uses_real_scan_options():
+    """The GitHub Actions example's scan line names only options `lora-audit scan` has, and uploads
+    the SARIF file it writes."""
+    import shlex
+
+    import typer.main
+    import yaml
+
+    from audit.cli import app
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "github-actions" / "lora-audit.yml")
+                        .read_text())
+    steps = wf["jobs"]["scan"]["steps"]
+    line = next(s["run"] for s in steps if "run" in s and s["run"].startswith("lora-audit scan"))
+    args = shlex.split(line)[2:]
+    scan = typer.main.get_command(app).commands["scan"]
+    known = {o for p in scan.params for o in (*p.opts, *p.secondary_opts)}
+    assert {a for a in args if a.startswith("-")} <= known
+    upload = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload-sarif"))
+    assert upload["with"]["sarif_file"] == args[args.index("--output") + 1]

@@ -7,7 +7,6 @@ import sys
 from enum import StrEnum
 from typing import Annotated
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -54,6 +53,8 @@ def query(
     max_rows: Annotated[int, typer.Option(help="Rows shown in table format (csv/json print all).")] = 200,
 ) -> None:
     """Run SQL over the audit store (DuckDB views over the Parquet files)."""
+    import duckdb
+
     con = open_store(store).connect(for_sql=sql)
     try:
         result = con.execute(sql)

@@ -4,6 +4,7 @@ Ray, or as the nightly-scan Prefect flow)."""
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,17 @@ from audit.errors import ConfigurationError
 from audit.placement import RAY_THRESHOLD, Placement
 
 console = Console()
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    sarif = "sarif"
+
+
+class FailOn(StrEnum):
+    warning = "warning"
+    error = "error"
+    drifted = "drifted"
 
 
 def base_model_option_help() -> str:
@@ -73,6 +85,15 @@ def scan(
         "--probe-prompts", help="Prompts per probe (default: each probe's own: 64 HarmBench test behaviours, "
                                 "38 held-out benign instructions, 32 for steering alignment).")] = None,
     base_model: Annotated[list[str] | None, typer.Option("--base-model", help=base_model_option_help())] = None,
+    format: Annotated[ReportFormat, typer.Option(
+        "--format", help="Also write the registry's findings and drifted verdicts as SARIF 2.1.0 (for code "
+                         "scanning) to --output.")] = ReportFormat.table,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where --format sarif writes (default: lora-audit.sarif).")] = None,
+    fail_on: Annotated[FailOn | None, typer.Option(
+        "--fail-on", help="Exit 1 when the registry's newest audits have a finding at this severity or worse "
+                          "(warning, error) or a drifted verdict (any level fails on drifted verdicts).",
+        show_default=False)] = None,
 ) -> None:
     """Audit every adapter of a registry that the store does not have yet.
 
@@ -90,6 +111,9 @@ def scan(
     a GPU each where the cluster has GPUs. The steps run as the nightly-scan Prefect flow (each
     a task, I/O steps retried) with --prefect or when PREFECT_API_URL names a server; the flow
     audits on Ray unless --in-process. The nightly deployment always runs the flow.
+
+    Exit codes: 0 the scan ran (and --fail-on found nothing), 1 --fail-on found something (the
+    SARIF is written first), 2 a usage error (one line on stderr).
     """
     if (registry is None) == (hub_org is None):
         fail("give a registry: --registry DIR (a folder of adapters) or --hub-org ORG")
@@ -115,6 +139,39 @@ def scan(
         except ConfigurationError as exc:
             fail(exc.message)
     print_summary(summary, store)
+    if format is ReportFormat.sarif or fail_on is not None:
+        _report(summary, store, format, output, fail_on)
+
+
+def _report(summary: dict, store: str, format: ReportFormat, output: Path | None, fail_on: FailOn | None) -> None:
+    """Write the SARIF log and apply --fail-on, over the registry's newest audits."""
+    import json
+
+    from audit.report.current import current_results
+    from audit.report.sarif import gate, sarif_log
+    from audit.version import ANALYZER_VERSION
+
+    findings, drifted = current_results(open_store(store), summary["registry"], summary["run_id"])
+    if format is ReportFormat.sarif:
+        path = output or Path("lora-audit.sarif")
+        log = sarif_log(findings, drifted, registry=summary["registry"], tool_version=ANALYZER_VERSION,
+                        run_id=summary["run_id"])
+        try:
+            path.write_text(json.dumps(log, indent=1) + "\n")
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror}")
+        console.print(f"sarif: {path} ({len(log['runs'][0]['results'])} results)")
+    if fail_on is not None:
+        hits = gate(findings, drifted, fail_on.value)
+        if hits:
+            console.print(f"--fail-on {fail_on.value}: {len(hits)} results at that level, exit 1:", soft_wrap=True)
+            for hit in hits[:10]:
+                console.print(f"  {hit}", soft_wrap=True, markup=False)
+            if len(hits) > 10:
+                console.print(f"  ... and {len(hits) - 10} more (lora-audit query \"SELECT * FROM findings\")",
+                              soft_wrap=True, markup=False)
+            raise typer.Exit(1)
+        console.print(f"--fail-on {fail_on.value}: nothing at that level")
 
 
 def _scan_here(registry: Path | None, hub_org: str | None, store: str, placement: Placement,

@@ -1,0 +1,42 @@
+"""The registry's current state, read from the store: the findings of the newest audit of each of
+its adapters (and of a run's listing), and the current verdicts that say drifted."""
+
+from __future__ import annotations
+
+from audit.report.sarif import DriftResult, FindingResult
+from audit.store.parquet import ParquetStore
+
+_NEWEST = """
+    SELECT adapter_id, unit_id, repo_id FROM latest_adapters WHERE registry = $registry
+    QUALIFY row_number() OVER (PARTITION BY repo_id ORDER BY audited_at DESC, unit_id DESC) = 1"""
+
+_FINDINGS = f"""
+    WITH newest AS ({_NEWEST})
+    SELECT f.repo_id, f.adapter_id, f.stage, f.severity, f.code, f.message, f.file FROM findings f
+    WHERE f.unit_id IN (SELECT unit_id FROM newest) OR (f.adapter_id IS NULL AND f.unit_id = $run_id)
+    ORDER BY f.repo_id, f.severity, f.code, f.message"""
+
+_DRIFTED = f"""
+    WITH newest AS ({_NEWEST})
+    SELECT n.repo_id, v.adapter_id, v.method, v.classifier_id, v.p_drift, v.objective
+    FROM current_verdicts v JOIN newest n USING (adapter_id)
+    WHERE v.drifted ORDER BY n.repo_id"""
+
+
+def current_results(store: ParquetStore, registry: str,
+                    run_id: str | None = None) -> tuple[list[FindingResult], list[DriftResult]]:
+    """Findings and drifted verdicts of the newest audit of every adapter of ``registry``, plus the
+    listing findings of ``run_id``.
+
+    Raises:
+        duckdb.Error: the store cannot be read.
+    """
+    con = store.connect(for_sql=_FINDINGS + _DRIFTED)
+    try:
+        params = {"registry": registry, "run_id": run_id or ""}
+        findings = [FindingResult(*row) for row in con.execute(_FINDINGS, params).fetchall()]
+        drifted = [DriftResult(*row) for row in
+                   con.execute(_DRIFTED, {"registry": registry}).fetchall()]
+    finally:
+        con.close()
+    return findings, drifted
