@@ -55,6 +55,9 @@ class Code(StrEnum):
     CONFIG_UNEXPECTED_KEYS = "config_unexpected_keys"
     CARD_INVALID = "card_invalid"
     EXTRA_PICKLE_FILE = "extra_pickle_file"
+    PICKLE_NOT_OPENED = "pickle_not_opened"
+    ADAPTER_INERT = "adapter_inert"
+    ADAPTER_PARTLY_INERT = "adapter_partly_inert"
     # behaviour probes (stage "probe")
     PROBE_FAILED = "probe_failed"
     BASE_SHAPE_MISMATCH = "base_shape_mismatch"
@@ -74,13 +77,13 @@ _ERRORS = {
     Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
     Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
     Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.GATED_REPO, Code.NOT_FOUND, Code.INTERNAL_ERROR,
-    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.NO_COMPARABLE_WEIGHTS, Code.PROBE_FAILED,
+    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.ADAPTER_INERT, Code.NO_COMPARABLE_WEIGHTS, Code.PROBE_FAILED,
     Code.BASE_SHAPE_MISMATCH,
     "adapter_format", "permanent",
 }
 _INFOS = {
     Code.UNSUPPORTED_PEFT_TYPE, Code.MODULES_TO_SAVE_WEIGHTS, Code.DORA_MAGNITUDE_NOT_APPLIED,
-    Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE, Code.PROBE_NOT_APPLICABLE,
+    Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE, Code.PROBE_NOT_APPLICABLE, Code.PICKLE_NOT_OPENED,
 }
 
 
@@ -119,6 +122,9 @@ RULE_TEXT: dict[str, str] = {
     Code.CONFIG_UNEXPECTED_KEYS: "Config keys this peft version does not know (ignored).",
     Code.CARD_INVALID: "The model card's metadata could not be read.",
     Code.EXTRA_PICKLE_FILE: "A pickle file beside the weights (never opened).",
+    Code.PICKLE_NOT_OPENED: "The weights of an adapter type that is not measured are a pickle (never opened).",
+    Code.ADAPTER_INERT: "No module of the adapter would take effect when peft loads it.",
+    Code.ADAPTER_PARTLY_INERT: "Some modules of the adapter would not take effect when peft loads it.",
     Code.PROBE_FAILED: "A behaviour probe failed on this adapter.",
     Code.BASE_SHAPE_MISMATCH: "The adapter's shapes do not fit its base model.",
     Code.PROBE_NOT_APPLICABLE: "A behaviour probe does not apply to this adapter.",

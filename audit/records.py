@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audit.findings import Severity
 
-AdapterStatus = Literal["ok", "partial", "unsupported", "failed"]
+AdapterStatus = Literal["ok", "partial", "inert", "unsupported", "failed"]
 """``ok``: every LoRA module measured; ``partial``: some modules skipped (see findings);
+``inert``: measured, but no module would take effect when peft loads the adapter (every delta
+zero, tensor names peft would not match, nothing selected by ``target_modules``);
 ``unsupported``: a well-formed adapter of a kind without a delta spectrum (prompt tuning, IA3...);
 ``failed``: nothing could be measured (see findings)."""
 

@@ -64,13 +64,16 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
             log.add("config", Code.CONFIG_UNEXPECTED_KEYS,
                     f"keys unknown to this peft version, ignored: {list(config.unexpected_keys)}", file=CONFIG_NAME)
         loc = locate_weights(folder)
+        if not config.is_lora:  # the peft type decides before the weight format
+            if loc is not None and loc.format == "pickle":
+                log.add("weights", Code.PICKLE_NOT_OPENED, f"weights are a pickle ({loc.size} bytes); "
+                        "never opened (pickles can execute code)", file=loc.path.name)
+            raise UnsupportedAdapterError(
+                f"peft_type {config.peft_type} has no LoRA delta weight to measure", file=CONFIG_NAME)
         if loc is None:
             raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
         _note_extra_pickles(folder, loc, log, {f.name for f in ref.files})
         refuse_unreadable(loc)
-        if not config.is_lora:
-            raise UnsupportedAdapterError(
-                f"peft_type {config.peft_type} has no LoRA delta weight to measure", file=CONFIG_NAME)
         with SafeWeights(loc.path, limits) as weights:
             _check_ranks(weights, limits)
             measured = measure_adapter(weights, config, log)
@@ -79,6 +82,8 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
             raise AdapterFormatError("no measurable LoRA module in the weights", code="no_lora_modules",
                                      file=loc.path.name)
         status = "partial" if _skipped_modules(log) else "ok"
+        if _note_inert(measured, log, loc.path.name):
+            status = "inert"
     except UnsupportedAdapterError as exc:
         log.add_error("config", exc)
         status = "unsupported"
@@ -161,6 +166,27 @@ def _note_extra_pickles(folder: Path, loc: WeightsLocation, log: FindingLog, lis
             log.add("weights", Code.EXTRA_PICKLE_FILE,
                     f"{name} sits beside the safetensors weights; it was not read (pickles are never loaded)",
                     file=name)
+
+
+def _note_inert(measured: list[ModuleMeasurement], log: FindingLog, file: str) -> bool:
+    """Record which share of the measured modules would take effect when peft loads the adapter;
+    ``True`` when none would (an ``adapter_inert`` error: the adapter does nothing)."""
+    reasons: dict[str, int] = {}
+    for m in measured:
+        why = m.inert_reason
+        if why is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return False
+    n_inert = sum(reasons.values())
+    detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+    if n_inert == len(measured):
+        log.add("spectra", Code.ADAPTER_INERT, f"none of the {len(measured)} modules would take effect when peft "
+                f"loads the adapter ({detail})", file=file)
+        return True
+    log.add("spectra", Code.ADAPTER_PARTLY_INERT, f"{len(measured) - n_inert} of {len(measured)} modules "
+            f"({(len(measured) - n_inert) / len(measured):.0%}) would take effect ({detail})", file=file)
+    return False
 
 
 _MODULE_SKIPS = {Code.LORA_PAIR_INCOMPLETE, Code.SHAPE_MISMATCH, Code.NONFINITE_WEIGHTS, Code.UNSUPPORTED_DTYPE}

@@ -43,6 +43,9 @@ def test_every_adapter_has_rows_or_a_finding(scanned, realworld, manifest):
             assert errs, f"{repo_id} is {status} without a finding"
 
 
+REALWORLD_DIR = Path(__file__).resolve().parents[2] / "shared" / "realworld"
+
+
 def _malformed(realworld: Path) -> list[str]:
     with open(realworld / "_malformed" / "MALFORMED.tsv", newline="") as fh:
         return [row["dir"] for row in csv.DictReader(fh, delimiter="\t")]
@@ -53,16 +56,34 @@ def test_status_follows_the_manifest(scanned, manifest):
     con = store.connect()
     status = dict(con.execute("SELECT repo_id, status FROM adapters").fetchall())
     for d, row in manifest.items():
-        if row["weights_file"].endswith(".bin"):
-            assert status[d] == "failed", d
-        elif row["peft_type"] != "LORA":
+        if row["peft_type"] != "LORA":  # the peft type decides before the weight format
             assert status[d] == "unsupported", d
+        elif row["weights_file"].endswith(".bin"):
+            assert status[d] == "failed", d
+        elif _inert(REALWORLD_DIR / d / row["weights_file"]):
+            assert status[d] == "inert", d
         else:
             assert status[d] == "ok", d
+    assert sum(s == "inert" for s in status.values()) >= 3
     assert con.execute("SELECT code FROM findings WHERE repo_id = '_malformed/Yairama__alpaca-miner__root' "
                        "AND severity = 'error'").fetchall() == [("lfs_pointer",)]
     assert con.execute("SELECT code FROM findings WHERE repo_id = '_malformed/requie__OptikalLLM__root' "
                        "AND severity = 'error'").fetchall() == [("config_invalid",)]
+
+
+def _inert(path: Path) -> bool:
+    """Independently of the scanner: every delta is zero (each module's lora_B or lora_A all zeros)
+    or every LoRA tensor name carries ``base_model.model.`` more than once (peft matches none)."""
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = {k: v for k, v in load_file(str(path)).items() if ".lora_" in k}
+    if all(k.startswith("base_model.model.base_model.model.") for k in tensors):
+        return True
+    by_module: dict[str, list[torch.Tensor]] = {}
+    for k, v in tensors.items():
+        by_module.setdefault(k.split(".lora_")[0], []).append(v)
+    return all(any(not torch.any(t != 0) for t in ts) for ts in by_module.values())
 
 
 def realworld_card_base(d: str) -> str | None:

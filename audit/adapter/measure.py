@@ -45,6 +45,21 @@ class ModuleMeasurement:
     dtype: str
     singular_values: tuple[float, ...]
     summary: SpectralSummary
+    targeted: bool = True
+    """Whether ``target_modules`` selects the module (peft ignores weights it does not select)."""
+    prefix_count: int = 1
+    """How many ``base_model.model.`` prefixes its tensor names carry (peft matches exactly one)."""
+
+    @property
+    def inert_reason(self) -> str | None:
+        """Why peft would load this module without effect, or ``None`` when it takes effect."""
+        if self.prefix_count > 1:
+            return "key prefix doubled"
+        if not self.targeted:
+            return "not selected by target_modules"
+        if self.summary.spectral_norm == 0.0:
+            return "zero delta"
+        return None
 
 
 def measure_adapter(weights: SafeWeights, config: AdapterConfig, log: FindingLog) -> list[ModuleMeasurement]:
@@ -112,6 +127,8 @@ class ModuleFactors:
     config_rank: int | None
     kind: str
     dtype: str
+    targeted: bool = True
+    prefix_count: int = 1
 
 
 def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, log: FindingLog,
@@ -129,7 +146,8 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
         if not weights.is_float(info.name):
             log.per_module(STAGE, Code.UNSUPPORTED_DTYPE, name, f"dtype {info.dtype}", file=file)
             return None
-    if config.target_modules is not None and not config.targets(name):
+    targeted = config.target_modules is None or config.targets(name)
+    if not targeted:
         log.per_module(STAGE, Code.UNTARGETED_MODULE, name,
                        "not matched by target_modules: peft ignores these weights", file=file)
     config_rank = config.module_rank(name)
@@ -147,7 +165,8 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
         return None
     kind = "embedding" if keys.embedding else ("conv" if a.ndim > 2 else "linear")
     return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
-                    config_rank=config_rank, kind=kind, dtype=a_info.dtype)
+                    config_rank=config_rank, kind=kind, dtype=a_info.dtype, targeted=targeted,
+                    prefix_count=max(keys.a.prefix_count, keys.b.prefix_count))
 
 
 def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[ModuleMeasurement]:
@@ -172,7 +191,8 @@ def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[Modu
             module=name, layer=module_layer(name), module_type=module_type(name), kind=p.kind,
             d_out=int(p.b.shape[0]), d_in=int(p.a.shape[1]), rank=rank, config_rank=p.config_rank,
             scale=p.scale, transposed=p.transposed, dora=p.keys.magnitude is not None,
-            dtype=p.dtype, singular_values=sigma, summary=summary,
+            dtype=p.dtype, singular_values=sigma, summary=summary, targeted=p.targeted,
+            prefix_count=p.prefix_count,
         ))
     return out
 
