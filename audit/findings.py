@@ -56,6 +56,7 @@ class Code(StrEnum):
     CARD_INVALID = "card_invalid"
     EXTRA_PICKLE_FILE = "extra_pickle_file"
     PICKLE_NOT_OPENED = "pickle_not_opened"
+    FAN_IN_FAN_OUT_FORCED = "fan_in_fan_out_forced"
     ADAPTER_INERT = "adapter_inert"
     ADAPTER_PARTLY_INERT = "adapter_partly_inert"
     # behaviour probes (stage "probe")
@@ -84,6 +85,7 @@ _ERRORS = {
 _INFOS = {
     Code.UNSUPPORTED_PEFT_TYPE, Code.MODULES_TO_SAVE_WEIGHTS, Code.DORA_MAGNITUDE_NOT_APPLIED,
     Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE, Code.PROBE_NOT_APPLICABLE, Code.PICKLE_NOT_OPENED,
+    Code.FAN_IN_FAN_OUT_FORCED,
 }
 
 
@@ -123,6 +125,7 @@ RULE_TEXT: dict[str, str] = {
     Code.CARD_INVALID: "The model card's metadata could not be read.",
     Code.EXTRA_PICKLE_FILE: "A pickle file beside the weights (never opened).",
     Code.PICKLE_NOT_OPENED: "The weights of an adapter type that is not measured are a pickle (never opened).",
+    Code.FAN_IN_FAN_OUT_FORCED: "GPT-2 Conv1D modules: peft treats them as fan_in_fan_out (transposed) whatever the config says.",
     Code.ADAPTER_INERT: "No module of the adapter would take effect when peft loads it.",
     Code.ADAPTER_PARTLY_INERT: "Some modules of the adapter would not take effect when peft loads it.",
     Code.PROBE_FAILED: "A behaviour probe failed on this adapter.",

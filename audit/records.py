@@ -121,7 +121,7 @@ class ModuleRow(Record):
     module: str
     """Module path in the base model, e.g. ``model.layers.3.self_attn.q_proj``."""
     layer: int | None
-    """Index of the transformer block (first integer in the path), or ``None``."""
+    """Index of the layer within its ``block`` (first integer in the path), or ``None``."""
     module_type: str
     """Last path component: ``q_proj``, ``c_attn``, ``query``..."""
     kind: str
@@ -152,6 +152,9 @@ class ModuleRow(Record):
     spectral_entropy: float | None
     top1_energy: float | None
     nuclear_norm: float
+    block: str | None = None
+    """The stack ``layer`` counts in: the path before the layer index (``model.layers``,
+    ``model.encoder.layers``, ``down_blocks``...), or ``None``."""
     analyzer_version: str
     unit_id: str
 

@@ -225,7 +225,7 @@ def _module_row(adapter_id: str, m: ModuleMeasurement, analyzer_version: str, un
         transposed=m.transposed, dora=m.dora, dtype=m.dtype, singular_values=list(m.singular_values),
         truncated=False, fro_norm=s.fro_norm, spectral_norm=s.spectral_norm, stable_rank=s.stable_rank,
         effective_rank=s.effective_rank, spectral_entropy=s.spectral_entropy, top1_energy=s.top1_energy,
-        nuclear_norm=s.nuclear_norm, analyzer_version=analyzer_version, unit_id=unit_id,
+        nuclear_norm=s.nuclear_norm, block=m.block, analyzer_version=analyzer_version, unit_id=unit_id,
     )
 
 

@@ -5,5 +5,6 @@ it whenever a change alters what the analyzer writes for the same input, and eve
 audited again on the next scan (old rows stay).
 """
 
-ANALYZER_VERSION = "spectra-1"
+ANALYZER_VERSION = "spectra-2"
+"""spectra-2: ``inert`` status, ``block`` column, GPT-2 Conv1D modules always transposed."""
 PACKAGE_VERSION = "0.1.0"

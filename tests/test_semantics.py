@@ -10,7 +10,7 @@ import torch
 
 from audit.records import AdapterRef
 from audit.unit import audit_adapter
-from synth import SynthAdapter, llama_like
+from synth import SynthAdapter, SynthModule, llama_like
 
 
 def run(folder):
@@ -93,3 +93,37 @@ def test_a_pickled_lora_adapter_still_fails(tmp_path):
     assert res.adapter.status == "failed"
     assert finding(res, "pickle_weights_refused").severity == "error"
 
+
+
+def test_encoder_and_decoder_layers_are_different_blocks(tmp_path):
+    from audit.adapter.keys import module_block
+
+    mods = [SynthModule(f"model.{side}.layers.3.self_attn.q_proj", d_out=16, d_in=16) for side in ("encoder", "decoder")]
+    mods += [SynthModule(f"unet.{b}.1.attentions.0.to_q", d_out=16, d_in=16) for b in ("down_blocks", "up_blocks")]
+    res = run(SynthAdapter(mods, config={"target_modules": ["q_proj", "to_q"]}).write(tmp_path / "ed"))
+    blocks = {m.module: (m.block, m.layer) for m in res.modules}
+    assert blocks == {"model.encoder.layers.3.self_attn.q_proj": ("model.encoder.layers", 3),
+                      "model.decoder.layers.3.self_attn.q_proj": ("model.decoder.layers", 3),
+                      "unet.down_blocks.1.attentions.0.to_q": ("unet.down_blocks", 1),
+                      "unet.up_blocks.1.attentions.0.to_q": ("unet.up_blocks", 1)}
+    assert module_block("mid_block.attentions.0.to_k") == "mid_block.attentions"
+    assert module_block("lm_head") is None
+
+
+def test_gpt2_conv1d_modules_are_transposed_whatever_fan_in_fan_out_says(tmp_path):
+    mods = [SynthModule(f"transformer.h.{i}.attn.c_attn", d_out=48, d_in=16) for i in range(2)]
+    cases = {"gpt2": ("openai-community/gpt2", True, "fan_in_fan_out_forced"),
+             "unknown": (None, True, "fan_in_fan_out_forced"),
+             "qwen": ("Qwen/Qwen-7B", False, None)}
+    for name, (base, transposed, code) in cases.items():
+        cfg = {"target_modules": ["c_attn"], "fan_in_fan_out": False, "base_model_name_or_path": base}
+        res = run(SynthAdapter(mods, config=cfg).write(tmp_path / name))
+        assert res.adapter.status == "ok", name
+        assert {m.transposed for m in res.modules} == {transposed}, name
+        f = finding(res, "fan_in_fan_out_forced")
+        assert (f is not None) == (code is not None), name
+        if f is not None:
+            assert f.severity == "info" and ("assumed" in f.message) == (base is None)
+    told = run(SynthAdapter(mods, config={"target_modules": ["c_attn"], "fan_in_fan_out": True,
+                                          "base_model_name_or_path": "gpt2"}).write(tmp_path / "told"))
+    assert {m.transposed for m in told.modules} == {True} and finding(told, "fan_in_fan_out_forced") is None

@@ -68,6 +68,39 @@ def module_layer(module: str) -> int | None:
     return None
 
 
+def module_block(module: str) -> str | None:
+    """The stack a module's layer index counts in: the path before its first all-digit component
+    (``model.layers``, ``model.encoder.layers``, ``decoder.block``, ``down_blocks``, ``up_blocks``,
+    ``mid_block.attentions``), else ``None``. Encoder layer 3 and decoder layer 3 of an
+    encoder-decoder model, or a UNet's ``down_blocks.1`` and ``up_blocks.1``, share an index but
+    not a block."""
+    parts = module.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:i]) or None
+    return None
+
+
+CONV1D_TYPES = frozenset({"c_attn", "c_proj", "c_fc"})
+"""Module names of GPT-2's ``Conv1D`` layers, which store the weight as ``[in, out]``."""
+_CONV1D_BASES = re.compile(r"gpt-?2|dialogpt|distilgpt", re.IGNORECASE)
+_LINEAR_C_ATTN_BASES = re.compile(r"qwen|bigcode|starcoder|santacoder", re.IGNORECASE)
+
+
+def conv1d_orientation(module_type: str, base_model: str | None) -> Literal["conv1d", "linear", "assumed"] | None:
+    """Whether a ``c_attn``/``c_proj``/``c_fc`` module is a GPT-2 ``Conv1D`` (peft then treats it as
+    ``fan_in_fan_out`` whatever the config says, and warns): ``conv1d`` for a GPT-2 family base,
+    ``linear`` for the families whose layers of these names are ``nn.Linear`` (Qwen v1, GPT-BigCode),
+    ``assumed`` (``Conv1D``) when the base model does not say; ``None`` for other module names."""
+    if module_type not in CONV1D_TYPES:
+        return None
+    if base_model and _CONV1D_BASES.search(base_model):
+        return "conv1d"
+    if base_model and _LINEAR_C_ATTN_BASES.search(base_model):
+        return "linear"
+    return "assumed"
+
+
 def module_type(module: str) -> str:
     """The module's own name: its last path component (``q_proj``, ``c_attn``, ``query``...)."""
     return module.rsplit(".", 1)[-1]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.adapter.config import AdapterConfig
-from audit.adapter.keys import ModuleKeys, module_layer, module_type, plan_modules
+from audit.adapter.keys import ModuleKeys, conv1d_orientation, module_block, module_layer, module_type, plan_modules
 from audit.adapter.weights import SafeWeights
 from audit.errors import AdapterFormatError
 from audit.findings import Code, FindingLog
@@ -45,6 +45,8 @@ class ModuleMeasurement:
     dtype: str
     singular_values: tuple[float, ...]
     summary: SpectralSummary
+    block: str | None = None
+    """The stack ``layer`` counts in (:func:`audit.adapter.keys.module_block`)."""
     targeted: bool = True
     """Whether ``target_modules`` selects the module (peft ignores weights it does not select)."""
     prefix_count: int = 1
@@ -164,7 +166,16 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
         log.per_module(STAGE, exc.code, name, exc.message, file=file)
         return None
     kind = "embedding" if keys.embedding else ("conv" if a.ndim > 2 else "linear")
-    return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=keys.embedding or config.fan_in_fan_out,
+    transposed = keys.embedding or config.fan_in_fan_out
+    orientation = conv1d_orientation(module_type(name), config.base_model_name_or_path)
+    if orientation in ("conv1d", "assumed") and not keys.embedding and a.ndim == 2:
+        if not config.fan_in_fan_out:
+            log.per_module(STAGE, Code.FAN_IN_FAN_OUT_FORCED, name,
+                           "a GPT-2 Conv1D layer: peft sets fan_in_fan_out=True whatever the config says"
+                           + ("" if orientation == "conv1d" else
+                              " (assumed from the module name: the base model does not say its family)"), file=file)
+        transposed = True
+    return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=transposed,
                     config_rank=config_rank, kind=kind, dtype=a_info.dtype, targeted=targeted,
                     prefix_count=max(keys.a.prefix_count, keys.b.prefix_count))
 
@@ -188,7 +199,8 @@ def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[Modu
             log.per_module(STAGE, Code.ZERO_DELTA, name, "the delta weight is zero (B or A is all zeros)",
                            file=file)
         out.append(ModuleMeasurement(
-            module=name, layer=module_layer(name), module_type=module_type(name), kind=p.kind,
+            module=name, layer=module_layer(name), block=module_block(name), module_type=module_type(name),
+            kind=p.kind,
             d_out=int(p.b.shape[0]), d_in=int(p.a.shape[1]), rank=rank, config_rank=p.config_rank,
             scale=p.scale, transposed=p.transposed, dora=p.keys.magnitude is not None,
             dtype=p.dtype, singular_values=sigma, summary=summary, targeted=p.targeted,

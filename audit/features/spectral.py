@@ -5,7 +5,8 @@ once: the per-module summaries (stable rank, effective rank, top-1 energy, log F
 log spectral norm) aggregated by mean and max
 
 - over all modules,
-- by depth band — early / middle / late thirds of the adapter's layers (``layer / (max layer + 1)``),
+- by depth band — early / middle / late thirds of the adapter's layers (``layer / (max layer + 1)``
+  within the module's block: an encoder's and a decoder's layers each span their own thirds),
 - by module family — attention query/key/value/output, MLP up/gate/down (names of every common
   architecture mapped to one family),
 
@@ -89,7 +90,7 @@ def _long_sql(modules_view: str) -> str:
                     ELSE 'late' END AS band
         FROM {modules_view} m
         WHERE m.adapter_id IN (SELECT adapter_id FROM _wanted)
-        WINDOW w AS (PARTITION BY m.adapter_id)
+        WINDOW w AS (PARTITION BY m.adapter_id, m.block)
     )
     SELECT adapter_id, 'all' AS grp, {aggs} FROM mods m GROUP BY adapter_id
     UNION ALL BY NAME

@@ -35,7 +35,7 @@ MODULE_FIELDS = [
     ("dtype", pa.string()), ("singular_values", pa.list_(pa.float64())), ("truncated", pa.bool_()),
     ("fro_norm", pa.float64()), ("spectral_norm", pa.float64()), ("stable_rank", pa.float64()),
     ("effective_rank", pa.float64()), ("spectral_entropy", pa.float64()), ("top1_energy", pa.float64()),
-    ("nuclear_norm", pa.float64()),
+    ("nuclear_norm", pa.float64()), ("block", pa.string()),
 ]
 """Per-module columns; the ``modules`` view adds ``adapter_id``, ``analyzer_version``, ``unit_id``."""
 
