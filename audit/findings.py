@@ -57,6 +57,7 @@ class Code(StrEnum):
     EXTRA_PICKLE_FILE = "extra_pickle_file"
     PICKLE_NOT_OPENED = "pickle_not_opened"
     FAN_IN_FAN_OUT_FORCED = "fan_in_fan_out_forced"
+    BASE_MODEL_UNRESOLVABLE = "base_model_unresolvable"
     ADAPTER_INERT = "adapter_inert"
     ADAPTER_PARTLY_INERT = "adapter_partly_inert"
     # behaviour probes (stage "probe")
@@ -85,7 +86,7 @@ _ERRORS = {
 _INFOS = {
     Code.UNSUPPORTED_PEFT_TYPE, Code.MODULES_TO_SAVE_WEIGHTS, Code.DORA_MAGNITUDE_NOT_APPLIED,
     Code.CONFIG_UNEXPECTED_KEYS, Code.EXTRA_PICKLE_FILE, Code.PROBE_NOT_APPLICABLE, Code.PICKLE_NOT_OPENED,
-    Code.FAN_IN_FAN_OUT_FORCED,
+    Code.FAN_IN_FAN_OUT_FORCED, Code.BASE_MODEL_UNRESOLVABLE,
 }
 
 
@@ -126,6 +127,7 @@ RULE_TEXT: dict[str, str] = {
     Code.EXTRA_PICKLE_FILE: "A pickle file beside the weights (never opened).",
     Code.PICKLE_NOT_OPENED: "The weights of an adapter type that is not measured are a pickle (never opened).",
     Code.FAN_IN_FAN_OUT_FORCED: "GPT-2 Conv1D modules: peft treats them as fan_in_fan_out (transposed) whatever the config says.",
+    Code.BASE_MODEL_UNRESOLVABLE: "The base model is named by a path on the author's machine.",
     Code.ADAPTER_INERT: "No module of the adapter would take effect when peft loads it.",
     Code.ADAPTER_PARTLY_INERT: "Some modules of the adapter would not take effect when peft loads it.",
     Code.PROBE_FAILED: "A behaviour probe failed on this adapter.",

@@ -112,6 +112,9 @@ class AdapterRow(Record):
     audited_at: datetime
     unit_id: str
     """The unit of work that wrote this row (joins ``modules`` and ``findings``)."""
+    base_model_source: str | None = None
+    """Where ``base_model`` was read: ``config`` (``base_model_name_or_path``), ``card`` (the model
+    card's ``base_model``), or ``None`` when neither names one."""
 
 
 class ModuleRow(Record):

@@ -9,6 +9,7 @@ that the orchestrator can retry them. This is what the Ray actors map over.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
     status = "failed"
     try:
         config = read_config(folder, limits)
+        _note_base_path(config.base_model_name_or_path or card.base_model, log)
         if config.unexpected_keys:
             log.add("config", Code.CONFIG_UNEXPECTED_KEYS,
                     f"keys unknown to this peft version, ignored: {list(config.unexpected_keys)}", file=CONFIG_NAME)
@@ -168,6 +170,18 @@ def _note_extra_pickles(folder: Path, loc: WeightsLocation, log: FindingLog, lis
                     file=name)
 
 
+_LOCAL_PATH = re.compile(r"^(/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)|\\")
+
+
+def _note_base_path(base: str | None, log: FindingLog) -> None:
+    """A base model named by a path on the author's machine (``/home/...``, ``./out``, ``C:\\...``)
+    cannot be resolved by anyone else: say so (info; the audit goes on)."""
+    if base and _LOCAL_PATH.search(base):
+        log.add("config", Code.BASE_MODEL_UNRESOLVABLE, f"the base model is a local path on the author's machine "
+                f"({base[:200]!r}): neither the Hub nor --base-model NAME=PATH can resolve it by that name",
+                file=CONFIG_NAME)
+
+
 def _note_inert(measured: list[ModuleMeasurement], log: FindingLog, file: str) -> bool:
     """Record which share of the measured modules would take effect when peft loads the adapter;
     ``True`` when none would (an ``adapter_inert`` error: the adapter does nothing)."""
@@ -202,7 +216,9 @@ def _adapter_row(ref: AdapterRef, card: ModelCard, config: AdapterConfig | None,
     targets = config.target_modules if config else None
     if isinstance(targets, str):
         targets = [targets]
-    base = (config.base_model_name_or_path if config else None) or card.base_model
+    from_config = config.base_model_name_or_path if config else None
+    base = from_config or card.base_model
+    source = "config" if from_config else ("card" if card.base_model else None)
     return AdapterRow(
         adapter_id=ref.adapter_id, repo_id=ref.repo_id, revision=ref.revision, registry=ref.registry,
         kind=ref.kind, base_model=base or None, peft_type=config.peft_type if config else None,
@@ -213,7 +229,7 @@ def _adapter_row(ref: AdapterRef, card: ModelCard, config: AdapterConfig | None,
         weights_bytes=loc.size if loc else None, weights_file=loc.path.name if loc else None,
         weights_format=loc.format if loc else None, dtypes=dtypes, tags=list(card.tags),
         card_labels=card.labels_json, status=status, n_findings=n_findings,
-        analyzer_version=analyzer_version, audited_at=now, unit_id=unit_id,
+        analyzer_version=analyzer_version, audited_at=now, unit_id=unit_id, base_model_source=source,
     )
 
 

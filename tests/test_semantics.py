@@ -127,3 +127,25 @@ def test_gpt2_conv1d_modules_are_transposed_whatever_fan_in_fan_out_says(tmp_pat
     told = run(SynthAdapter(mods, config={"target_modules": ["c_attn"], "fan_in_fan_out": True,
                                           "base_model_name_or_path": "gpt2"}).write(tmp_path / "told"))
     assert {m.transposed for m in told.modules} == {True} and finding(told, "fan_in_fan_out_forced") is None
+
+
+def test_base_model_provenance_and_unresolvable_paths(tmp_path):
+    card = "---\nbase_model: org/from-card\n---\n# x\n"
+    cases = {"config": ({"base_model_name_or_path": "org/from-config"}, card, "org/from-config", "config"),
+             "card": ({"base_model_name_or_path": None}, card, "org/from-card", "card"),
+             "none": ({"base_model_name_or_path": None}, None, None, None)}
+    for name, (cfg, c, base, source) in cases.items():
+        res = run(SynthAdapter(llama_like(1), config=cfg, card=c).write(tmp_path / name))
+        assert (res.adapter.base_model, res.adapter.base_model_source) == (base, source), name
+        assert finding(res, "base_model_unresolvable") is None
+    for i, path in enumerate(["/home/alice/llama-3-8b", "C:\\Users\\bob\\models\\mistral", "./outputs/base"]):
+        res = run(SynthAdapter(llama_like(1), config={"base_model_name_or_path": path}).write(tmp_path / f"p{i}"))
+        f = finding(res, "base_model_unresolvable")
+        assert f is not None and f.severity == "info" and res.adapter.status == "ok", path
+
+
+def test_a_rank_mismatch_says_which_scale_was_used(tmp_path):
+    res = run(SynthAdapter(llama_like(1, r=4), config={"r": 8, "lora_alpha": 16}).write(tmp_path / "rm"))
+    f = finding(res, "rank_mismatch")
+    assert "config says 8" in f.message and "scale 2 (lora_alpha / r" in f.message and "size mismatch" in f.message
+    assert {m.scale for m in res.modules} == {2.0}

@@ -131,6 +131,7 @@ class ModuleFactors:
     dtype: str
     targeted: bool = True
     prefix_count: int = 1
+    rslora: bool = False
 
 
 def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, log: FindingLog,
@@ -177,7 +178,7 @@ def _read_module(weights: SafeWeights, config: AdapterConfig, keys: ModuleKeys, 
         transposed = True
     return ModuleFactors(keys=keys, a=a2, b=b2, scale=float(scale), transposed=transposed,
                     config_rank=config_rank, kind=kind, dtype=a_info.dtype, targeted=targeted,
-                    prefix_count=max(keys.a.prefix_count, keys.b.prefix_count))
+                    prefix_count=max(keys.a.prefix_count, keys.b.prefix_count), rslora=config.use_rslora)
 
 
 def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[ModuleMeasurement]:
@@ -193,7 +194,10 @@ def _finish(batch: list[ModuleFactors], log: FindingLog, file: str) -> list[Modu
         rank = int(p.a.shape[0])
         if p.config_rank is not None and rank != p.config_rank:
             log.per_module(STAGE, Code.RANK_MISMATCH, name,
-                           f"tensors have rank {rank}, config says {p.config_rank}", file=file)
+                           f"tensors have rank {rank}, config says {p.config_rank}: peft would build rank-"
+                           f"{p.config_rank} layers and refuse these weights (size mismatch); the spectrum uses "
+                           f"the config's scale {p.scale:g} (lora_alpha / {'sqrt(r)' if p.rslora else 'r'} "
+                           f"with the config's r)", file=file)
         summary = summarize(sigma)
         if summary.spectral_norm == 0.0:
             log.per_module(STAGE, Code.ZERO_DELTA, name, "the delta weight is zero (B or A is all zeros)",

@@ -26,6 +26,7 @@ ADAPTER_FIELDS = [
     ("weights_file", pa.string()), ("weights_format", pa.string()), ("dtypes", pa.list_(pa.string())),
     ("tags", pa.list_(pa.string())), ("card_labels", pa.string()), ("status", pa.string()),
     ("n_findings", pa.int64()), ("analyzer_version", pa.string()), ("audited_at", TS), ("unit_id", pa.string()),
+    ("base_model_source", pa.string()),
 ]
 
 MODULE_FIELDS = [
