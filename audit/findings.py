@@ -58,6 +58,7 @@ class Code(StrEnum):
     PICKLE_NOT_OPENED = "pickle_not_opened"
     FAN_IN_FAN_OUT_FORCED = "fan_in_fan_out_forced"
     BASE_MODEL_UNRESOLVABLE = "base_model_unresolvable"
+    PATH_OUTSIDE_REGISTRY = "path_outside_registry"
     ADAPTER_INERT = "adapter_inert"
     ADAPTER_PARTLY_INERT = "adapter_partly_inert"
     # behaviour probes (stage "probe")
@@ -79,7 +80,7 @@ _ERRORS = {
     Code.PICKLE_WEIGHTS_REFUSED, Code.LFS_POINTER, Code.WEIGHTS_MISSING, Code.CONFIG_MISSING,
     Code.CONFIG_INVALID, Code.UNKNOWN_PEFT_TYPE, Code.SAFETENSORS_INVALID, Code.WEIGHTS_INVALID, Code.LIMIT_EXCEEDED,
     Code.NO_LORA_MODULES, Code.ACCESS_DENIED, Code.GATED_REPO, Code.NOT_FOUND, Code.INTERNAL_ERROR,
-    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.ADAPTER_INERT, Code.NO_COMPARABLE_WEIGHTS, Code.PROBE_FAILED,
+    Code.WORKER_CRASHED, Code.BASE_MODEL_UNAVAILABLE, Code.ADAPTER_INERT, Code.PATH_OUTSIDE_REGISTRY, Code.NO_COMPARABLE_WEIGHTS, Code.PROBE_FAILED,
     Code.BASE_SHAPE_MISMATCH,
     "adapter_format", "permanent",
 }
@@ -128,6 +129,7 @@ RULE_TEXT: dict[str, str] = {
     Code.PICKLE_NOT_OPENED: "The weights of an adapter type that is not measured are a pickle (never opened).",
     Code.FAN_IN_FAN_OUT_FORCED: "GPT-2 Conv1D modules: peft treats them as fan_in_fan_out (transposed) whatever the config says.",
     Code.BASE_MODEL_UNRESOLVABLE: "The base model is named by a path on the author's machine.",
+    Code.PATH_OUTSIDE_REGISTRY: "A file of the adapter is a symlink out of the registry (never read).",
     Code.ADAPTER_INERT: "No module of the adapter would take effect when peft loads it.",
     Code.ADAPTER_PARTLY_INERT: "Some modules of the adapter would not take effect when peft loads it.",
     Code.PROBE_FAILED: "A behaviour probe failed on this adapter.",

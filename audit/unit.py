@@ -9,6 +9,7 @@ that the orchestrator can retry them. This is what the Ray actors map over.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 from audit.adapter.config import AdapterConfig, parse_adapter_config
 from audit.adapter.measure import ModuleMeasurement, measure_adapter
 from audit.adapter.weights import SafeWeights, WeightsLocation, locate_weights, refuse_unreadable
-from audit.errors import AdapterFormatError, LimitExceededError, PermanentAuditError, UnsupportedAdapterError
+from audit.errors import (AdapterFormatError, LimitExceededError, PermanentAuditError, UnsafeFormatError,
+                          UnsupportedAdapterError)
 from audit.findings import Code, FindingLog, Note
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef, AdapterRow, AuditResult, FindingRow, ModuleRow, new_id, utcnow
@@ -53,6 +55,12 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
     folder = Path(ref.local_dir)
     unit_id = new_id()
     log = FindingLog()
+    escaping = _escaping_links(folder, ref.registry)
+    if escaping is not None:
+        return failed_result(ref, UnsafeFormatError(
+            f"{escaping} is a symlink out of the registry ({os.readlink(folder / escaping)[:200]!r}); "
+            "nothing was read", code=Code.PATH_OUTSIDE_REGISTRY, file=escaping), "list",
+            analyzer_version=analyzer_version)
     card = _read_card(folder, limits, log)
     config: AdapterConfig | None = None
     loc: WeightsLocation | None = None
@@ -123,6 +131,18 @@ def finding_rows(repo_id: str, adapter_id: str | None, notes: list[Note], analyz
         for n in notes)
 
 
+def _escaping_links(folder: Path, registry: str) -> str | None:
+    """The first file of a local registry's adapter folder that is a symlink resolving outside the
+    registry root (an upload must not make the scanner read the host's files), else ``None``."""
+    if not registry.startswith("local:"):
+        return None
+    root = Path(registry.removeprefix("local:")).resolve()
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(root):
+            return entry.name
+    return None
+
+
 def _read_bounded(path: Path, cap: int) -> bytes:
     size = path.stat().st_size
     if size > cap:
@@ -136,7 +156,10 @@ def _read_card(folder: Path, limits: Limits, log: FindingLog) -> ModelCard:
     if not path.is_file():
         return ModelCard()
     try:
-        return parse_card(_read_bounded(path, limits.max_card_bytes).decode("utf-8", errors="replace"))
+        card = parse_card(_read_bounded(path, limits.max_card_bytes).decode("utf-8", errors="replace"))
+        if card.problems:
+            log.add("card", Code.CARD_INVALID, "; ".join(card.problems), file=CARD_NAME, severity="warning")
+        return card
     except PermanentAuditError as exc:
         log.add("card", Code.CARD_INVALID, exc.message, file=CARD_NAME, severity="warning")
         return ModelCard()

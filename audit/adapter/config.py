@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from typing import Any
 
@@ -146,12 +147,39 @@ def parse_adapter_config(raw: bytes, *, max_bytes: int) -> AdapterConfig:
                     raise AdapterFormatError(f"peft rejects the config: {exc}", code="config_invalid",
                                              file=file) from None
         unexpected = tuple(sorted(k for k in data if k not in peft_spec.LORA_FIELDS))
+    if peft_type == "LORA":
+        bad = _bad_pattern(values)
+        if bad is not None:
+            raise AdapterFormatError(f"peft cannot match modules with this config: {bad}", code="config_invalid",
+                                     file=file)
     problem = peft_spec.lora_config_errors(
         {**peft_spec.LORA_DEFAULTS, **{k: v for k, v in data.items() if k in peft_spec.LORA_FIELDS}}
         if peft_type == "LORA" else {"task_type": values["task_type"]})
     if problem is not None:
         raise AdapterFormatError(f"peft rejects the config: {problem}", code="config_invalid", file=file)
     return _record(values, unexpected, file)
+
+
+def _bad_pattern(values: dict[str, Any]) -> str | None:
+    """The first regular expression of the config that does not compile (peft would raise
+    ``re.error`` while loading), as a message; ``None`` when all do."""
+    candidates: list[tuple[str, str]] = []
+    for key in ("target_modules", "exclude_modules"):
+        if isinstance(values.get(key), str):
+            candidates.append((key, values[key]))
+    for key in ("rank_pattern", "alpha_pattern"):
+        if isinstance(values.get(key), dict):
+            candidates += [(key, rf"(.*\.)?({k})$") for k in values[key] if isinstance(k, str)]
+    pattern = values.get("layers_pattern")
+    for p in [pattern] if isinstance(pattern, str) else (pattern if isinstance(pattern, list) else []):
+        if isinstance(p, str):
+            candidates.append(("layers_pattern", rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\."))
+    for key, regex in candidates:
+        try:
+            re.compile(regex)
+        except (re.error, RecursionError, OverflowError) as exc:
+            return f"{key} is not a valid regular expression ({exc})"
+    return None
 
 
 def _parse_with_peft(data: dict[str, Any], file: str) -> AdapterConfig:

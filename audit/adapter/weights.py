@@ -97,6 +97,12 @@ def refuse_unreadable(loc: WeightsLocation) -> None:
         raise AdapterFormatError(
             f"the file is a git-LFS pointer ({loc.size} bytes), not the weights: the upload did not "
             "include the LFS object", code="lfs_pointer", file=file)
+    if loc.format == "unknown" and loc.path.suffix == ".safetensors" and loc.size >= 8:
+        with open(loc.path, "rb") as fh:
+            declared = int.from_bytes(fh.read(8), "little")
+        raise AdapterFormatError(
+            f"the safetensors header declares {declared} bytes of header in a file of {loc.size} bytes",
+            code="safetensors_invalid", file=file)
     if loc.format != "safetensors":
         raise AdapterFormatError(
             f"{loc.size} bytes that are neither safetensors, a pickle nor an LFS pointer",
@@ -138,6 +144,11 @@ class SafeWeights:
         size = path.stat().st_size
         if size > limits.max_weights_bytes:
             raise LimitExceededError(f"weights are {size} bytes, cap is {limits.max_weights_bytes}", file=file)
+        with open(path, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+        if header > limits.max_header_bytes:
+            raise LimitExceededError(f"the safetensors header declares {header} bytes, cap is "
+                                     f"{limits.max_header_bytes}", file=file)
         try:
             self._handle = safe_open(str(path), framework="numpy")
             self._file = self._handle.__enter__()

@@ -44,6 +44,9 @@ class ModelCard(BaseModel):
     """``card:lora_audit``, ``card:tags`` or ``none``."""
     labels: dict[str, Any] | None = None
     """The ``lora_audit:`` mapping, verbatim."""
+    problems: tuple[str, ...] = ()
+    """What was ignored as malformed (non-string tags, a base model that is not a name): the card is
+    still used, and the audit records a ``card_invalid`` warning."""
 
     @property
     def labels_json(self) -> str | None:
@@ -67,13 +70,35 @@ def front_matter(text: str) -> dict[str, Any]:
     try:
         data = yaml.load("\n".join(lines[1:end]), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        raise AdapterFormatError(f"front matter is not valid YAML: {exc}", code="card_invalid",
+        raise AdapterFormatError(f"front matter is not valid YAML: {' '.join(str(exc).split())}", code="card_invalid",
                                  file="README.md") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise AdapterFormatError("front matter is not a mapping", code="card_invalid", file="README.md")
+    if _expanded_size(data, MAX_NODES) > MAX_NODES:
+        raise AdapterFormatError(f"front matter expands to more than {MAX_NODES} values (YAML aliases)",
+                                 code="card_invalid", file="README.md")
     return data
+
+
+MAX_NODES = 100_000
+"""Most values a card's front matter may hold once YAML aliases are expanded: an alias bomb (a few
+lines whose aliases expand to billions of values) is refused before anything walks it."""
+
+
+def _expanded_size(value: Any, cap: int) -> int:
+    """Number of values in ``value`` with shared references counted each time (stops past ``cap``)."""
+    count, todo = 0, [value]
+    while todo and count <= cap:
+        item = todo.pop()
+        count += 1
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return count
 
 
 def parse_card(text: str) -> ModelCard:
@@ -90,10 +115,19 @@ def card_from_metadata(meta: dict[str, Any]) -> ModelCard:
     raw_tags = meta.get("tags") or []
     if isinstance(raw_tags, str):
         raw_tags = [raw_tags]
-    tags = tuple(str(t) for t in raw_tags if isinstance(t, (str, int, float)))
+    problems: list[str] = []
+    if not isinstance(raw_tags, list):
+        problems.append(f"tags is a {type(raw_tags).__name__}, not a list")
+        raw_tags = []
+    tags = tuple(t for t in raw_tags if isinstance(t, str))
+    if len(tags) < len(raw_tags):
+        problems.append(f"{len(raw_tags) - len(tags)} tags that are not strings ignored")
     base = meta.get("base_model")
-    if isinstance(base, list):
+    if isinstance(base, list):  # the Hub allows a list of base models: the first is the adapter's
         base = base[0] if base else None
+    if base is not None and not isinstance(base, str):
+        problems.append(f"base_model is a {type(base).__name__}, not a model name: ignored")
+        base = None
     labels = meta.get("lora_audit") if isinstance(meta.get("lora_audit"), dict) else None
     method, source = "unknown", "none"
     if labels and isinstance(labels.get("method"), str) and labels["method"].strip():
@@ -106,4 +140,4 @@ def card_from_metadata(meta: dict[str, Any]) -> ModelCard:
     library = meta.get("library_name")
     return ModelCard(tags=tags, base_model=str(base) if base else None,
                      library_name=str(library) if library else None,
-                     method=method, method_source=source, labels=labels)
+                     method=method, method_source=source, labels=labels, problems=tuple(problems))

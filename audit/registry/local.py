@@ -34,11 +34,18 @@ def files_that_matter(folder: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
-def revision_of(files: list[Path], hashes: ContentHashCache) -> str:
-    """sha256 over ``name NUL sha256(content)`` lines of the given files (hex, 64 characters)."""
+def revision_of(files: list[Path], hashes: ContentHashCache, root: Path | None = None) -> str:
+    """sha256 over ``name NUL sha256(content)`` lines of the given files (hex, 64 characters).
+
+    A symlink that resolves outside ``root`` is hashed by its target's name, not read: the
+    audit refuses it (``path_outside_registry``) and the listing must not read the host's files."""
     h = hashlib.sha256()
     for path in files:
-        h.update(f"{path.name}\0{hashes.sha256(path)}\n".encode())
+        if root is not None and path.is_symlink() and not path.resolve().is_relative_to(root):
+            digest = "symlink:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
+        else:
+            digest = hashes.sha256(path)
+        h.update(f"{path.name}\0{digest}\n".encode())
     return h.hexdigest()
 
 
@@ -98,7 +105,7 @@ class LocalRegistry:
         repo_id, folder = found
         try:
             files = files_that_matter(folder)
-            revision = revision_of(files, self._hashes)
+            revision = revision_of(files, self._hashes, self.root)
             entries = tuple(FileEntry(name=p.name, size=p.stat().st_size) for p in files)
         except OSError as exc:
             return exc

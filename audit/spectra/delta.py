@@ -36,6 +36,7 @@ singular values come back in the same kind.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ def as_matrix_factors(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, t
         raise AdapterFormatError(
             f"LoRA factors must be at least 2-D, got A {list(A.shape)} and B {list(B.shape)}",
             code="shape_mismatch")
-    r = A.shape[0]
-    A2 = A.reshape(r, -1)
+    r = int(A.shape[0])
+    if r == 0:
+        raise AdapterFormatError(f"rank-0 factors: A {list(A.shape)}, B {list(B.shape)}", code="shape_mismatch")
+    A2 = A.reshape(r, math.prod(int(d) for d in A.shape[1:]))
     if len(B.shape) > 2 and any(d != 1 for d in B.shape[2:]):
         raise AdapterFormatError(f"B {list(B.shape)} has a kernel that is not 1x1", code="shape_mismatch")
     B2 = B.reshape(B.shape[0], B.shape[1])
