@@ -4,6 +4,8 @@ credentials that never leak."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import logging
 import pickle
 
@@ -298,3 +300,7 @@ def test_the_token_is_used_and_never_leaks(tmp_path, monkeypatch, caplog, store)
     assert any("<redacted>" in m for m in messages)  # the echoed header was there, and was scrubbed
     texts = messages + raised + report.deferred + [caplog.text] + [repr(registry), str(pickle.dumps(registry))]
     assert not [t for t in texts if token in t or "LeakCanary" in t]
+    import pyarrow.parquet as pq
+
+    stored = [p for p in Path(store.root).rglob("*.parquet") if not p.name.startswith(".")]
+    assert stored and not [p for p in stored if "LeakCanary" in str(pq.read_table(p, partitioning=None).to_pylist())]
