@@ -149,3 +149,20 @@ def test_a_rank_mismatch_says_which_scale_was_used(tmp_path):
     f = finding(res, "rank_mismatch")
     assert "config says 8" in f.message and "scale 2 (lora_alpha / r" in f.message and "size mismatch" in f.message
     assert {m.scale for m in res.modules} == {2.0}
+
+
+def test_moe_experts_are_separate_modules_of_one_layer(tmp_path):
+    mods = [SynthModule(f"model.layers.{layer}.mlp.experts.{e}.w1", d_out=24, d_in=16)
+            for layer in (0, 1) for e in range(3)]
+    res = run(SynthAdapter(mods, config={"target_modules": ["w1"]}).write(tmp_path / "moe"))
+    assert res.adapter.status == "ok" and res.adapter.n_modules == 6
+    assert {(m.layer, m.block) for m in res.modules} == {(0, "model.layers"), (1, "model.layers")}
+    assert len({m.module for m in res.modules}) == 6
+
+
+def test_other_adapter_types_are_named_precisely(tmp_path):
+    for peft_type in ("LOHA", "LOKR", "OFT", "BOFT", "VERA"):
+        folder = SynthAdapter(llama_like(1), config={"peft_type": peft_type}).write(tmp_path / peft_type)
+        res = run(folder)
+        assert res.adapter.status == "unsupported" and res.adapter.peft_type == peft_type
+        assert peft_type in finding(res, "unsupported_peft_type").message
