@@ -196,6 +196,8 @@ class RunRow(Record):
     """``running``, ``completed`` or ``failed``."""
     analyzer_version: str
     updated_at: datetime = Field(default_factory=utcnow)
+    report_path: str | None = None
+    """Where the nightly flow wrote this run's HTML report (beside the store), once written."""
 
 
 class AuditResult(Record):

@@ -43,4 +43,16 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
     report = steps.run_scan(spec, ParquetStore(store), placement=placement, steps=TASKS,
                             probes=() if skip_probes else probe_specs(probes, probe_prompts),
                             compact_min_files=compact_min_files)
-    return report.summary()
+    summary = report.summary()
+    summary["report_path"] = write_run_report(ParquetStore(store), report.run_id)
+    return summary
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def write_run_report(store: ParquetStore, run_id: str) -> str:
+    """The run's HTML report, beside the store; its path is recorded on the run."""
+    from audit.report.html import publish_run_report
+
+    path = publish_run_report(store, run_id)
+    print(f"report: {path}")
+    return path

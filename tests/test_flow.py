@@ -39,8 +39,12 @@ def test_flow_on_ray_gives_the_same_rows_as_in_process(realworld, tmp_path, ray_
     again = nightly_scan(registry=str(realworld), store=str(tmp_path / "ray"), workers=2)
     assert again["n_new"] == 0 and again["n_audited"] == 0
     runs = ParquetStore(tmp_path / "ray").connect().execute(
-        "SELECT status, n_new FROM runs ORDER BY started_at").fetchall()
-    assert runs == [("completed", summary["n_new"]), ("completed", 0)]
+        "SELECT status, n_new, report_path FROM runs ORDER BY started_at").fetchall()
+    assert [r[:2] for r in runs] == [("completed", summary["n_new"]), ("completed", 0)]
+    # the flow wrote each run's report beside the store and recorded where
+    assert [r[2] for r in runs] == [summary["report_path"], again["report_path"]]
+    html = (tmp_path / "ray" / "reports" / f"run-{summary['run_id']}.html").read_text()
+    assert summary["run_id"] in html and "data:image/png;base64," in html
 
 
 def _synthetic_registry(root, n: int):

@@ -387,3 +387,33 @@ def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
     assert f"'skipped': {len(PROBES)}" in ok.output and len(PROBES) == 5
     again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert "everything is up to date" in again.output
+
+
+@model
+@pytest.mark.slow
+def test_report_of_the_probed_zoo_with_verdicts(probed_zoo, tmp_path):
+    """The report of a scan with probes and verdicts: the adapter view shows the verdict history,
+    the probe rates with their intervals, and every plot decodes in headless Chromium."""
+    import shutil
+
+    from audit.classify.recalibrate import recalibrate
+    from audit.classify.verdicts import score_unjudged
+    from audit.report.html import render_adapter, render_scan, write_report
+    from browser import chromium, open_in_chromium
+
+    _, _, store, _, _, _ = probed_zoo
+    copy = ParquetStore(shutil.copytree(store.root, tmp_path / "store"))
+    recalibrate(copy, min_auc=0.0, max_ece=1.0)
+    assert score_unjudged(copy, trigger="scan")
+    drifted = copy.connect().execute("SELECT repo_id FROM latest_adapters WHERE repo_id LIKE 'sft-harmful%' "
+                                     "ORDER BY repo_id DESC LIMIT 1").fetchone()[0]
+    page = write_report(render_adapter(copy, drifted), tmp_path / "adapter.html")
+    text = page.read_text()
+    assert "sft.drift.v1" in text and "harmful_compliance" in text
+    scan_page = write_report(render_scan(copy), tmp_path / "scan.html")
+    assert "Behaviour probes" in scan_page.read_text() and "sft" in scan_page.read_text()
+    if chromium() is not None:
+        for p, n in ((page, 4), (scan_page, 3)):
+            seen = open_in_chromium(p, tmp_path / f"{p.stem}.png", tmp_path)
+            assert seen["errors"] == [] and len(seen["images"]) >= n
+            assert all(c and w >= 300 and h >= 100 for c, w, h in seen["images"])

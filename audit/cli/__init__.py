@@ -10,6 +10,7 @@ from audit.cli.compact import compact
 from audit.cli.demo import demo
 from audit.cli.probe import probe
 from audit.cli.query import query
+from audit.cli.report import report
 from audit.cli.scan import scan
 from audit.cli.zoo import zoo_app
 
@@ -39,6 +40,7 @@ app.command("compact")(compact)
 app.command("probe")(probe)
 app.command("recalibrate")(recalibrate)
 app.command("verdicts")(verdicts)
+app.command("report")(report)
 app.add_typer(zoo_app, name="zoo")
 app.command("demo")(demo)
 

@@ -52,7 +52,7 @@ RUN_FINDING_FIELDS = [("repo_id", pa.string()), *FINDING_FIELDS]
 RUN_FIELDS = [
     ("run_id", pa.string()), ("started_at", TS), ("finished_at", TS), ("registry", pa.string()),
     ("n_listed", pa.int64()), ("n_new", pa.int64()), ("n_audited", pa.int64()), ("n_failed", pa.int64()),
-    ("status", pa.string()), ("analyzer_version", pa.string()), ("updated_at", TS),
+    ("status", pa.string()), ("analyzer_version", pa.string()), ("updated_at", TS), ("report_path", pa.string()),
 ]
 
 UNITS = pa.schema([*ADAPTER_FIELDS, ("modules", pa.list_(pa.struct(MODULE_FIELDS))),

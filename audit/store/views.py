@@ -59,7 +59,7 @@ _DERIVED = {
 :func:`register_view`."""
 
 
-TABLE_MODULES = ("audit.classify.tables", "audit.analyzers.table", "audit.directions.table")
+TABLE_MODULES = ("audit.classify.tables", "audit.analyzers.table", "audit.directions.table", "audit.report.explain")
 """Modules that register more tables and views (imported before the views are made)."""
 
 

@@ -1,0 +1,172 @@
+"""What a report shows, read from the store: typed records for the scan view and the adapter view."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.errors import ConfigurationError
+from audit.store.parquet import ParquetStore
+
+
+@dataclass
+class Table:
+    """Rows with their column names (what a template renders as an HTML table)."""
+
+    columns: list[str]
+    rows: list[tuple]
+
+    @classmethod
+    def of(cls, cur: Any) -> Table:
+        return cls([d[0] for d in cur.description], cur.fetchall())
+
+
+@dataclass
+class ScanData:
+    run: dict[str, Any]
+    statuses: list[tuple[str, int]]
+    findings: Table
+    """code, severity, adapters, findings: every status, every severity."""
+    adapters: Table
+    """Attention first: failed/inert, drifted, errors, warnings."""
+    verdicts: list[tuple[str, int, int]]
+    """method, judged, drifted."""
+    probes: Table
+    standouts: Table
+    energy: list[tuple[str, str, float, float]]
+    """repo_id, method, log energy, mean top-1 energy (the stand-out plot)."""
+
+
+@dataclass
+class AdapterData:
+    facts: dict[str, Any]
+    modules: Table
+    """module, block, layer, module_type, spectral_norm, stable_rank, singular_values."""
+    findings: Table
+    verdicts: Table
+    probes: Table
+    """metric, value, ci_low, ci_high, base_value, base_ci_low, base_ci_high."""
+    module_z: Table
+    peer_z: Table
+    peers: dict[str, list[float]] = field(default_factory=dict)
+    """feature -> healthy peers' values (same base and method)."""
+
+
+_NEWEST = """(SELECT * FROM latest_adapters WHERE registry = $registry
+              QUALIFY row_number() OVER (PARTITION BY repo_id ORDER BY audited_at DESC, unit_id DESC) = 1)"""
+
+
+def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
+    """The scan view of run ``run_id`` (default: the newest run): its counts, and the registry's
+    newest audits (statuses, findings by code and severity, adapters, verdicts, probes).
+
+    Raises:
+        ConfigurationError: no such run (or no run at all).
+    """
+    con = store.connect()
+    try:
+        cur = con.execute("SELECT * FROM runs " + ("WHERE run_id = $run_id " if run_id else "")
+                          + "ORDER BY started_at DESC LIMIT 1", {"run_id": run_id} if run_id else {})
+        row = cur.fetchone()
+        if row is None:
+            raise ConfigurationError(f"no run {run_id!r} in the store" if run_id else "the store has no run yet")
+        run = dict(zip([d[0] for d in cur.description], row, strict=True))
+        p = {"registry": run["registry"]}
+        statuses = con.execute(f"SELECT status, count(*) FROM {_NEWEST} GROUP BY 1 ORDER BY 2 DESC", p).fetchall()
+        findings = Table.of(con.execute(f"""
+            SELECT f.code, f.severity, count(DISTINCT f.adapter_id) AS adapters, count(*) AS findings
+            FROM findings f WHERE f.unit_id IN (SELECT unit_id FROM {_NEWEST})
+            GROUP BY 1, 2 ORDER BY CASE f.severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, 4 DESC""", p))
+        adapters = Table.of(con.execute(f"""
+            WITH n AS {_NEWEST},
+            f AS (SELECT unit_id, count(*) FILTER (severity = 'error') AS errors,
+                         count(*) FILTER (severity = 'warning') AS warnings,
+                         string_agg(DISTINCT code, ', ' ORDER BY code) FILTER (severity <> 'info') AS codes
+                  FROM findings GROUP BY unit_id)
+            SELECT n.repo_id, n.status, n.method, n.n_modules, coalesce(f.errors, 0) AS errors,
+                   coalesce(f.warnings, 0) AS warnings, round(v.p_drift, 3) AS p_drift,
+                   round(ps.harmful_compliance, 3) AS harmful_compliance, f.codes, n.adapter_id
+            FROM n LEFT JOIN f USING (unit_id) LEFT JOIN current_verdicts v USING (adapter_id)
+            LEFT JOIN probe_summary ps USING (adapter_id)
+            ORDER BY (n.status IN ('failed', 'inert')) DESC, coalesce(v.drifted, false) DESC,
+                     coalesce(f.errors, 0) DESC, coalesce(f.warnings, 0) DESC, n.repo_id""", p))
+        verdicts = con.execute(f"""
+            SELECT v.method, count(*) FILTER (v.p_drift IS NOT NULL), count(*) FILTER (v.drifted)
+            FROM current_verdicts v WHERE v.adapter_id IN (SELECT adapter_id FROM {_NEWEST})
+            GROUP BY 1 ORDER BY 1""", p).fetchall()
+        probes = Table.of(con.execute(f"""
+            SELECT ps.repo_id, round(ps.harmful_compliance, 3) AS harmful_compliance,
+                   round(ps.base_harmful_compliance, 3) AS base, round(ps.benign_refusal, 3) AS benign_refusal,
+                   round(ps.caa_cosine_at_max_shift, 3) AS caa_cosine
+            FROM probe_summary ps WHERE ps.adapter_id IN (SELECT adapter_id FROM {_NEWEST})
+            ORDER BY ps.harmful_compliance DESC NULLS LAST""", p))
+        standouts = Table.of(con.execute(f"""
+            SELECT z.adapter_id, z.method, z.feature, round(z.value, 3) AS value, round(z.peer_median, 3) AS peers,
+                   z.n_peers, round(z.z, 1) AS z
+            FROM peer_zscores z WHERE z.adapter_id IN (SELECT adapter_id FROM {_NEWEST}) AND abs(z.z) >= 3.5
+            ORDER BY abs(z.z) DESC LIMIT 15""", p))
+        energy = con.execute(f"""
+            SELECT n.repo_id, n.method, ln(sum(m.fro_norm * m.fro_norm)), avg(m.top1_energy)
+            FROM {_NEWEST} n JOIN latest_modules m USING (adapter_id, unit_id)
+            WHERE m.spectral_norm > 0 GROUP BY 1, 2""", p).fetchall()
+    finally:
+        con.close()
+    return ScanData(run, statuses, findings, adapters, verdicts, probes, standouts, energy)
+
+
+def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
+    """The adapter view of ``adapter`` (an ``adapter_id``, or a ``repo_id``: its newest audit).
+
+    Raises:
+        ConfigurationError: no such adapter in the store.
+    """
+    con = store.connect()
+    try:
+        cur = con.execute("""SELECT * FROM latest_adapters WHERE adapter_id = $a OR repo_id = $a
+                             ORDER BY audited_at DESC LIMIT 1""", {"a": adapter})
+        row = cur.fetchone()
+        if row is None:
+            raise ConfigurationError(f"no adapter {adapter!r} in the store (give an adapter_id or a repo_id)")
+        facts = dict(zip([d[0] for d in cur.description], row, strict=True))
+        p = {"a": facts["adapter_id"], "u": facts["unit_id"]}
+        modules = Table.of(con.execute("""
+            SELECT module, block, layer, module_type, spectral_norm, stable_rank, singular_values
+            FROM latest_modules WHERE adapter_id = $a AND unit_id = $u ORDER BY block, layer, module""", p))
+        findings = Table.of(con.execute("""SELECT severity, code, message, file FROM findings
+                                           WHERE unit_id = $u ORDER BY severity, code""", {"u": p["u"]}))
+        verdicts = Table.of(con.execute("""
+            SELECT scored_at, trigger, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective,
+                   round(severity_score, 3) AS severity_score, reason
+            FROM verdicts WHERE adapter_id = $a ORDER BY scored_at""", {"a": p["a"]}))
+        probes = Table.of(con.execute("""
+            SELECT metric, value, ci_low, ci_high, base_value, base_ci_low, base_ci_high FROM probe_vs_base
+            WHERE adapter_id = $a AND layer IS NULL AND unit_id IN (SELECT unit_id FROM latest_probes)
+            ORDER BY metric""", {"a": p["a"]}))
+        module_z = Table.of(con.execute("""
+            SELECT module, round(log_sigma1, 3) AS log_sigma1, round(z_log_sigma1, 2) AS z_log_sigma1,
+                   round(stable_rank, 3) AS stable_rank, round(z_stable_rank, 2) AS z_stable_rank
+            FROM module_zscores WHERE adapter_id = $a
+            ORDER BY greatest(abs(coalesce(z_log_sigma1, 0)), abs(coalesce(z_stable_rank, 0))) DESC LIMIT 5""",
+                                        {"a": p["a"]}))
+        peer_z = Table.of(con.execute("""
+            SELECT feature, round(value, 3) AS value, round(peer_median, 3) AS peer_median,
+                   round(peer_mad, 3) AS peer_mad, n_peers, round(z, 2) AS z
+            FROM peer_zscores WHERE adapter_id = $a ORDER BY abs(coalesce(z, 0)) DESC""", {"a": p["a"]}))
+        peers: dict[str, list[float]] = {}
+        if peer_z.rows and any(r[4] for r in peer_z.rows):
+            for feature, values in con.execute("""
+                    WITH me AS (SELECT base_model, method FROM latest_adapters WHERE adapter_id = $a LIMIT 1)
+                    SELECT z.feature, list(z.value) FROM peer_zscores z, me
+                    WHERE z.method = me.method AND z.base_model IS NOT DISTINCT FROM me.base_model
+                      AND z.adapter_id <> $a AND (z.adapter_id IN (SELECT adapter_id FROM current_verdicts
+                                                                     WHERE drifted = false)
+                           OR z.adapter_id IN (SELECT adapter_id FROM latest_adapters
+                                               WHERE json_extract_string(card_labels, '$.objective') = 'healthy'))
+                    GROUP BY 1""", {"a": p["a"]}).fetchall():
+                peers[feature] = list(values)
+    finally:
+        con.close()
+    if facts.get("card_labels"):
+        facts["card_labels"] = json.loads(facts["card_labels"])
+    return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers)
