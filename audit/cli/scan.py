@@ -206,5 +206,27 @@ def print_summary(summary: dict, store: str) -> None:
     for status, n in sorted((summary.get("probes") or {}).items()):
         t.add_row(f"probe units {status}", str(n))
     console.print(t)
-    console.print(f"store: {store}\nnext:  lora-audit query --store {store} "
-                  "\"SELECT status, count(*) FROM adapters GROUP BY status\"")
+    _print_findings(summary, store)
+    console.print(f"store: {store}", soft_wrap=True)
+    console.print(f"next:  lora-audit query --store {store} \"SELECT repo_id, code, file, message FROM findings "
+                  "WHERE severity = 'error'\"", soft_wrap=True, markup=False)
+
+
+def _print_findings(summary: dict, store: str) -> None:
+    """Findings of the registry's newest audits by code and severity, every status included."""
+    from audit.report.current import current_results
+
+    findings, _ = current_results(open_store(store), summary["registry"], summary["run_id"])
+    if not findings:
+        return
+    counts: dict[tuple[str, str], set[str]] = {}
+    for f in findings:
+        counts.setdefault((f.severity, f.code), set()).add(f.repo_id)
+    order = {"error": 0, "warning": 1, "info": 2}
+    t = Table(title="findings (newest audit of each adapter)", title_justify="left")
+    t.add_column("severity")
+    t.add_column("code")
+    t.add_column("adapters", justify="right")
+    for (severity, code), repos in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 3), -len(kv[1]))):
+        t.add_row(severity, code, str(len(repos)))
+    console.print(t)
