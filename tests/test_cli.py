@@ -63,6 +63,11 @@ def test_scan_then_query_in_every_format(tmp_path, prefect_harness):
                  PREFECT_API_URL=PREFECT_API_URL.value())
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-3000:]
+    assert "listed" in out and "Finished in state" not in out  # Prefect's own lines only with --verbose
+    loud = _cli(tmp_path, "scan", "--registry", str(root), "--store", store, "--in-process", "--verbose",
+                PREFECT_API_URL=PREFECT_API_URL.value())
+    out = loud.stdout + loud.stderr
+    assert loud.returncode == 0, out[-3000:]
     assert "0 new of 2" in out and "Finished in state Completed" in out
     assert "Traceback" not in out and "database is locked" not in out
 

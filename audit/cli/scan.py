@@ -90,6 +90,8 @@ def scan(
                          "scanning) to --output.")] = ReportFormat.table,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Where --format sarif writes (default: lora-audit.sarif).")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show Prefect's own log lines (flow and task states) on the console.")] = False,
     fail_on: Annotated[FailOn | None, typer.Option(
         "--fail-on", help="Exit 1 when the registry's newest audits have a finding at this severity or worse "
                           "(warning, error) or a drifted verdict (any level fails on drifted verdicts).",
@@ -127,6 +129,8 @@ def scan(
     with progress_for(console) as progress, reporting_to(Bar(progress)):
         try:
             if use_flow:
+                if not verbose:  # the console handler only: the flow's logs still reach the Prefect server
+                    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
                 from flows.nightly_scan import nightly_scan
 
                 summary = nightly_scan(registry=str(registry) if registry else None, hub_org=hub_org, store=store,

@@ -104,6 +104,8 @@ def measure_folder(folder, residual, inputs, limits):
         UnsupportedAdapterError: not a LoRA adapter.
     """
     from audit.adapter.keys import module_layer, module_type
+    import torch
+
     from audit.adapter.measure import iter_factors
     from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
     from audit.directions.maths import measure, role_of
@@ -127,7 +129,8 @@ def measure_folder(folder, residual, inputs, limits):
             if f.kind != "linear":
                 unmatched.append((f.keys.module, f"a {f.kind} module"))
                 continue
-            a, b = (f.b.T, f.a.T) if f.transposed else (f.a, f.b)
+            a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)  # the factors are read as numpy arrays
+            a, b = (b.T, a.T) if f.transposed else (a, b)
             module, mtype, layer = f.keys.module, module_type(f.keys.module), module_layer(f.keys.module)
             role = role_of(mtype)
             mean_input = None
