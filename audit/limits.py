@@ -14,7 +14,7 @@ class Limits(BaseSettings):
     ``LORA_AUDIT_MAX_WEIGHTS_BYTES=1000000000``) overrides the default (pydantic-settings).
     """
 
-    model_config = SettingsConfigDict(frozen=True, env_prefix="LORA_AUDIT_", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(frozen=True, env_prefix="LORA_AUDIT_")
 
     max_weights_bytes: int = 16 * 2**30
     """Largest weights file read."""

@@ -17,7 +17,7 @@ from audit.store.views import register_view
 
 
 class _Row(BaseModel):
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True)
 
 
 class ClassifierRow(_Row):

@@ -86,7 +86,7 @@ def promoted_classifiers(store: ParquetStore, con=None) -> dict[str, MethodClass
 
 def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger: str = "verdicts",
           method: str | None = None, classifiers: dict[str, MethodClassifier] | None = None,
-          write: bool = True) -> list[VerdictRow]:
+          write: bool = True, con=None) -> list[VerdictRow]:
     """Judge adapters (newest audit of each) with their method's promoted classifier.
 
     Args:
@@ -104,7 +104,8 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         StoreError: the rows could not be written.
     """
     sql = "SELECT adapter_id, repo_id, method, status FROM latest_adapters"
-    con = store.connect(for_sql=f"{sql} promoted_classifiers")  # the views features() reads come after
+    given = con
+    con = con or store.connect(for_sql=f"{sql} promoted_classifiers")  # the views features() reads come after
     try:
         rows = con.execute(sql).fetchall()
         wanted = set(adapter_ids) if adapter_ids is not None else None
@@ -114,7 +115,8 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         feats: dict[str, np.ndarray] = {}
         lacking: set[str] = set()
         if judged:
-            con.close()
+            if given is None:
+                con.close()
             con = store.connect()
         for fs in sorted({classifiers[r[2]].feature_set for r in judged}):
             ids = [r[0] for r in judged if classifiers[r[2]].feature_set == fs]
@@ -122,7 +124,8 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
             feats.update({a: x for a, x, k in zip(ids, X, ok, strict=True) if k})
             lacking.update(a for a, k in zip(ids, ok, strict=True) if not k)
     finally:
-        con.close()
+        if con is not given:
+            con.close()
     now = utcnow()
     out = []
     for adapter_id, repo_id, m, status in rows:
@@ -173,8 +176,12 @@ _UNJUDGED = """
 
 def score_unjudged(store: ParquetStore, trigger: str = "scan") -> list[VerdictRow]:
     """Score every adapter :func:`unjudged` lists with its method's promoted classifier."""
-    ids = unjudged(store)
-    return score(store, ids, trigger=trigger) if ids else []
+    con = store.connect(for_sql=_UNJUDGED)  # one connection for both (its views include score's)
+    try:
+        ids = unjudged(store, con)
+        return score(store, ids, trigger=trigger, con=con) if ids else []
+    finally:
+        con.close()
 
 
 @dataclass

@@ -220,7 +220,7 @@ def _print_findings(summary: dict, store: str) -> None:
     """Findings of the registry's newest audits by code and severity, every status included."""
     from audit.report.current import current_results
 
-    findings, _ = current_results(open_store(store), summary["registry"], summary["run_id"])
+    findings, _ = current_results(open_store(store), summary["registry"], summary["run_id"], verdicts=False)
     if not findings:
         return
     counts: dict[tuple[str, str], set[str]] = {}

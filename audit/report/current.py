@@ -23,20 +23,20 @@ _DRIFTED = f"""
     WHERE v.drifted ORDER BY n.repo_id"""
 
 
-def current_results(store: ParquetStore, registry: str,
-                    run_id: str | None = None) -> tuple[list[FindingResult], list[DriftResult]]:
-    """Findings and drifted verdicts of the newest audit of every adapter of ``registry``, plus the
-    listing findings of ``run_id``.
+def current_results(store: ParquetStore, registry: str, run_id: str | None = None, *,
+                    verdicts: bool = True) -> tuple[list[FindingResult], list[DriftResult]]:
+    """Findings and (unless ``verdicts`` is false) drifted verdicts of the newest audit of every
+    adapter of ``registry``, plus the listing findings of ``run_id``.
 
     Raises:
         duckdb.Error: the store cannot be read.
     """
-    con = store.connect(for_sql=_FINDINGS + _DRIFTED)
+    con = store.connect(for_sql=_FINDINGS + (_DRIFTED if verdicts else ""))
     try:
         params = {"registry": registry, "run_id": run_id or ""}
         findings = [FindingResult(*row) for row in con.execute(_FINDINGS, params).fetchall()]
         drifted = [DriftResult(*row) for row in
-                   con.execute(_DRIFTED, {"registry": registry}).fetchall()]
+                   con.execute(_DRIFTED, {"registry": registry}).fetchall()] if verdicts else []
     finally:
         con.close()
     return findings, drifted
