@@ -105,6 +105,16 @@ def evict(root: Path) -> None:
                 os.close(fd)
 
 
+def _audit_span(store: Path) -> tuple[int, float]:
+    """Adapters audited into ``store`` and the seconds from the first unit committed to the last."""
+    import duckdb
+
+    con = duckdb.connect()
+    n, span = con.execute(f"SELECT count(*), epoch(max(audited_at)) - epoch(min(audited_at)) FROM read_parquet("
+                          f"'{store}/units/**/*.parquet', hive_partitioning = true)").fetchone()
+    return int(n), float(span or 0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--realworld", type=Path, default=ROOT.parent / "shared" / "realworld")
@@ -189,12 +199,17 @@ def main() -> None:
             wall, cpu, _ = run_measured([*CLI, "scan", "--registry", str(reg), "--store", str(work / "s"),
                                          "--workers", "2", "--no-probes"], env_for(work))
             out["copies_wall_s"] = wall
-            line = f"  lora-audit scan --workers 2: {wall:.1f} s wall"
+            n, span = _audit_span(work / "s")
+            out["copies_rate"] = n / span if span else None
+            line = (f"  lora-audit scan --workers 2: {wall:.1f} s wall; {n} adapters audited in {span:.1f} s once "
+                    f"started ({n / span:.1f} adapters/s, first to last unit committed)")
             if peer is not None:
                 pwall, _, _ = run_measured([str(peer), "batch", "--input-dir", str(reg), "--workers", "2", "--no-cache",
                                             "--output-dir", str(work / "peer")], env_for(work))
                 out["peer_copies_wall_s"] = pwall
-                line += f"; adaptersentry batch --workers 2: {pwall:.1f} s; ratio {wall / pwall:.2f}x (target <= 1x)"
+                line += (f"\n  adaptersentry batch --workers 2: {pwall:.1f} s ({n / pwall:.1f} adapters/s overall); "
+                         f"wall ratio {wall / pwall:.2f}x (target <= 1x), rate ratio {(n / span) / (n / pwall):.1f}x "
+                         "(target >= 3x)")
             print(line)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
