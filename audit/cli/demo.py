@@ -29,7 +29,8 @@ def demo(
         "--probe-prompts", help="Prompts per behaviour probe (the demo's default keeps it to minutes).")] = 16,
 ) -> None:
     """Build the tiny zoo, scan it (spectra and behaviour probes), recalibrate the classifiers, and
-    show the overview, the probe results and the verdicts.
+    show the overview, the probe results and the verdicts, and write the HTML report
+    (``<store>/reports/demo.html``).
 
     Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N --prefect`,
     `lora-audit recalibrate --prefect` and `lora-audit verdicts`: the whole system, the Prefect
@@ -53,6 +54,9 @@ def demo(
     show_probe_summary(ParquetStore(store))
     recalibrate(store=store, label_source="card", min_auc=0.6, max_ece=0.3, auc_tolerance=0.05, prefect=True)
     verdicts(store=store, flipped=False, method=None, format=Format.table, max_rows=60)
+    from audit.cli.report import report
+
+    report(out=Path(store) / "reports" / "demo.html", store=store, run=None, adapter=None)
     console.print(f"what changed after the last recalibration: lora-audit verdicts --flipped --store {store}")
 
 
