@@ -304,3 +304,14 @@ def test_the_token_is_used_and_never_leaks(tmp_path, monkeypatch, caplog, store)
 
     stored = [p for p in Path(store.root).rglob("*.parquet") if not p.name.startswith(".")]
     assert stored and not [p for p in stored if "LeakCanary" in str(pq.read_table(p, partitioning=None).to_pylist())]
+
+
+def test_hub_file_names_with_paths_are_never_fetched():
+    """A listing that names ``../`` or absolute paths (a hostile or broken Hub-compatible server) gives
+    no file to download: only root-level names are ever fetched."""
+    from audit.registry.hub_files import files_that_matter, files_to_download
+
+    names = ["../adapter_model.safetensors", "/etc/adapter_config.json", "a/../../adapter_model.bin",
+             "adapter_config.json", "adapter_model.safetensors", "sub/adapter_model.safetensors"]
+    assert files_that_matter(names) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert files_to_download("adapter", names) == ["adapter_config.json", "adapter_model.safetensors"]
