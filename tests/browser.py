@@ -31,8 +31,8 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def open_in_chromium(page: Path, screenshot: Path, work: Path, size: str = "1280,2400") -> dict:
-    """Load ``page`` headless; write ``screenshot`` (PNG) and return ``{"images": [[complete, w, h]...],
+def open_in_chromium(page: Path, screenshot: Path | None, work: Path, size: str = "1280,2400") -> dict:
+    """Load ``page`` headless; write ``screenshot`` (PNG; ``None``: none) and return ``{"images": [[complete, w, h]...],
     "errors": [...], "tables": n}`` as the page's own script saw them after ``load``.
 
     Raises:
@@ -50,6 +50,7 @@ def open_in_chromium(page: Path, screenshot: Path, work: Path, size: str = "1280
     found = re.search(r'<pre id="__check">(.*?)</pre>', dom.stdout, re.S)
     if found is None:
         raise RuntimeError(f"no result from chromium: {dom.stderr[-2000:]}")
-    subprocess.run([*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True,
-                   timeout=120, check=True)
+    if screenshot is not None:
+        subprocess.run([*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True,
+                       timeout=120, check=True)
     return json.loads(html.unescape(found.group(1)))
