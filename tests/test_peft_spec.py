@@ -25,7 +25,7 @@ from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
 from peft.utils.other import get_pattern_key  # noqa: E402
 
 REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_constants_are_peft_s():
