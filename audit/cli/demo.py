@@ -29,8 +29,9 @@ def demo(
         "--probe-prompts", help="Prompts per behaviour probe (the demo's default keeps it to minutes).")] = 16,
 ) -> None:
     """Build the tiny zoo, scan it (spectra and behaviour probes), recalibrate the classifiers, and
-    show the overview, the probe results and the verdicts, and write the HTML report
-    (``<store>/reports/demo.html``).
+    show the overview, the probe results and the verdicts.
+
+    The HTML report of the scan is written to <store>/reports/demo.html.
 
     Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N --prefect`,
     `lora-audit recalibrate --prefect` and `lora-audit verdicts`: the whole system, the Prefect
