@@ -28,10 +28,11 @@ def demo(
     probe_prompts: Annotated[int, typer.Option(
         "--probe-prompts", help="Prompts per behaviour probe (the demo's default keeps it to minutes).")] = 16,
 ) -> None:
-    """Build the tiny zoo, scan it (spectra and behaviour probes), recalibrate the classifiers, and
-    show the overview, the probe results and the verdicts.
+    """The whole system on the tiny zoo: build, scan with probes, recalibrate, show, report.
 
-    The HTML report of the scan is written to <store>/reports/demo.html.
+    Builds the tiny zoo, scans it (spectra and behaviour probes), recalibrates the classifiers,
+    shows the overview, the probe results and the verdicts, and writes the HTML report of the
+    scan to <store>/reports/demo.html.
 
     Equivalent to `lora-audit zoo build`, `lora-audit scan --registry OUT --probe-prompts N --prefect`,
     `lora-audit recalibrate --prefect` and `lora-audit verdicts`: the whole system, the Prefect
