@@ -169,11 +169,11 @@ def _bad_pattern(values: dict[str, Any]) -> str | None:
             candidates.append((key, values[key]))
     for key in ("rank_pattern", "alpha_pattern"):
         if isinstance(values.get(key), dict):
-            candidates += [(key, rf"(.*\.)?({k})$") for k in values[key] if isinstance(k, str)]
+            candidates += [(key, peft_spec.pattern_key_regex(k)) for k in values[key] if isinstance(k, str)]
     pattern = values.get("layers_pattern")
     for p in [pattern] if isinstance(pattern, str) else (pattern if isinstance(pattern, list) else []):
         if isinstance(p, str):
-            candidates.append(("layers_pattern", rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\."))
+            candidates.append(("layers_pattern", peft_spec.layer_index_regex(p)))
     for key, regex in candidates:
         try:
             re.compile(regex)

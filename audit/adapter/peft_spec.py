@@ -103,12 +103,23 @@ def lora_config_errors(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def pattern_key_regex(key: str) -> str:
+    """The regex a ``rank_pattern``/``alpha_pattern`` key becomes (``get_pattern_key``)."""
+    return rf"(.*\.)?({key})$"
+
+
+def layer_index_regex(pattern: str | None) -> str:
+    """The regex that finds a module's layer index after ``layers_pattern`` ``pattern`` (``None``:
+    the first numbered segment), as ``check_target_module_exists`` builds it."""
+    return r".*?\.[^.]*\.(?P<idx>\d+)\." if pattern is None else rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\."
+
+
 def get_pattern_key(pattern_keys: Sequence[str], key_to_match: str) -> str:
     """The ``rank_pattern``/``alpha_pattern`` key that applies to module ``key_to_match``: the first
-    key ``k`` with ``re.match(rf"(.*\\.)?({k})$", key_to_match)``, else ``key_to_match`` itself
+    key whose :func:`pattern_key_regex` matches it, else ``key_to_match`` itself
     (``peft.utils.other.get_pattern_key``)."""
     for key in pattern_keys:
-        if re.match(rf"(.*\.)?({key})$", key_to_match):
+        if re.match(pattern_key_regex(key), key_to_match):
             return key
     return key_to_match
 
@@ -146,10 +157,10 @@ def target_module_exists(cfg: Mapping[str, Any], key: str) -> bool:
         return found
     match = None
     if pattern is None or len(pattern) == 0:
-        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
+        match = re.match(layer_index_regex(None), key)
     else:
         for p in [pattern] if isinstance(pattern, str) else pattern:
-            match = re.match(rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\.", key)
+            match = re.match(layer_index_regex(p), key)
             if match is not None:
                 break
     if match is None:

@@ -37,7 +37,7 @@ SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-_TORCH_ONLY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}  # numpy has no such dtype
+_NOT_NUMPY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}  # numpy has no such dtype
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class SafeWeights:
         """Materialize one tensor as a numpy array: its declared dtype, except bf16 and fp8
         (``F8_E4M3``: OCP E4M3FN; ``F8_E5M2``), which become float32 with the same values."""
         info = self.tensors[name]
-        if info.dtype not in _TORCH_ONLY_DTYPES:
+        if info.dtype not in _NOT_NUMPY_DTYPES:
             return self._file.get_tensor(name)
         if self._offsets is None:
             self._offsets = _data_offsets(self.path)
@@ -204,7 +204,7 @@ class SafeWeights:
         """Materialize one tensor as a torch tensor (its declared dtype, on CPU)."""
         import torch
 
-        if self.tensors[name].dtype in _TORCH_ONLY_DTYPES:
+        if self.tensors[name].dtype in _NOT_NUMPY_DTYPES:
             if self._torch_handle is None:
                 from safetensors import safe_open
 

@@ -142,20 +142,23 @@ def scan(
                     ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts))
         except ConfigurationError as exc:
             fail(exc.message)
-    print_summary(summary, store)
-    if format is ReportFormat.sarif or fail_on is not None:
-        _report(summary, store, format, output, fail_on)
+    from audit.report.current import current_results
+
+    gating = format is ReportFormat.sarif or fail_on is not None
+    findings, drifted = current_results(open_store(store), summary["registry"], summary["run_id"], verdicts=gating)
+    print_summary(summary, store, findings)
+    if gating:
+        _report(summary, findings, drifted, format, output, fail_on)
 
 
-def _report(summary: dict, store: str, format: ReportFormat, output: Path | None, fail_on: FailOn | None) -> None:
+def _report(summary: dict, findings: list, drifted: list, format: ReportFormat, output: Path | None,
+            fail_on: FailOn | None) -> None:
     """Write the SARIF log and apply --fail-on, over the registry's newest audits."""
     import json
 
-    from audit.report.current import current_results
     from audit.report.sarif import gate, sarif_log
     from audit.version import ANALYZER_VERSION
 
-    findings, drifted = current_results(open_store(store), summary["registry"], summary["run_id"])
     if format is ReportFormat.sarif:
         path = output or Path("lora-audit.sarif")
         log = sarif_log(findings, drifted, registry=summary["registry"], tool_version=ANALYZER_VERSION,
@@ -192,8 +195,9 @@ def _scan_here(registry: Path | None, hub_org: str | None, store: str, placement
     return report.summary()
 
 
-def print_summary(summary: dict, store: str) -> None:
-    """The summary a person reads after a scan."""
+def print_summary(summary: dict, store: str, findings: list | None = None) -> None:
+    """The summary a person reads after a scan (``findings``: the registry's newest audits' findings,
+    :func:`audit.report.current.current_results`; counted by code when given)."""
     t = Table(title=f"run {summary['run_id'][:12]}", show_header=False, title_justify="left")
     t.add_row("registry", summary["registry"])
     t.add_row("listed", str(summary["n_listed"]))
@@ -210,19 +214,15 @@ def print_summary(summary: dict, store: str) -> None:
     for status, n in sorted((summary.get("probes") or {}).items()):
         t.add_row(f"probe units {status}", str(n))
     console.print(t)
-    _print_findings(summary, store)
+    if findings:
+        _print_findings(findings)
     console.print(f"store: {store}", soft_wrap=True)
     console.print(f"next:  lora-audit query --store {store} \"SELECT repo_id, code, file, message FROM findings "
                   "WHERE severity = 'error'\"", soft_wrap=True, markup=False)
 
 
-def _print_findings(summary: dict, store: str) -> None:
+def _print_findings(findings: list) -> None:
     """Findings of the registry's newest audits by code and severity, every status included."""
-    from audit.report.current import current_results
-
-    findings, _ = current_results(open_store(store), summary["registry"], summary["run_id"], verdicts=False)
-    if not findings:
-        return
     counts: dict[tuple[str, str], set[str]] = {}
     for f in findings:
         counts.setdefault((f.severity, f.code), set()).add(f.repo_id)

@@ -6,18 +6,17 @@ from __future__ import annotations
 from audit.report.sarif import DriftResult, FindingResult
 from audit.store.parquet import ParquetStore
 
-_NEWEST = """
-    SELECT adapter_id, unit_id, repo_id FROM latest_adapters WHERE registry = $registry
-    QUALIFY row_number() OVER (PARTITION BY repo_id ORDER BY audited_at DESC, unit_id DESC) = 1"""
+NEWEST = "(SELECT * FROM newest_adapters WHERE registry = $registry)"
+"""The registry's current state: the newest audit of each of its repositories (view ``newest_adapters``)."""
 
 _FINDINGS = f"""
-    WITH newest AS ({_NEWEST})
+    WITH newest AS {NEWEST}
     SELECT f.repo_id, f.adapter_id, f.stage, f.severity, f.code, f.message, f.file FROM findings f
     WHERE f.unit_id IN (SELECT unit_id FROM newest) OR (f.adapter_id IS NULL AND f.unit_id = $run_id)
     ORDER BY f.repo_id, f.severity, f.code, f.message"""
 
 _DRIFTED = f"""
-    WITH newest AS ({_NEWEST})
+    WITH newest AS {NEWEST}
     SELECT n.repo_id, v.adapter_id, v.method, v.classifier_id, v.p_drift, v.objective
     FROM current_verdicts v JOIN newest n USING (adapter_id)
     WHERE v.drifted ORDER BY n.repo_id"""

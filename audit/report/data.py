@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit.errors import ConfigurationError
+from audit.report.current import NEWEST
 from audit.store.parquet import ParquetStore
 
 
@@ -53,10 +54,6 @@ class AdapterData:
     """feature -> healthy peers' values (same base and method)."""
 
 
-_NEWEST = """(SELECT * FROM latest_adapters WHERE registry = $registry
-              QUALIFY row_number() OVER (PARTITION BY repo_id ORDER BY audited_at DESC, unit_id DESC) = 1)"""
-
-
 def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
     """The scan view of run ``run_id`` (default: the newest run): its counts, and the registry's
     newest audits (statuses, findings by code and severity, adapters, verdicts, probes).
@@ -73,13 +70,13 @@ def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
             raise ConfigurationError(f"no run {run_id!r} in the store" if run_id else "the store has no run yet")
         run = dict(zip([d[0] for d in cur.description], row, strict=True))
         p = {"registry": run["registry"]}
-        statuses = con.execute(f"SELECT status, count(*) FROM {_NEWEST} GROUP BY 1 ORDER BY 2 DESC", p).fetchall()
+        statuses = con.execute(f"SELECT status, count(*) FROM {NEWEST} GROUP BY 1 ORDER BY 2 DESC", p).fetchall()
         findings = Table.of(con.execute(f"""
             SELECT f.code, f.severity, count(DISTINCT f.adapter_id) AS adapters, count(*) AS findings
-            FROM findings f WHERE f.unit_id IN (SELECT unit_id FROM {_NEWEST})
+            FROM findings f WHERE f.unit_id IN (SELECT unit_id FROM {NEWEST})
             GROUP BY 1, 2 ORDER BY CASE f.severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, 4 DESC""", p))
         adapters = Table.of(con.execute(f"""
-            WITH n AS {_NEWEST},
+            WITH n AS {NEWEST},
             f AS (SELECT unit_id, count(*) FILTER (severity = 'error') AS errors,
                          count(*) FILTER (severity = 'warning') AS warnings,
                          string_agg(DISTINCT code, ', ' ORDER BY code) FILTER (severity <> 'info') AS codes
@@ -93,22 +90,22 @@ def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
                      coalesce(f.errors, 0) DESC, coalesce(f.warnings, 0) DESC, n.repo_id""", p))
         verdicts = con.execute(f"""
             SELECT v.method, count(*) FILTER (v.p_drift IS NOT NULL), count(*) FILTER (v.drifted)
-            FROM current_verdicts v WHERE v.adapter_id IN (SELECT adapter_id FROM {_NEWEST})
+            FROM current_verdicts v WHERE v.adapter_id IN (SELECT adapter_id FROM {NEWEST})
             GROUP BY 1 ORDER BY 1""", p).fetchall()
         probes = Table.of(con.execute(f"""
             SELECT ps.repo_id, round(ps.harmful_compliance, 3) AS harmful_compliance,
                    round(ps.base_harmful_compliance, 3) AS base, round(ps.benign_refusal, 3) AS benign_refusal,
                    round(ps.caa_cosine_at_max_shift, 3) AS caa_cosine
-            FROM probe_summary ps WHERE ps.adapter_id IN (SELECT adapter_id FROM {_NEWEST})
+            FROM probe_summary ps WHERE ps.adapter_id IN (SELECT adapter_id FROM {NEWEST})
             ORDER BY ps.harmful_compliance DESC NULLS LAST""", p))
         standouts = Table.of(con.execute(f"""
             SELECT z.adapter_id, z.method, z.feature, round(z.value, 3) AS value, round(z.peer_median, 3) AS peers,
                    z.n_peers, round(z.z, 1) AS z
-            FROM peer_zscores z WHERE z.adapter_id IN (SELECT adapter_id FROM {_NEWEST}) AND abs(z.z) >= 3.5
+            FROM peer_zscores z WHERE z.adapter_id IN (SELECT adapter_id FROM {NEWEST}) AND abs(z.z) >= 3.5
             ORDER BY abs(z.z) DESC LIMIT 15""", p))
         energy = con.execute(f"""
             SELECT n.repo_id, n.method, ln(sum(m.fro_norm * m.fro_norm)), avg(m.top1_energy)
-            FROM {_NEWEST} n JOIN latest_modules m USING (adapter_id, unit_id)
+            FROM {NEWEST} n JOIN latest_modules m USING (adapter_id, unit_id)
             WHERE m.spectral_norm > 0 GROUP BY 1, 2""", p).fetchall()
     finally:
         con.close()

@@ -16,14 +16,15 @@ FAMILY = {"q_proj": "attn q", "k_proj": "attn k", "v_proj": "attn v", "o_proj": 
           "c_fc": "mlp up", "c_proj": "proj", "dense": "dense"}
 
 
-def _figure(width: float = 7.0, height: float = 3.2):
+def _figure(width: float = 7.0, height: float = 3.2, ncols: int = 1):
+    """``(pyplot, figure, axes)`` on the Agg backend (one axis, or a list of ``ncols``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    return plt, fig, ax
+    fig, ax = plt.subplots(1, ncols, figsize=(width, height), dpi=100)
+    return plt, fig, (list(ax) if ncols > 1 else ax)
 
 
 def _uri(plt, fig) -> str:
@@ -61,17 +62,12 @@ def energy_scatter(points: Sequence[tuple[str, str, float, float]]) -> str:
 
 def depth_profile(data: AdapterData) -> str:
     """σ₁ (log scale) and stable rank per layer, one line per module family (and block)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.2), dpi=100)
+    plt, fig, (a1, a2) = _figure(9.0, 3.2, ncols=2)
     series: dict[str, list[tuple[int, float, float]]] = {}
+    blocks = {r[1] for r in data.modules.rows}
     for module, block, layer, mtype, sigma1, stable, _ in data.modules.rows:
         if layer is None or not sigma1:
             continue
-        blocks = {r[1] for r in data.modules.rows}
         key = FAMILY.get(mtype, mtype) + (f" ({block.rsplit('.', 2)[-2] if block and '.' in block else block})"
                                           if len(blocks) > 1 else "")
         series.setdefault(key, []).append((layer, sigma1, stable or 0.0))
@@ -113,13 +109,8 @@ def against_peers(data: AdapterData) -> str | None:
     features = [f for f in sorted(data.peers) if data.peers[f] and mine.get(f) is not None]
     if not features:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(features), figsize=(2.3 * len(features), 2.8), dpi=100)
-    axes = axes if hasattr(axes, "__len__") else [axes]
+    plt, fig, axes = _figure(2.3 * len(features), 2.8, ncols=len(features))
+    axes = axes if isinstance(axes, list) else [axes]
     for ax, f in zip(axes, features, strict=True):
         vals = data.peers[f]
         ax.scatter([0] * len(vals), vals, s=14, color="#999999", label="healthy peers")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from audit.findings import RULE_TEXT
+from audit.findings import RULE_TEXT, severity_of
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -63,7 +63,7 @@ def sarif_log(findings: Sequence[FindingResult], drifted: Sequence[DriftResult],
     """
     codes = sorted({f.code for f in findings})
     rules = [{"id": code, "name": code, "shortDescription": {"text": RULE_TEXT.get(code, code.replace("_", " "))},
-              "defaultConfiguration": {"level": LEVELS[_default_severity(code)]}} for code in codes]
+              "defaultConfiguration": {"level": LEVELS[severity_of(code)]}} for code in codes]
     if drifted:
         rules.append({"id": DRIFTED_RULE, "name": DRIFTED_RULE,
                       "shortDescription": {"text": "The method's calibrated classifier judges the adapter drifted."},
@@ -110,12 +110,6 @@ def gate(findings: Sequence[FindingResult], drifted: Sequence[DriftResult], fail
     hits = [f"{f.repo_id}: {f.severity} {f.code}" for f in findings if f.severity in levels]
     hits += [f"{v.repo_id}: drifted (p_drift {v.p_drift:.2f})" for v in drifted]
     return hits
-
-
-def _default_severity(code: str) -> str:
-    from audit.findings import severity_of
-
-    return severity_of(code)
 
 
 def _base_uri(registry: str) -> str:

@@ -7,6 +7,8 @@
   scans never shows), plus the findings of listings (``adapter_id`` null);
 - ``runs``: the latest state of each run;
 - ``latest_adapters`` / ``latest_modules``: only the newest analyzer version of each adapter.
+- ``newest_adapters``: the newest audited revision of each repository of each registry (a
+  registry's current state).
 
 On a local store, views re-read the files at every query, so a connection sees what was written
 after it opened; on an object store they read the files listed when the connection was made.
@@ -52,6 +54,9 @@ _DERIVED = {
     "latest_adapters": """
         SELECT * FROM adapters
         QUALIFY row_number() OVER (PARTITION BY adapter_id ORDER BY audited_at DESC, analyzer_version DESC) = 1""",
+    "newest_adapters": """
+        SELECT * FROM latest_adapters
+        QUALIFY row_number() OVER (PARTITION BY registry, repo_id ORDER BY audited_at DESC, unit_id DESC) = 1""",
     "latest_modules": """
         SELECT m.* FROM modules m WHERE m.unit_id IN (SELECT unit_id FROM latest_adapters)""",
 }
