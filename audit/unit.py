@@ -136,9 +136,11 @@ def _escaping_links(folder: Path, registry: str) -> str | None:
     registry root (an upload must not make the scanner read the host's files), else ``None``."""
     if not registry.startswith("local:"):
         return None
+    from audit.registry.local import link_escapes
+
     root = Path(registry.removeprefix("local:")).resolve()
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(root):
+        if link_escapes(Path(entry.path), root):
             return entry.name
     return None
 

@@ -186,8 +186,13 @@ class SafeWeights:
         return self.tensors[name].dtype in _FLOAT_DTYPES
 
     def read_array(self, name: str) -> np.ndarray:
-        """Materialize one tensor as a numpy array: its declared dtype, except bf16 and fp8
-        (``F8_E4M3``: OCP E4M3FN; ``F8_E5M2``), which become float32 with the same values."""
+        """Materialize one tensor as a numpy array of its declared shape: its declared dtype, except
+        bf16 and fp8 (``F8_E4M3``: OCP E4M3FN; ``F8_E5M2``), which become float32 with the same values.
+
+        Raises:
+            KeyError: ``name`` is not a tensor of the file.
+            OSError: the file cannot be read (a transient failure: the orchestrator retries).
+        """
         info = self.tensors[name]
         if info.dtype not in _NOT_NUMPY_DTYPES:
             return self._file.get_tensor(name)
@@ -201,7 +206,11 @@ class SafeWeights:
         return _fp8_table(info.dtype)[raw].reshape(info.shape)
 
     def read(self, name: str) -> torch.Tensor:
-        """Materialize one tensor as a torch tensor (its declared dtype, on CPU)."""
+        """Materialize one tensor as a CPU torch tensor of its declared shape and dtype.
+
+        Raises:
+            KeyError: ``name`` is not a tensor of the file.
+        """
         import torch
 
         if self.tensors[name].dtype in _NOT_NUMPY_DTYPES:

@@ -34,6 +34,11 @@ def files_that_matter(folder: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
+def link_escapes(path: Path, root: Path) -> bool:
+    """Whether ``path`` is a symlink that resolves outside the folder ``root`` (resolved)."""
+    return path.is_symlink() and not path.resolve().is_relative_to(root)
+
+
 def revision_of(files: list[Path], hashes: ContentHashCache, root: Path | None = None) -> str:
     """sha256 over ``name NUL sha256(content)`` lines of the given files (hex, 64 characters).
 
@@ -41,7 +46,7 @@ def revision_of(files: list[Path], hashes: ContentHashCache, root: Path | None =
     audit refuses it (``path_outside_registry``) and the listing must not read the host's files."""
     h = hashlib.sha256()
     for path in files:
-        if root is not None and path.is_symlink() and not path.resolve().is_relative_to(root):
+        if root is not None and link_escapes(path, root):
             digest = "symlink:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
         else:
             digest = hashes.sha256(path)
