@@ -3,6 +3,7 @@ and the container recipe name the image and the resources."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import re
@@ -106,3 +107,57 @@ def test_github_actions_example_uses_real_scan_options():
     assert {a for a in args if a.startswith("-")} <= known
     upload = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload-sarif"))
     assert upload["with"]["sarif_file"] == args[args.index("--output") + 1]
+
+
+KUBERAY_CRD = ROOT / "tests" / "data" / "kuberay-v1.7.0-ray.io_rayclusters.yaml.gz"
+
+
+def _strict(schema):
+    """A Kubernetes structural schema made strict: the API server *prunes* fields a schema does not
+    declare (a misspelt ``minReplica`` would vanish silently), so for the test every object that
+    lists its ``properties`` and neither allows other keys nor preserves unknown fields rejects them."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    return schema
+
+
+@functools.cache
+def _raycluster_validator(version: str):
+    import gzip
+
+    import jsonschema
+
+    crd = yaml.load(gzip.open(KUBERAY_CRD), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == "RayCluster"
+    served = {v["name"]: v for v in crd["spec"]["versions"]}
+    schema = _strict(served[version]["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_raycluster_manifest_validates_against_the_kuberay_crd():
+    """deploy/raycluster.yaml against the RayCluster CRD of KubeRay v1.7.0 (vendored), with unknown
+    fields rejected rather than pruned."""
+    manifest = yaml.safe_load((DEPLOY / "raycluster.yaml").read_text())
+    group, version = manifest["apiVersion"].split("/")
+    assert group == "ray.io"
+    errors = sorted(_raycluster_validator(version).iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+@pytest.mark.parametrize("mistake", ["misspelt field", "wrong type", "missing container name"])
+def test_the_crd_check_catches_a_broken_manifest(mistake):
+    manifest = yaml.safe_load((DEPLOY / "raycluster.yaml").read_text())
+    worker = manifest["spec"]["workerGroupSpecs"][0]
+    if mistake == "misspelt field":
+        worker["minReplica"] = worker.pop("minReplicas")
+    elif mistake == "wrong type":
+        worker["replicas"] = "two"
+    else:
+        del worker["template"]["spec"]["containers"][0]["name"]
+    assert list(_raycluster_validator("v1").iter_errors(manifest))

@@ -1,0 +1,153 @@
+"""deploy/prefect.yaml run for real: a Prefect server on loopback, a ``process`` work pool, the
+file's deployments registered with ``prefect deploy`` (parameters pointed at a local registry and
+store, nothing else changed but what a container would provide), each triggered and run by a
+worker, then the store's rows and the flow runs' final states checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audit.store import ParquetStore
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POOL = "lora-audit-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prefect(env: dict, *args: str, timeout: float = 300) -> str:
+    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, \
+        f"prefect {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _local_copy(registry: Path, store: Path, out: Path) -> Path:
+    """deploy/prefect.yaml with what is specific to production replaced: the container's working
+    directory → this checkout, the Hub organization and the Ray cluster → a local registry folder
+    and in-process Ray, the S3 store → a folder, the Kubernetes pool → the test's process pool
+    (its job variables: no image, no secrets), schedules off. Everything else is the file's."""
+    spec = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    spec["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    for d in spec["deployments"]:
+        params = d.setdefault("parameters", {})
+        params["store"] = str(store)
+        if d["name"] == "nightly-scan":
+            params.pop("hub_org", None)
+            params.pop("ray_address", None)
+            params.update(registry=str(registry), workers=1)
+        d["work_pool"] = {"name": POOL, "work_queue_name": d["work_pool"].get("work_queue_name", "default"),
+                          "job_variables": {}}
+        for schedule in d.get("schedules", []):
+            schedule["active"] = False
+    path = out / "prefect.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _flow_run_state(env: dict, flow_run_id: str) -> dict:
+    code = ("import asyncio, json, sys\n"
+            "from prefect.client.orchestration import get_client\n"
+            "async def main():\n"
+            "    async with get_client() as c:\n"
+            "        r = await c.read_flow_run(sys.argv[1])\n"
+            "        print(json.dumps({'state': r.state.type.value, 'name': r.state.name,"
+            " 'deployment_id': str(r.deployment_id)}))\n"
+            "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, "-c", code, flow_run_id], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run(env: dict, deployment: str) -> dict:
+    """Trigger ``deployment`` and run one worker poll until its flow run ends; the run's state."""
+    out = _prefect(env, "deployment", "run", deployment)
+    found = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert found, out
+    flow_run_id = found.group(1)
+    _prefect(env, "worker", "start", "--pool", POOL, "--type", "process", "--run-once", "--limit", "1",
+             "--install-policy", "never", timeout=900)
+    return _flow_run_state(env, flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """``prefect server start`` on a free loopback port with its own home and database."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
+               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+               PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY="false", PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while True:  # readiness: the server answers its health endpoint
+            assert server.poll() is None, (home / "server.log").read_text()
+            try:
+                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prefect server did not answer in 180 s"
+            time.sleep(0.5)
+        _prefect(env, "work-pool", "create", POOL, "--type", "process")
+        yield env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.mark.slow
+def test_deployments_registered_from_prefect_yaml_run_on_a_process_worker(prefect_server, tmp_path):
+    from synth import labelled_registry
+
+    env = prefect_server
+    registry = labelled_registry(tmp_path / "reg", {"sft": (4, 4)})
+    store = tmp_path / "store"
+    spec_file = _local_copy(registry, store, tmp_path)
+    _prefect(env, "deploy", "--prefect-file", str(spec_file), "--all")  # as deploy/README.md says
+    listed = _prefect(env, "deployment", "ls")
+    assert "nightly-scan/nightly-scan" in listed and "recalibrate/recalibrate" in listed
+
+    nightly = _run(env, "nightly-scan/nightly-scan")
+    assert nightly["state"] == "COMPLETED", nightly
+    con = ParquetStore(store).connect()
+    assert con.execute("SELECT count(*), count(DISTINCT adapter_id) FROM adapters").fetchone() == (8, 8)
+    statuses = dict(con.execute("SELECT status, count(*) FROM adapters GROUP BY 1").fetchall())
+    assert statuses == {"ok": 8}
+    runs = con.execute("SELECT n_audited, report_path FROM runs").fetchall()
+    assert len(runs) == 1 and runs[0][0] == 8 and Path(runs[0][1]).is_file()
+
+    recal = _run(env, "recalibrate/recalibrate")
+    assert recal["state"] == "COMPLETED", recal
+    con = ParquetStore(store).connect()
+    promoted = con.execute("SELECT classifier_id FROM promoted_classifiers WHERE method = 'sft' AND target = 'drift'")
+    assert promoted.fetchall() == [("sft.drift.v1",)]
+    judged = con.execute("SELECT count(DISTINCT adapter_id) FROM verdicts WHERE classifier_id = 'sft.drift.v1'")
+    assert judged.fetchone()[0] == 8
