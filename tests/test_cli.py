@@ -162,13 +162,13 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
 
 HEAVY_PROBE = ("import sys; from audit.cli import app\n"
                "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-               "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect')\n"
+               "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect', 'pandas')\n"
                "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))")
 
 
 def test_query_and_help_import_no_heavy_machinery(tmp_path):
     """A fresh `lora-audit query` / `--help` process imports neither torch, peft, transformers,
-    Ray nor Prefect (they cost seconds and serve nobody on those calls)."""
+    Ray, Prefect nor pandas (they cost seconds and serve nobody on those calls)."""
     code = HEAVY_PROBE
     for args in (["--help"], ["query", "--store", str(tmp_path / "s"), "SELECT 1 AS one"],
                  ["verdicts", "--store", str(tmp_path / "s")], ["scan", "--help"]):
@@ -176,9 +176,22 @@ def test_query_and_help_import_no_heavy_machinery(tmp_path):
         assert "IMPORTED []" in res.stdout, (args, res.stdout[-500:], res.stderr[-2000:])
 
 
+def test_a_query_that_reads_no_table_imports_no_arrow(tmp_path):
+    """`lora-audit query "SELECT 1"` on an existing store defines no view, so it imports neither
+    pyarrow nor numpy (a third of its start-up); a query that reads a table still works after."""
+    (tmp_path / "s").mkdir()
+    code = HEAVY_PROBE.replace("('torch', 'peft', 'transformers', 'ray', 'prefect', 'pandas')", "('pyarrow', 'numpy')")
+    res = subprocess.run([sys.executable, "-c", code, "query", "--store", str(tmp_path / "s"), "SELECT 41 + 1 AS x"],
+                         capture_output=True, text=True, timeout=120)
+    assert "42" in res.stdout and "IMPORTED []" in res.stdout, (res.stdout[-500:], res.stderr[-2000:])
+    out = runner.invoke(app, ["query", "--store", str(tmp_path / "s"), "SELECT count(*) AS n FROM adapters"])
+    assert out.exit_code == 0 and "0" in out.output
+
+
 def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
     """`lora-audit scan --no-probes` of a small registry (bf16 and fp32 adapters, a pickle, a bad
-    config) measures every spectrum without importing torch, peft, transformers, Ray or Prefect."""
+    config) measures every spectrum without importing torch, peft, transformers, Ray, Prefect or
+    pandas (which pyarrow would import on its first conversion: see audit.arrow)."""
     root = _reg(tmp_path)
     import torch
 

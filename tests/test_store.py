@@ -270,3 +270,20 @@ def test_a_query_defines_only_the_views_it_uses_and_reads_the_same_rows(store, t
         assert got == [tuple(w) for w in want], table
         ref.unregister("arrow_empty")
     assert duckdb_type(pa.list_(pa.struct([("a", pa.int64())]))) == 'STRUCT("a" BIGINT)[]'
+
+
+def test_arrow_conversions_do_not_import_pandas_and_pandas_still_works():
+    """audit.arrow: writing store rows imports no pandas (pyarrow would, on its first conversion),
+    and a later explicit pandas round trip through pyarrow still works in that process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from audit.arrow import pa\n"
+            "pa.Table.from_pylist([{'a': 1, 'b': [1.5]}])\n"
+            "print('BEFORE', 'pandas' in sys.modules)\n"
+            "import pandas as pd\n"
+            "t = pa.Table.from_pandas(pd.DataFrame({'x': [1.0, float('nan')]}))\n"
+            "print('NULLS', t.column('x').null_count, 'SUM', t.to_pandas().x.sum())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "BEFORE False" in out and "NULLS 1 SUM 1.0" in out, out

@@ -18,7 +18,7 @@ The findings of analysis units join the ``findings`` view (stage ``probe``).
 
 from __future__ import annotations
 
-import pyarrow as pa
+from audit.arrow import pa
 
 from audit.analyzers.records import AnalysisUnit
 from audit.store.schema import FINDING_FIELDS, TS, names, register_table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pyarrow as pa
+from audit.arrow import pa
 from pydantic import BaseModel, ConfigDict
 
 from audit.store.schema import record_schema, register_table

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-import pyarrow as pa
+from audit.arrow import pa
 import pyarrow.parquet as pq
 
 _SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),

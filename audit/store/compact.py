@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-import pyarrow as pa
+from audit.arrow import pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.dataset as ds

@@ -22,20 +22,18 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-from pydantic import BaseModel
+from typing import TYPE_CHECKING
 
 from audit.errors import ConfigurationError, StoreError
-from audit.records import AuditResult, FindingRow, RunRow, utcnow
-from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, PARTITION, RUN_FINDING_FIELDS, TABLES, names
+
+if TYPE_CHECKING:  # imported where used: opening a local store to read it needs neither
+    from audit.arrow import pa
+    import pyarrow.fs as pafs
+    from pydantic import BaseModel
+
+    from audit.records import AuditResult, FindingRow, RunRow
 
 TMP_PREFIX = ".tmp-"
-_MODULE_KEYS = set(names(MODULE_FIELDS))
-_FINDING_KEYS = set(names(FINDING_FIELDS))
-_RUN_FINDING_KEYS = set(names(RUN_FINDING_FIELDS))
 
 
 SMALL_FILE_ROWS = 16
@@ -45,6 +43,12 @@ SMALL_FILE_OPTIONS = {"compression": "none", "use_dictionary": False, "write_sta
 row they buy nothing and cost about 1 ms per file (measured: 1.9 ms -> 1.0 ms for pyarrow to
 write one realworld unit); a larger file, such as compaction's merge of a day's units, gets
 pyarrow's defaults (snappy, dictionaries, statistics)."""
+
+
+def _is_local_filesystem(filesystem: pafs.FileSystem) -> bool:
+    import pyarrow.fs as pafs
+
+    return isinstance(filesystem, pafs.LocalFileSystem)
 
 
 def _is_uri(location: str) -> bool:
@@ -69,25 +73,42 @@ class ParquetStore:
 
     def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None, *, create: bool = True) -> None:
         loc = str(location)
-        if filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem):
-            self.fs, self.root, self.local = filesystem, loc.rstrip("/"), False
+        self._fs: pafs.FileSystem | None = None
+        if filesystem is not None and not _is_local_filesystem(filesystem):
+            self._fs, self.root, self.local = filesystem, loc.rstrip("/"), False
+            self.location = loc
+            return
+        if _is_uri(loc):
+            from audit.arrow import pa
+            import pyarrow.fs as pafs
+
+            try:
+                self._fs, self.root = pafs.FileSystem.from_uri(loc)
+            except (OSError, pa.ArrowException) as exc:
+                raise ConfigurationError(f"cannot open store {loc!r}: {exc}") from None
+            self.local = False
             self.location = loc
             return
         try:
-            if _is_uri(loc):
-                self.fs, self.root = pafs.FileSystem.from_uri(loc)
-                self.local = False
-            else:
-                path = Path(loc.removeprefix("file://")).expanduser().resolve()
-                if path.exists() and not path.is_dir():
-                    raise ConfigurationError(f"cannot open store {loc!r}: it is a file, not a store folder")
-                if not create and not path.exists():
-                    raise ConfigurationError(f"no store at {loc!r} (a scan creates one: lora-audit scan --store {loc})")
-                path.mkdir(parents=True, exist_ok=True)
-                self.fs, self.root, self.local = pafs.LocalFileSystem(), path.as_posix(), True
-        except (OSError, pa.ArrowException) as exc:
+            path = Path(loc.removeprefix("file://")).expanduser().resolve()
+            if path.exists() and not path.is_dir():
+                raise ConfigurationError(f"cannot open store {loc!r}: it is a file, not a store folder")
+            if not create and not path.exists():
+                raise ConfigurationError(f"no store at {loc!r} (a scan creates one: lora-audit scan --store {loc})")
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
             raise ConfigurationError(f"cannot open store {loc!r}: {exc}") from None
-        self.location = loc if _is_uri(loc) else self.root
+        self.root, self.local = path.as_posix(), True
+        self.location = self.root
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        """The pyarrow filesystem the store writes through (a local one made on first use)."""
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -104,6 +125,11 @@ class ParquetStore:
         """
         if not rows:
             return None
+        from audit.arrow import pa
+        from pydantic import BaseModel
+
+        from audit.store.schema import TABLES
+
         dicts = [r.model_dump() if isinstance(r, BaseModel) else r for r in rows]
         return self.write_table(table, pa.Table.from_pylist(dicts, schema=TABLES[table]), name, when)
 
@@ -115,6 +141,11 @@ class ParquetStore:
         Raises:
             StoreError: the file could not be written.
         """
+        import pyarrow.parquet as pq
+
+        from audit.records import utcnow
+        from audit.store.schema import PARTITION
+
         if folder is None:
             day = (when or utcnow()).date().isoformat()
             folder = posixpath.join(self.root, table, f"{PARTITION[table]}={day}")
@@ -129,6 +160,8 @@ class ParquetStore:
         Raises:
             StoreError: the file could not be written.
         """
+        from audit.arrow import pa
+
         folder = posixpath.dirname(final)
         try:
             self.fs.create_dir(folder, recursive=True)
@@ -160,6 +193,8 @@ class ParquetStore:
         Raises:
             StoreError: the file cannot be read.
         """
+        from audit.arrow import pa
+
         path = posixpath.join(self.root, relpath)
         try:
             with self.fs.open_input_stream(path) as fh:
@@ -169,10 +204,12 @@ class ParquetStore:
 
     def write_result(self, result: AuditResult) -> str | None:
         """Write one unit of work (its adapter row with its modules and findings) as one file."""
+        from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, names
+
         a = result.adapter
         row = a.model_dump()
-        row["modules"] = [m.model_dump(include=_MODULE_KEYS) for m in result.modules]
-        row["findings"] = [f.model_dump(include=_FINDING_KEYS) for f in result.findings]
+        row["modules"] = [m.model_dump(include=set(names(MODULE_FIELDS))) for m in result.modules]
+        row["findings"] = [f.model_dump(include=set(names(FINDING_FIELDS))) for f in result.findings]
         return self.write_rows("units", [row], a.unit_id, a.audited_at)
 
     def write_analysis(self, unit) -> str | None:
@@ -185,8 +222,10 @@ class ParquetStore:
     def write_run(self, run: RunRow, seq: int, findings: Sequence[FindingRow] = ()) -> None:
         """Write one state of a run (``seq`` increasing; the view keeps the latest) with the
         findings met while listing (each state repeats them)."""
+        from audit.store.schema import RUN_FINDING_FIELDS, names
+
         row = run.model_dump()
-        row["findings"] = [f.model_dump(include=_RUN_FINDING_KEYS) for f in findings]
+        row["findings"] = [f.model_dump(include=set(names(RUN_FINDING_FIELDS))) for f in findings]
         self.write_rows("runs", [row], f"{run.run_id}-{seq}", run.started_at)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -199,6 +238,8 @@ class ParquetStore:
         base = posixpath.join(self.root, table)
         if self.local:
             return any(Path(base).glob("*/*.parquet"))
+        import pyarrow.fs as pafs
+
         sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         return any(i.path.endswith(".parquet") for i in self.fs.get_file_info(sel))
 

@@ -13,7 +13,7 @@ Other features add plain tables with :func:`register_table`.
 
 from __future__ import annotations
 
-import pyarrow as pa
+from audit.arrow import pa
 
 TS = pa.timestamp("us", tz="UTC")
 

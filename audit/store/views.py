@@ -21,15 +21,16 @@ import re
 from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-
-from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
 if TYPE_CHECKING:
+    from audit.arrow import pa
+
     from audit.store.parquet import ParquetStore
 
-_MODULE_COLS = ", ".join(names(MODULE_FIELDS))
-_FINDING_COLS = ", ".join(names(FINDING_FIELDS))
+# the column lists of the nested module and finding records, spelt out when the views are made
+# (audit.store.schema, and pyarrow with it, is imported only by a connection that reads a table)
+_MODULE_COLS = "{module_columns}"
+_FINDING_COLS = "{finding_columns}"
 
 _DERIVED = {
     "adapters_all": "SELECT * EXCLUDE (modules, findings) FROM units_all",
@@ -94,10 +95,18 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *
     Raises:
         duckdb.Error: a view cannot be defined (a damaged file, an unreadable store).
     """
+    con = con or duckdb.connect()
+    if for_sql is not None and not _mentions_a_table(for_sql):
+        return con  # ``SELECT 1``: no view to define, nothing to import
+    from audit.arrow import pa
+
+    from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
+
     for module in TABLE_MODULES:  # features that add tables register them on import
         importlib.import_module(module)
-    con = con or duckdb.connect()
     wanted = None if for_sql is None else _needed(for_sql)
+    columns_of = {"{module_columns}": ", ".join(names(MODULE_FIELDS)),
+                  "{finding_columns}": ", ".join(names(FINDING_FIELDS))}
     for table, schema in TABLES.items():
         if wanted is not None and f"{table}_all" not in wanted:
             continue
@@ -120,12 +129,25 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *
                     f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
     for name, sql in _DERIVED.items():
         if wanted is None or name in wanted:
+            for placeholder, columns in columns_of.items():
+                sql = sql.replace(placeholder, columns)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     return con
 
 
+def _mentions_a_table(sql: str) -> bool:
+    """Whether ``sql`` names any table or view, by DuckDB's own parser (``SELECT 1`` names none);
+    true when DuckDB cannot tell (a syntax error is then reported by the query itself)."""
+    try:
+        return bool(duckdb.get_table_names(sql))
+    except duckdb.Error:
+        return True
+
+
 def view_names() -> list[str]:
     """Every view :func:`connect` defines, in the order it defines them."""
+    from audit.store.schema import TABLES
+
     for module in TABLE_MODULES:
         importlib.import_module(module)
     return [f"{t}_all" for t in TABLES] + list(_DERIVED)
@@ -146,9 +168,9 @@ def _needed(sql: str) -> set[str]:
     return out
 
 
-_DUCKDB_SCALARS = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.bool_(): "BOOLEAN",
-                   pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
-                   pa.date32(): "DATE"}
+_DUCKDB_SCALARS = {"string": "VARCHAR", "large_string": "VARCHAR", "bool": "BOOLEAN", "int64": "BIGINT",
+                   "int32": "INTEGER", "double": "DOUBLE", "float": "FLOAT", "date32[day]": "DATE"}
+"""DuckDB's name of each scalar Arrow type of the store's schemas (by the Arrow type's ``str``)."""
 
 
 def duckdb_type(t: pa.DataType) -> str:
@@ -158,7 +180,9 @@ def duckdb_type(t: pa.DataType) -> str:
     Raises:
         TypeError: another Arrow type.
     """
-    scalar = _DUCKDB_SCALARS.get(t)
+    from audit.arrow import pa
+
+    scalar = _DUCKDB_SCALARS.get(str(t))
     if scalar is not None:
         return scalar
     if pa.types.is_timestamp(t):
@@ -175,7 +199,10 @@ def _remote_dataset(store: ParquetStore, table: str, schema: pa.Schema):
     DuckDB extension or separate credentials). The file list is taken when the view is made."""
     import posixpath
 
+    from audit.arrow import pa
     import pyarrow.dataset as ds
+
+    from audit.store.schema import PARTITION
 
     part = ds.partitioning(pa.schema([schema.field(PARTITION[table])]), flavor="hive")
     return ds.dataset(posixpath.join(store.root, table), filesystem=store.fs, format="parquet",
