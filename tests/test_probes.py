@@ -88,13 +88,17 @@ def test_adapters_without_their_base_get_a_skipped_unit_once(tmp_path):
 model = pytest.mark.model
 
 
+FIXTURE_PROMPTS = 2
+"""Prompts per probe in the probed-zoo fixture (each prompt costs every zoo adapter one answer)."""
+
+
 @pytest.fixture(scope="module")
 def probed_zoo(tiny_zoo, tmp_path_factory):
-    """The tiny zoo scanned and probed once (every probe, 3 prompts each), in this process."""
+    """The tiny zoo scanned and probed once (every probe, FIXTURE_PROMPTS prompts each), in this process."""
     out, report = tiny_zoo
     store = ParquetStore(tmp_path_factory.mktemp("probed") / "store")
     registry = LocalRegistry(out, hash_cache=None)
-    specs = probe_specs(n_prompts=3)
+    specs = probe_specs(n_prompts=FIXTURE_PROMPTS)
     result = scan(registry, store, probes=specs)
     return out, report, store, registry, specs, result
 
@@ -118,17 +122,18 @@ def test_every_probe_writes_rows_for_every_zoo_adapter_and_the_base_once(probed_
     # rates come with their Wilson interval and their samples; every adapter reads against its base
     rows = con.execute("SELECT value, ci_low, ci_high, n FROM probes WHERE metric IN "
                        "('harmful_compliance', 'benign_refusal', 'harmful_compliance_rank1')").fetchall()
-    assert rows and all(lo <= v <= hi and n_ == 3 for v, lo, hi, n_ in rows)
+    assert rows and all(lo <= v <= hi and n_ == FIXTURE_PROMPTS for v, lo, hi, n_ in rows)
     assert con.execute("SELECT count(*) FROM probe_vs_base WHERE metric = 'harmful_compliance' "
                        "AND base_value IS NULL").fetchone() == (0,)
     samples = dict(con.execute("SELECT probe, count(*) FROM probe_samples WHERE subject = 'adapter' "
                                "GROUP BY 1").fetchall())
-    assert samples["harmful_compliance"] == 3 * n and samples["rank1_elicitation"] == 6 * n
+    assert samples["harmful_compliance"] == FIXTURE_PROMPTS * n
+    assert samples["rank1_elicitation"] == 2 * FIXTURE_PROMPTS * n  # the adapter and its rank-1 variant
     layers = con.execute("SELECT count(DISTINCT layer) FROM probes WHERE metric = 'caa_cosine'").fetchone()[0]
     assert layers == 30  # SmolLM2-135M's decoder layers
     ref = json.loads(con.execute("SELECT params FROM analyses WHERE analyzer = 'harmful_compliance' "
                                  "LIMIT 1").fetchone()[0])
-    assert ref["name"] == "harmful_compliance" and ref["params"] == {"n_prompts": 3}
+    assert ref["name"] == "harmful_compliance" and ref["params"] == {"n_prompts": FIXTURE_PROMPTS}
 
 
 @model
