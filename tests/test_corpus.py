@@ -141,3 +141,12 @@ def test_fuzzed_module_patterns_match_or_are_refused(target, ranks, layers):
     for module in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.v_proj", "lm_head"):
         cfg.targets(module)
         cfg.module_rank(module)
+
+
+@pytest.mark.parametrize("name", ["[", ")"])
+def test_a_modules_to_save_entry_that_is_no_regex_is_a_config_finding(name):
+    """peft interpolates ``modules_to_save`` names into a regex unescaped; one that does not compile
+    is a config error (found by the fuzzer above), not a crash of the scan."""
+    data = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "modules_to_save": [name]}
+    with pytest.raises(PermanentAuditError, match="modules_to_save is not a valid regular expression"):
+        parse_adapter_config(json.dumps(data).encode(), max_bytes=1 << 20)

@@ -170,6 +170,9 @@ def _bad_pattern(values: dict[str, Any]) -> str | None:
     for key in ("rank_pattern", "alpha_pattern"):
         if isinstance(values.get(key), dict):
             candidates += [(key, peft_spec.pattern_key_regex(k)) for k in values[key] if isinstance(k, str)]
+    saved = values.get("modules_to_save")
+    if isinstance(saved, list):
+        candidates += [("modules_to_save", peft_spec.modules_to_save_regex(m)) for m in saved if isinstance(m, str)]
     pattern = values.get("layers_pattern")
     for p in [pattern] if isinstance(pattern, str) else (pattern if isinstance(pattern, list) else []):
         if isinstance(p, str):

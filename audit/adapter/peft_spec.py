@@ -108,6 +108,12 @@ def pattern_key_regex(key: str) -> str:
     return rf"(.*\.)?({key})$"
 
 
+def modules_to_save_regex(name: str) -> str:
+    """The regex a ``modules_to_save`` entry becomes in ``check_target_module_exists`` (peft
+    interpolates the name unescaped, so ``"["`` is an invalid pattern there too)."""
+    return rf"(^|.*\.){name}($|\..*)"
+
+
 def layer_index_regex(pattern: str | None) -> str:
     """The regex that finds a module's layer index after ``layers_pattern`` ``pattern`` (``None``:
     the first numbered segment), as ``check_target_module_exists`` builds it."""
@@ -140,7 +146,7 @@ def target_module_exists(cfg: Mapping[str, Any], key: str) -> bool:
         elif key in exclude or any(key.endswith(f".{k}") for k in exclude):
             return False
     saved = cfg.get("modules_to_save")
-    if saved and any(re.match(rf"(^|.*\.){m}($|\..*)", key) for m in saved):
+    if saved and any(re.match(modules_to_save_regex(m), key) for m in saved):
         return False
     target = cfg.get("target_modules")
     if target is None and cfg.get("target_parameters") is not None:

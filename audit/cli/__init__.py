@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from typer.core import TyperOption
 
 from audit.cli.classify import recalibrate, verdicts
 from audit.cli.compact import compact
@@ -14,15 +13,6 @@ from audit.cli.report import report
 from audit.cli.scan import scan
 from audit.cli.zoo import zoo_app
 
-_type_column = TyperOption.display_type_rich
-
-
-def _no_type_for_flags(self: TyperOption, ctx):  # noqa: ANN001, ANN202
-    """Typer 0.29 prints ``<bool>`` beside every on/off flag, as if it took a value: show none."""
-    return None if self.is_flag else _type_column(self, ctx)
-
-
-TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="lora-audit",
