@@ -204,12 +204,12 @@ class ParquetStore:
 
     def write_result(self, result: AuditResult) -> str | None:
         """Write one unit of work (its adapter row with its modules and findings) as one file."""
-        from audit.store.schema import FINDING_FIELDS, MODULE_FIELDS, names
+        from audit.store.schema import FINDING_KEYS, MODULE_KEYS
 
         a = result.adapter
         row = a.model_dump()
-        row["modules"] = [m.model_dump(include=set(names(MODULE_FIELDS))) for m in result.modules]
-        row["findings"] = [f.model_dump(include=set(names(FINDING_FIELDS))) for f in result.findings]
+        row["modules"] = [m.model_dump(include=set(MODULE_KEYS)) for m in result.modules]
+        row["findings"] = [f.model_dump(include=set(FINDING_KEYS)) for f in result.findings]
         return self.write_rows("units", [row], a.unit_id, a.audited_at)
 
     def write_analysis(self, unit) -> str | None:
@@ -222,10 +222,10 @@ class ParquetStore:
     def write_run(self, run: RunRow, seq: int, findings: Sequence[FindingRow] = ()) -> None:
         """Write one state of a run (``seq`` increasing; the view keeps the latest) with the
         findings met while listing (each state repeats them)."""
-        from audit.store.schema import RUN_FINDING_FIELDS, names
+        from audit.store.schema import RUN_FINDING_KEYS
 
         row = run.model_dump()
-        row["findings"] = [f.model_dump(include=set(names(RUN_FINDING_FIELDS))) for f in findings]
+        row["findings"] = [f.model_dump(include=set(RUN_FINDING_KEYS)) for f in findings]
         self.write_rows("runs", [row], f"{run.run_id}-{seq}", run.started_at)
 
     # -- reading ---------------------------------------------------------------------------------

@@ -97,3 +97,11 @@ def record_schema(record) -> pa.Schema:
         base = next(t for t in types if ann is t or t in (getattr(ann, "__args__", None) or ()))
         fields.append((name, types[base]))
     return pa.schema(fields)
+
+
+MODULE_KEYS = frozenset(names(MODULE_FIELDS))
+"""The keys of a :class:`audit.records.ModuleRow` that a unit file stores (its nested modules)."""
+FINDING_KEYS = frozenset(names(FINDING_FIELDS))
+"""The keys of a finding in a unit file."""
+RUN_FINDING_KEYS = frozenset(names(RUN_FINDING_FIELDS))
+"""The keys of a finding in a run file."""
