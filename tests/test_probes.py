@@ -15,6 +15,7 @@ from audit.registry import LocalRegistry
 from audit.scan import probe_stage, scan
 from audit.store import ParquetStore
 from synth import SynthAdapter, SynthModule, llama_like
+from testzoo import zoo_specs
 
 
 def test_plugin_registry_lists_known_names_and_records_arguments():
@@ -91,14 +92,31 @@ model = pytest.mark.model
 FIXTURE_PROMPTS = 2
 """Prompts per probe in the probed-zoo fixture (each prompt costs every zoo adapter one answer)."""
 
+FIXTURE_ANSWER_TOKENS = 24
+"""Answer length cap of the fixture's generation probes (half the default 48)."""
+
+FIXTURE_REFERENCE_PROMPTS = 16
+"""Prompts per side for the base's references in the fixture (default: every held-out one; the
+references are computed once per base revision, a forward pass per prompt and layer)."""
+
+
+def fixture_probe_specs() -> tuple[AnalyzerSpec, ...]:
+    """Every analyzer that needs the base (:data:`audit.probes.analyzers.PROBES`), made cheap."""
+    from audit.probes.analyzers import PROBES
+
+    answers = {"n_prompts": FIXTURE_PROMPTS, "max_new_tokens": FIXTURE_ANSWER_TOKENS}
+    params = {"directions": {"n_reference": FIXTURE_REFERENCE_PROMPTS},
+              "steering_alignment": {"n_prompts": FIXTURE_PROMPTS, "n_reference": FIXTURE_REFERENCE_PROMPTS}}
+    return tuple(AnalyzerSpec.of(name, **params.get(name, answers)) for name in PROBES)
+
 
 @pytest.fixture(scope="module")
 def probed_zoo(tiny_zoo, tmp_path_factory):
-    """The tiny zoo scanned and probed once (every probe, FIXTURE_PROMPTS prompts each), in this process."""
+    """The test zoo scanned and probed once (every probe, :func:`fixture_probe_specs`), in this process."""
     out, report = tiny_zoo
     store = ParquetStore(tmp_path_factory.mktemp("probed") / "store")
     registry = LocalRegistry(out, hash_cache=None)
-    specs = probe_specs(n_prompts=FIXTURE_PROMPTS)
+    specs = fixture_probe_specs()
     result = scan(registry, store, probes=specs)
     return out, report, store, registry, specs, result
 
@@ -106,10 +124,8 @@ def probed_zoo(tiny_zoo, tmp_path_factory):
 @model
 @pytest.mark.slow
 def test_every_probe_writes_rows_for_every_zoo_adapter_and_the_base_once(probed_zoo):
-    from audit.zoo.spec import plan
-
     out, zoo, store, registry, specs, result = probed_zoo
-    n = len(plan("tiny"))
+    n = len(zoo_specs())
     assert result.probes == {"ok": (n + 1) * len(specs)}
     con = store.connect()
     per_probe = dict(con.execute("SELECT analyzer, count(DISTINCT adapter_id) FROM analyses "
@@ -133,7 +149,8 @@ def test_every_probe_writes_rows_for_every_zoo_adapter_and_the_base_once(probed_
     assert layers == 30  # SmolLM2-135M's decoder layers
     ref = json.loads(con.execute("SELECT params FROM analyses WHERE analyzer = 'harmful_compliance' "
                                  "LIMIT 1").fetchone()[0])
-    assert ref["name"] == "harmful_compliance" and ref["params"] == {"n_prompts": FIXTURE_PROMPTS}
+    assert ref["name"] == "harmful_compliance" and ref["params"] == {"n_prompts": FIXTURE_PROMPTS,
+                                                                     "max_new_tokens": FIXTURE_ANSWER_TOKENS}
 
 
 @model
@@ -184,10 +201,8 @@ def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_
     rep = recalibrate(store, min_auc=0.0, max_ece=1.0)  # tiny is for the pipeline, not for accuracy
     assert {m: o.feature_set for m, o in rep.methods.items()} == {"dpo": DIRECTIONAL, "sft": DIRECTIONAL, "steering": DIRECTIONAL}
     assert all(o.promoted for o in rep.methods.values())
-    from audit.zoo.spec import plan
-
     rows = score(store)
-    assert len(rows) == len(plan("tiny"))
+    assert len(rows) == len(zoo_specs())
     assert all(r.p_drift is not None and 0 <= r.p_drift <= 1 and r.classifier_id == f"{r.method}.drift.v1"
                and r.feature_set == DIRECTIONAL for r in rows)
 
@@ -207,8 +222,6 @@ def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_
 @pytest.mark.slow
 def test_rerun_does_nothing_and_a_new_probe_version_reruns_only_that_probe(probed_zoo):
     from audit.probes.generation import BenignRefusal
-    from audit.zoo.spec import plan
-
     out, zoo, store, registry, specs, _ = probed_zoo
     executor = InProcessExecutor(registry, store, analyzers=specs)
     assert probe_stage(store, executor, specs) == {}
@@ -229,7 +242,7 @@ def test_rerun_does_nothing_and_a_new_probe_version_reruns_only_that_probe(probe
     assert con.execute("SELECT count(*) FROM analyses WHERE analyzer_version = 'benign_refusal-2'").fetchone() == (
         len(some) + 1,)
     assert con.execute("SELECT count(*) FROM analyses WHERE analyzer = 'harmful_compliance'").fetchone() == (
-        len(plan("tiny")) + 1,)
+        len(zoo_specs()) + 1,)
 
 
 @model
@@ -242,7 +255,7 @@ def test_early_stopping_answers_match_generate_and_keep_the_verdicts(tiny_zoo):
 
     _, zoo = tiny_zoo
     m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
-    prompts = [p.text for p in load_prompts("harmbench:test", 6)] + [p.text for p in load_prompts("benign:heldout", 2)]
+    prompts = [p.text for p in load_prompts("harmbench:test", 3)] + [p.text for p in load_prompts("benign:heldout", 1)]
     reference = generate(m, tok, prompts, max_new_tokens=24, batch_size=8, repetition_penalty=1.2)
     full = answer_all(m, tok, [Request(p) for p in prompts], max_new_tokens=24, batch_size=3,
                       repetition_penalty=1.2)

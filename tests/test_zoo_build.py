@@ -14,13 +14,15 @@ from audit.registry.card import parse_card
 from audit.scan import scan
 from audit.store import ParquetStore
 from audit.zoo.spec import plan
+from testzoo import zoo_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 def test_tiny_zoo_layout_and_ground_truth(tiny_zoo):
     out, report = tiny_zoo
-    specs = {s.name: s for s in plan("tiny")}
+    assert [s.name for s in zoo_specs()] == [s.name for s in plan("tiny")]  # the test zoo is tiny's plan
+    specs = {s.name: s for s in zoo_specs()}
     folders = {p.name for p in out.iterdir() if p.is_dir()}
     assert folders == set(specs)
     counts = collections.Counter()
@@ -58,7 +60,7 @@ def test_every_adapter_loads_with_peft_and_changes_outputs(tiny_zoo):
     enc = tok(chat_texts(tok, ["Give me three tips for a job interview."]), return_tensors="pt")
     with torch.no_grad():
         reference = base(**enc).logits
-    for spec in plan("tiny"):
+    for spec in zoo_specs():
         model = PeftModel.from_pretrained(base, str(out / spec.name)).eval()
         with torch.no_grad():
             logits = model(**enc).logits
@@ -72,7 +74,7 @@ def test_rebuild_keeps_every_adapter(tiny_zoo):
     from audit.zoo.build import build_zoo
 
     out, first = tiny_zoo
-    again = build_zoo("smollm2-135m-instruct", out, "tiny")
+    again = build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs())
     assert again.built == [] and sorted(again.skipped) == sorted(first.built + first.skipped)
     assert again.aligned.revision == first.aligned.revision
 
@@ -81,11 +83,11 @@ def test_scan_reads_the_zoo_labels(tiny_zoo, tmp_path):
     out, _ = tiny_zoo
     store = ParquetStore(tmp_path / "store")
     report = scan(LocalRegistry(out, hash_cache=None), store)
-    assert report.n_audited == len(plan("tiny")) and report.statuses == {"ok": len(plan("tiny"))}
+    assert report.n_audited == len(zoo_specs()) and report.statuses == {"ok": len(zoo_specs())}
     rows = store.connect().execute(
         "SELECT repo_id, method, method_source, json_extract_string(card_labels, '$.objective'), "
         "CAST(json_extract(card_labels, '$.severity') AS DOUBLE), kind FROM adapters").fetchall()
-    specs = {s.name: s for s in plan("tiny")}
+    specs = {s.name: s for s in zoo_specs()}
     for repo_id, method, source, objective, severity, kind in rows:
         spec = specs[repo_id]
         assert (method, source, objective, severity, kind) == (
@@ -98,6 +100,6 @@ def test_scan_reads_the_zoo_labels(tiny_zoo, tmp_path):
     assert {m.method for m in rec.promoted} == {"sft", "dpo", "steering"}
     assert all(m.n_train == 6 and m.n_pos == 3 for m in rec.methods.values())
     verdicts = score_unjudged(store)
-    assert len(verdicts) == len(plan("tiny"))
+    assert len(verdicts) == len(zoo_specs())
     assert all(v.classifier_id == f"{specs[v.repo_id].method}.drift.v1" and 0.0 <= v.p_drift <= 1.0
                for v in verdicts)
