@@ -149,7 +149,7 @@ class RayExecutor:
             self.registry, self.store, self.limits.model_dump(), self.specs, int(max(1, opts["num_cpus"])),
             opts["num_gpus"])
 
-    def _pool_size(self, n_jobs: int) -> int:
+    def _pool_size(self, n_jobs: int | None) -> int:
         cluster = init_ray(self.ray_address)
         self.options.update(actor_resources(self.specs, cluster, self.workers) | self.fixed)
         if self.workers:
@@ -158,7 +158,21 @@ class RayExecutor:
             n = int(cluster.get("GPU", 1) // self.options["num_gpus"])
         else:
             n = int(cluster.get("CPU", 1) // self.options["num_cpus"])
-        return max(1, min(n, n_jobs))
+        return max(1, n if n_jobs is None else min(n, n_jobs))
+
+    def start(self) -> None:
+        """Connect to Ray and create the pool's actors now, before the jobs are known (a scan
+        calls it while the registry is being listed): the actors' processes start, import and
+        build their analyzers in parallel with the listing. The next :meth:`map` uses them (its
+        end, or :meth:`close`, removes them)."""
+        if not self.actors:
+            self.actors = [self._new_actor() for _ in range(self._pool_size(None))]
+
+    def close(self) -> None:
+        """Remove the pool's actors (those :meth:`start` made and no :meth:`map` used)."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
 
     def map(self, items: Sequence[AdapterRef | Job]) -> Iterator[Reported]:
         """Yield one report per unit, in completion order, with one call in flight per actor.
@@ -168,9 +182,11 @@ class RayExecutor:
         with its actor can be reported for its adapters.
         """
         if not items:
+            self.close()
             return
         jobs = [as_job(i, self.names) for i in items]
-        self.actors = [self._new_actor() for _ in range(self._pool_size(len(jobs)))]
+        if not self.actors:
+            self.actors = [self._new_actor() for _ in range(self._pool_size(len(jobs)))]
         idle = list(self.actors)
         in_flight: dict[Any, tuple[Job, Any]] = {}
         feed = iter(jobs)
@@ -203,9 +219,7 @@ class RayExecutor:
                 yield from outcomes
                 fill()
         finally:
-            for actor in self.actors:
-                ray.kill(actor)
-            self.actors = []
+            self.close()
 
     def _crashed(self, job: Job, exc: Exception) -> list[Any]:
         from audit.findings import Note

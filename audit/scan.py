@@ -247,14 +247,19 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     run = steps.start_run(store, spec, analyzer_version=analyzer_version)
     report = ScanReport(run_id=run.run_id, registry=spec)
     try:
-        listing = steps.list_registry(registry) if isinstance(registry, str) else registry.list_adapters()
+        early = None
+        if executor is None and placement.asked_for_ray():  # Ray and its actors start while the listing runs
+            executor = early = executor_for(registry, store, True, placement, limits=limits,
+                                            analyzer_version=analyzer_version)
+        listing = _list_while(lambda: steps.list_registry(registry) if isinstance(registry, str)
+                              else registry.list_adapters(), getattr(early, "start", None))
         refs = steps.plan(store, run, listing, report, analyzer_version)
         if sink is not None:
             sink.plan(report.n_listed, report.n_new)
         on_ray = placement.on_ray(len(refs))
         if echo:
             echo(f"{report.n_new} new of {report.n_listed} adapters in {spec}"
-                 + (" (auditing on Ray)" if on_ray and executor is None else ""))
+                 + (" (auditing on Ray)" if on_ray and (executor is None or executor is early) else ""))
         executor = executor or executor_for(registry, store, on_ray, placement, limits=limits,
                                             analyzer_version=analyzer_version)
         report = steps.audit(executor, refs, report, sink)
@@ -275,6 +280,25 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     if echo:
         echo(f"audited {report.n_audited} ({report.statuses}), deferred {report.n_deferred}, probes {report.probes}")
     return report
+
+
+def _list_while(listing: Callable[[], Listing], start: Callable[[], None] | None) -> Listing:
+    """``listing()``; with ``start``, on a thread while ``start()`` runs here (Ray's start belongs to
+    the main thread). The thread runs in a copy of this context (the progress sink, Prefect's run
+    context); when ``start`` fails, the listing is waited for and ``start``'s error is raised."""
+    if start is None:
+        return listing()
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-audit-listing") as pool:
+        future = pool.submit(contextvars.copy_context().run, listing)
+        try:
+            start()
+        except BaseException:
+            future.exception()  # the listing ends first; the start's error is the one raised
+            raise
+        return future.result()
 
 
 def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
