@@ -160,8 +160,9 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown label source 'nope'" in bad.output
 
 
-HEAVY_PROBE = ("import sys; from audit.cli import app\n"
-               "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+HEAVY_PROBE = ("import sys; from audit.cli import main\n"
+               "sys.argv = ['lora-audit', *sys.argv[1:]]\n"
+               "try:\n    main()\nexcept SystemExit:\n    pass\n"
                "heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect', 'pandas')\n"
                "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))")
 
@@ -174,6 +175,23 @@ def test_query_and_help_import_no_heavy_machinery(tmp_path):
                  ["verdicts", "--store", str(tmp_path / "s")], ["scan", "--help"]):
         res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
         assert "IMPORTED []" in res.stdout, (args, res.stdout[-500:], res.stderr[-2000:])
+
+
+def test_a_call_that_names_a_command_builds_only_that_command(tmp_path):
+    """`lora-audit query` imports the query command's module and none of the others' (the rest of
+    the app costs a tenth of a second per call); `--help` still lists every command."""
+    from audit.cli import COMMANDS
+
+    code = HEAVY_PROBE.replace("heavy = ('torch', 'peft', 'transformers', 'ray', 'prefect', 'pandas')",
+                               f"heavy = {tuple(sorted({m for m, _ in COMMANDS.values()}))!r}")
+    res = subprocess.run([sys.executable, "-c", code, "query", "--store", str(tmp_path / "s"), "SELECT 1 AS one"],
+                         capture_output=True, text=True, timeout=120)
+    assert "IMPORTED ['audit.cli.query']" in res.stdout, (res.stdout[-500:], res.stderr[-2000:])
+    res = subprocess.run([sys.executable, "-m", "audit.cli", "--help"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0 and all(f" {name} " in res.stdout for name in COMMANDS), res.stdout
+    bad = subprocess.run([sys.executable, "-m", "audit.cli", "scna"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "No such command 'scna'" in bad.stderr
 
 
 def test_a_query_that_reads_no_table_imports_no_arrow(tmp_path):
