@@ -105,7 +105,7 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
     """
     sql = "SELECT adapter_id, repo_id, method, status FROM latest_adapters"
     given = con
-    con = con or store.connect(for_sql=f"{sql} promoted_classifiers")  # the views features() reads come after
+    con = con or store.connect(for_sql=f"{sql}; SELECT * FROM promoted_classifiers")  # the views features() reads come after
     try:
         rows = con.execute(sql).fetchall()
         wanted = set(adapter_ids) if adapter_ids is not None else None

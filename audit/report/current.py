@@ -30,7 +30,7 @@ def current_results(store: ParquetStore, registry: str, run_id: str | None = Non
     Raises:
         duckdb.Error: the store cannot be read.
     """
-    con = store.connect(for_sql=_FINDINGS + (_DRIFTED if verdicts else ""))
+    con = store.connect(for_sql=_FINDINGS + ("; " + _DRIFTED if verdicts else ""))
     try:
         params = {"registry": registry, "run_id": run_id or ""}
         findings = [FindingResult(*row) for row in con.execute(_FINDINGS, params).fetchall()]
