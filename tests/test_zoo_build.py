@@ -14,7 +14,7 @@ from audit.registry.card import parse_card
 from audit.scan import scan
 from audit.store import ParquetStore
 from audit.zoo.spec import plan
-from testzoo import zoo_specs
+from testzoo import zoo_recipe, zoo_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -74,7 +74,7 @@ def test_rebuild_keeps_every_adapter(tiny_zoo):
     from audit.zoo.build import build_zoo
 
     out, first = tiny_zoo
-    again = build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs())
+    again = build_zoo("smollm2-135m-instruct", out, "tiny", specs=zoo_specs(), recipe=zoo_recipe())
     assert again.built == [] and sorted(again.skipped) == sorted(first.built + first.skipped)
     assert again.aligned.revision == first.aligned.revision
 
