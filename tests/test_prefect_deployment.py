@@ -1,4 +1,4 @@
-"""deploy/prefect.yaml run for real: a Prefect server on loopback, a ``process`` work pool, the
+"""deploy/prefect.yaml run for real: a Prefect server on loopback (the session's), a ``process`` work pool, the
 file's deployments registered with ``prefect deploy`` (parameters pointed at a local registry and
 store, nothing else changed but what a container would provide), each triggered and run by a
 worker, then the store's rows and the flow runs' final states checked."""
@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +20,6 @@ from audit.store import ParquetStore
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "lora-audit-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _prefect(env: dict, *args: str, timeout: float = 300) -> str:
@@ -87,42 +79,19 @@ def _run(env: dict, deployment: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """``prefect server start`` (its API) on a free loopback port with its own home and database."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
-               PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY="false", PREFECT_SERVER_LOGGING_LEVEL="WARNING")
-    log = open(home / "server.log", "w")
-    # the API only: no scheduler (the test triggers its runs), no late-run marker, no UI
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-services", "--no-ui"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    try:
-        import httpx
+def prefect_server(prefect_harness, tmp_path_factory):
+    """The session's Prefect server (``prefect_test_harness``: a real API server on a loopback
+    port, its own temporary database; a second ``prefect server start`` cost 35 s), seen by
+    subprocesses through ``PREFECT_API_URL`` with their own home, and a ``process`` work pool."""
+    from prefect.settings import PREFECT_API_URL
 
-        deadline = time.monotonic() + 180
-        while True:  # readiness: the server answers its health endpoint
-            assert server.poll() is None, (home / "server.log").read_text()
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prefect server did not answer in 180 s"
-            time.sleep(0.5)
-        _prefect(env, "work-pool", "create", POOL, "--type", "process")
-        yield env
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=PREFECT_API_URL.value(),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY="false")
+    assert env["PREFECT_API_URL"], "the Prefect test harness gave no API URL"
+    _prefect(env, "work-pool", "create", POOL, "--type", "process")
+    return env
 
 
 @pytest.mark.slow
