@@ -246,8 +246,9 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     spec = registry if isinstance(registry, str) else registry.name
     run = steps.start_run(store, spec, analyzer_version=analyzer_version)
     report = ScanReport(run_id=run.run_id, registry=spec)
+    given = executor is not None
+    early = None
     try:
-        early = None
         if executor is None and placement.asked_for_ray():  # Ray and its actors start while the listing runs
             executor = early = executor_for(registry, store, True, placement, limits=limits,
                                             analyzer_version=analyzer_version)
@@ -259,7 +260,7 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
         on_ray = placement.on_ray(len(refs))
         if echo:
             echo(f"{report.n_new} new of {report.n_listed} adapters in {spec}"
-                 + (" (auditing on Ray)" if on_ray and (executor is None or executor is early) else ""))
+                 + (" (auditing on Ray)" if on_ray and not given else ""))
         executor = executor or executor_for(registry, store, on_ray, placement, limits=limits,
                                             analyzer_version=analyzer_version)
         report = steps.audit(executor, refs, report, sink)
@@ -272,6 +273,8 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
         if compact_min_files is not None:
             report = steps.compact(store, report, compact_min_files)
     except BaseException:
+        if early is not None:  # actors started during the listing that no audit used
+            early.close()
         report.elapsed_s = time.perf_counter() - t0
         steps.finish(store, run, report, "failed")
         raise

@@ -171,3 +171,25 @@ def test_recalibrate_flow_runs_the_recalibration_cycle(tmp_path, prefect_harness
     sft = state.result()["methods"]["sft"]
     assert sft["promoted"] and sft["classifier_id"] == "sft.drift.v1"
     assert sft["reaudit"]["n_scored"] == 8 and sft["reaudit"]["flipped"] == []
+
+
+def test_actors_started_during_the_listing_are_removed_when_a_later_step_fails(tmp_path, ray_session, monkeypatch):
+    """A scan on Ray starts its actors while the registry is listed; when the next step fails,
+    the run is recorded as failed and those actors are killed, not left running."""
+    from audit.scan import Placement, Steps, run_scan
+
+    SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=0).write(tmp_path / "reg" / "a0")
+    started, closed = [], []
+    monkeypatch.setattr(RayExecutor, "start", lambda self: started.append(self))
+    real_close = RayExecutor.close
+    monkeypatch.setattr(RayExecutor, "close", lambda self: (closed.append(self), real_close(self)))
+
+    def failing_plan(*args, **kwargs):
+        raise RuntimeError("the diff failed")
+
+    store = ParquetStore(tmp_path / "store")
+    with pytest.raises(RuntimeError, match="the diff failed"):
+        run_scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, placement=Placement(workers=1),
+                 steps=Steps(plan=failing_plan), judge=False, echo=None)
+    assert len(started) == 1 and closed == started
+    assert store.connect().execute("SELECT status FROM runs").fetchall() == [("failed",)]

@@ -117,6 +117,12 @@ class AnalyzerSpec:
     def of(cls, name: str, factory: Any = None, **params: Any) -> AnalyzerSpec:
         return cls(name, tuple(sorted(params.items())), factory)
 
+    @property
+    def kind(self) -> Any:
+        """The analyzer's class (or factory): its ``needs_base`` and ``resources`` are known without
+        building it. Raises ``UnknownPluginError`` for a name nobody registered."""
+        return self.factory or ANALYZERS.factory(self.name)
+
     def create(self) -> Analyzer:
         """Build the analyzer (its name and arguments recorded on it)."""
         if self.factory is None:

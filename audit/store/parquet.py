@@ -208,8 +208,8 @@ class ParquetStore:
 
         a = result.adapter
         row = a.model_dump()
-        row["modules"] = [m.model_dump(include=set(MODULE_KEYS)) for m in result.modules]
-        row["findings"] = [f.model_dump(include=set(FINDING_KEYS)) for f in result.findings]
+        row["modules"] = [m.model_dump(include=MODULE_KEYS) for m in result.modules]
+        row["findings"] = [f.model_dump(include=FINDING_KEYS) for f in result.findings]
         return self.write_rows("units", [row], a.unit_id, a.audited_at)
 
     def write_analysis(self, unit) -> str | None:
@@ -225,7 +225,7 @@ class ParquetStore:
         from audit.store.schema import RUN_FINDING_KEYS
 
         row = run.model_dump()
-        row["findings"] = [f.model_dump(include=set(RUN_FINDING_KEYS)) for f in findings]
+        row["findings"] = [f.model_dump(include=RUN_FINDING_KEYS) for f in findings]
         self.write_rows("runs", [row], f"{run.run_id}-{seq}", run.started_at)
 
     # -- reading ---------------------------------------------------------------------------------

@@ -139,10 +139,7 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *
 def _mentions_a_table(sql: str) -> bool:
     """Whether ``sql`` names any table or view, by DuckDB's own parser (``SELECT 1`` names none);
     true when DuckDB cannot tell (a syntax error is then reported by the query itself)."""
-    try:
-        return bool(duckdb.get_table_names(sql))
-    except duckdb.Error:
-        return True
+    return bool(_names_in(sql))
 
 
 def view_names() -> list[str]:
@@ -179,7 +176,7 @@ def _names_in(sql: str) -> frozenset[str]:
     try:
         return frozenset().union(*(duckdb.get_table_names(statement.query, qualified=False)
                                    for statement in duckdb.extract_statements(sql)))
-    except (duckdb.Error, TypeError):
+    except duckdb.Error:
         return frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql))
 
 
