@@ -173,7 +173,12 @@ class RayExecutor:
         """Connect to Ray and create the pool's actors now, before the jobs are known (a scan
         calls it while the registry is being listed): the actors' processes start, import and
         build their analyzers in parallel with the listing. The next :meth:`map` uses them (its
-        end, or :meth:`close`, removes them)."""
+        end, or :meth:`close`, removes them). The pool's size is :meth:`map`'s for an unknown
+        number of jobs: ``workers``, else the cluster's CPUs (GPUs for model analyzers) per actor.
+
+        Raises:
+            ConnectionError: the cluster at ``ray_address`` cannot be reached (``ray.init``).
+        """
         if not self.actors:
             self.actors = [self._new_actor() for _ in range(self._pool_size(None))]
 
