@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+
+from pydantic import BaseModel, ConfigDict
+
+ENV_PREFIX = "LORA_AUDIT_"
 
 
-class Limits(BaseSettings):
+class Limits(BaseModel):
     """Size caps for reading untrusted adapters. All sizes in bytes or elements.
 
     The defaults admit a rank-256 LoRA on every projection of a 70B model (about 10 GB of fp32
     factors) and refuse what no adapter needs: a config of megabytes, a million tensors, a
     dimension over a million. Each is a setting: ``LORA_AUDIT_<NAME>`` in the environment (e.g.
-    ``LORA_AUDIT_MAX_WEIGHTS_BYTES=1000000000``) overrides the default (pydantic-settings).
+    ``LORA_AUDIT_MAX_WEIGHTS_BYTES=1000000000``) overrides the default (:meth:`from_env`).
     """
 
-    model_config = SettingsConfigDict(frozen=True, env_prefix="LORA_AUDIT_")
+    model_config = ConfigDict(frozen=True)
 
     max_weights_bytes: int = 16 * 2**30
     """Largest weights file read."""
@@ -36,4 +40,27 @@ class Limits(BaseSettings):
     """Most elements over the whole file."""
 
 
-DEFAULT_LIMITS = Limits()
+    @classmethod
+    def from_env(cls) -> Limits:
+        """The defaults, with each ``LORA_AUDIT_<NAME>`` of the environment applied, parsed and
+        validated by pydantic-settings (imported only when one is set: its import costs about
+        60 ms of every command).
+
+        Raises:
+            pydantic.ValidationError: a value that is not a valid setting (``LORA_AUDIT_MAX_DIM=big``).
+        """
+        wanted = {f"{ENV_PREFIX}{name}".upper() for name in cls.model_fields}
+        if not any(key.upper() in wanted for key in os.environ):
+            return cls()
+        from pydantic import create_model
+        from pydantic_settings import BaseSettings, SettingsConfigDict
+
+        class _Settings(BaseSettings):
+            model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False)
+
+        fields = {name: (f.annotation, f.default) for name, f in cls.model_fields.items()}
+        return cls(**create_model("LimitsSettings", __base__=_Settings, **fields)().model_dump())
+
+
+DEFAULT_LIMITS = Limits.from_env()
+"""The limits of this process: the defaults and the environment's ``LORA_AUDIT_<NAME>`` settings."""

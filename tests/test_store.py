@@ -249,20 +249,24 @@ def test_a_query_defines_only_the_views_it_uses_and_reads_the_same_rows(store, t
 
     _, result = _result(tmp_path)
     store.write_result(result)
-    con = connect(store, for_sql="SELECT 1")
+
+    def fresh():  # a store object of its own: its catalog holds only the views of the next connect
+        return ParquetStore(store.root)
+
+    con = connect(fresh(), for_sql="SELECT 1")
     assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone() == (0,)
     sql = "SELECT adapter_id, module, stable_rank FROM Latest_Modules ORDER BY module"
-    lazy = connect(store, for_sql=sql)
+    lazy = connect(fresh(), for_sql=sql)
     made = {r[0] for r in lazy.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"latest_modules", "modules", "latest_adapters", "adapters", "units_all"} <= made
     assert not {"classifiers_all", "verdicts_all", "current_verdicts"} & made and len(made) < len(view_names())
-    assert lazy.execute(sql).fetchall() == store.connect().execute(sql).fetchall() != []
+    assert lazy.execute(sql).fetchall() == fresh().connect().execute(sql).fetchall() != []
     # DuckDB's parser names the tables: `modules` as a column of adapters_all (EXCLUDE (modules,
     # findings)) defines no view; statements joined by ';' each count
-    bare = connect(store, for_sql="SELECT count(*) FROM adapters_all")
+    bare = connect(fresh(), for_sql="SELECT count(*) FROM adapters_all")
     assert {r[0] for r in bare.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()} == {
         "adapters_all", "units_all"}
-    two = connect(store, for_sql="SELECT * FROM runs_all; SELECT * FROM promoted_classifiers")
+    two = connect(fresh(), for_sql="SELECT * FROM runs_all; SELECT * FROM promoted_classifiers")
     made = {r[0] for r in two.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"runs_all", "promoted_classifiers", "classifiers_all"} <= made and "modules" not in made
     # the empty tables typed in SQL have the types DuckDB gives the Arrow schemas themselves
@@ -278,6 +282,37 @@ def test_a_query_defines_only_the_views_it_uses_and_reads_the_same_rows(store, t
         assert got == [tuple(w) for w in want], table
         ref.unregister("arrow_empty")
     assert duckdb_type(pa.list_(pa.struct([("a", pa.int64())]))) == 'STRUCT("a" BIGINT)[]'
+
+
+def test_connections_of_a_local_store_share_one_catalog_that_sees_later_files(store, tmp_path):
+    """A scan's steps each connect: the views are defined once per store object (a cursor on one
+    catalog), a view made while its table had no file is redefined once it has one, and a view
+    made early reads files written after it; a pickled store (what a Ray actor gets) has none."""
+    import pickle
+
+    sql = "SELECT count(*) FROM latest_adapters"
+    first = store.connect(for_sql=sql)
+    assert first.execute(sql).fetchone() == (0,)  # no unit yet: over the empty typed table
+    assert store.catalog().defined["units_all"] is False
+    _, result = _result(tmp_path)
+    store.write_result(result)
+    second = store.connect(for_sql=sql)
+    assert store.catalog().defined["units_all"] is True
+    assert second.execute(sql).fetchone() == (1,) == first.execute(sql).fetchone()
+    views = "SELECT count(*) FROM duckdb_views() WHERE NOT internal"
+    n_views = second.execute(views).fetchone()
+    _, other = _result(tmp_path, "b", seed=1)
+    store.write_result(other)
+    third = store.connect(for_sql=sql)
+    assert third.execute(views).fetchone() == n_views  # nothing defined again
+    assert third.execute(sql).fetchone() == (2,) == first.execute(sql).fetchone()  # later files are read
+    assert third.execute("SELECT current_setting('parquet_metadata_cache')").fetchone() == (True,)
+    more = store.connect(for_sql="SELECT count(*) FROM findings")  # views added to the same catalog
+    assert more.execute(views).fetchone()[0] > n_views[0]
+    assert pickle.loads(pickle.dumps(store))._catalog is None
+    for con in (first, second, third, more):
+        con.close()
+    assert store.connect(for_sql=sql).execute(sql).fetchone() == (2,)  # closing a cursor keeps the catalog
 
 
 def test_arrow_conversions_do_not_import_pandas_and_pandas_still_works():

@@ -187,3 +187,28 @@ def test_arrays_read_without_torch_equal_torch_s_values(tmp_path, dtype):
     assert got.shape == ref.shape and got.dtype in (np.float32, np.float16)
     assert np.array_equal(got.astype(np.float32), ref, equal_nan=True)
     assert again.dtype == dt
+
+
+def test_limits_are_settings_of_the_environment(monkeypatch):
+    """``LORA_AUDIT_<NAME>`` overrides a limit (parsed and validated by pydantic-settings); a bad
+    value is an error that names it; without one, the defaults (and no pydantic-settings import)."""
+    import os
+    import subprocess
+    import sys
+
+    from pydantic import ValidationError
+
+    assert Limits.from_env() == Limits()
+    monkeypatch.setenv("LORA_AUDIT_MAX_DIM", "8")
+    monkeypatch.setenv("lora_audit_max_rank", "4")
+    assert (Limits.from_env().max_dim, Limits.from_env().max_rank) == (8, 4)
+    assert Limits.from_env().max_tensors == Limits().max_tensors
+    monkeypatch.setenv("LORA_AUDIT_MAX_DIM", "big")
+    with pytest.raises(ValidationError, match="max_dim"):
+        Limits.from_env()
+    code = "import sys; from audit.limits import DEFAULT_LIMITS as d; print(d.max_dim, 'pydantic_settings' in sys.modules)"
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("LORA_AUDIT_MAX")}
+    for env, want in (({}, f"{Limits().max_dim} False"), ({"LORA_AUDIT_MAX_DIM": "12"}, "12 True")):
+        out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                             timeout=60, check=True).stdout.strip()
+        assert out == want

@@ -15,9 +15,7 @@ import posixpath
 from dataclasses import dataclass
 
 from audit.arrow import pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.dataset as ds
 
 from audit.records import new_id
 from audit.store.parquet import ParquetStore
@@ -60,6 +58,8 @@ def compact_table(store: ParquetStore, table: str, min_files: int = 2) -> Compac
     for folder, files in sorted(partitions(store, table).items()):
         if len(files) < min_files:
             continue
+        import pyarrow.dataset as ds  # here: a scan with nothing to compact does not import it (50 ms)
+
         try:  # one dataset over the listed files: read in parallel, older files conformed to `schema`
             merged = ds.dataset(sorted(files), schema=schema, filesystem=store.fs, format="parquet").to_table()
         except (OSError, pa.ArrowException) as exc:
@@ -82,6 +82,8 @@ def compact(store: ParquetStore, min_files: int = 2) -> list[Compaction]:
 
 def _dedup(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """Keep the first row of each key."""
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         return table
     idx = pa.array(range(table.num_rows), pa.int64())

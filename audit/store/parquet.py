@@ -74,6 +74,7 @@ class ParquetStore:
     def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None, *, create: bool = True) -> None:
         loc = str(location)
         self._fs: pafs.FileSystem | None = None
+        self._catalog = None
         if filesystem is not None and not _is_local_filesystem(filesystem):
             self._fs, self.root, self.local = filesystem, loc.rstrip("/"), False
             self.location = loc
@@ -265,9 +266,22 @@ class ParquetStore:
 
     def connect(self, for_sql: str | None = None):
         """A DuckDB connection with the store's views (see :mod:`audit.store.views`); with
-        ``for_sql``, only the views that SQL can use."""
+        ``for_sql``, only the views that SQL can use. On a local store, a cursor on the store's
+        :meth:`catalog` (close it when done; the catalog stays)."""
         from audit.store.views import connect
 
         return connect(self, for_sql=for_sql)
+
+    def catalog(self):
+        """This process's :class:`audit.store.views.Catalog` of this store (made on first use; a
+        pickled store, such as one sent to a Ray actor, gets its own)."""
+        if self._catalog is None:
+            from audit.store.views import Catalog
+
+            self._catalog = Catalog()
+        return self._catalog
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_catalog": None}
 
 

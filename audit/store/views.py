@@ -83,22 +83,58 @@ def extend_view(name: str, sql: str) -> None:
     _DERIVED[name] = base if part in base else base + part
 
 
+class Catalog:
+    """The views of one local store, defined once per process: an in-memory DuckDB database that
+    every :func:`connect` of the store opens a cursor on (DuckDB cursors share their database's
+    catalog and caches). A scan's steps (the diff, the verdicts, the summary) each connect; with
+    one catalog the second and third define only the views the first did not, and DuckDB's Parquet
+    metadata cache (``parquet_metadata_cache``; entries checked against the file's version) reads
+    each footer once. Views over a local store re-read its files at every query, so a view defined
+    early still sees what was written after; a table view defined while the table had no file is
+    redefined once it has one."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.db = duckdb.connect()
+        self.db.execute("SET GLOBAL parquet_metadata_cache = true")
+        self.lock = threading.Lock()
+        self.defined: dict[str, bool] = {}
+        """View name -> defined over files (a table view over no file yet is ``False``)."""
+
+
 def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *,
             for_sql: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection (or ``con``) with the store's views defined.
+    """A DuckDB connection with the store's views defined: on a local store (and no ``con``), a
+    cursor on the store's :class:`Catalog`; otherwise ``con`` or a new in-memory connection
+    (an object store's views read the files listed now, so each connection makes its own).
 
     Args:
         store: the store.
-        con: a connection to define the views in (default: a new in-memory one).
+        con: a connection to define the views in (default: see above).
         for_sql: define only the views this SQL can use (the names it mentions and the views those
-            are made of), so that a query pays only for what it reads (``SELECT 1`` defines none).
+            are made of), so that a query pays only for what it reads (``SELECT 1`` defines none
+            and gets a bare connection).
 
     Raises:
         duckdb.Error: a view cannot be defined (a damaged file, an unreadable store).
     """
-    con = con or duckdb.connect()
     if for_sql is not None and not _mentions_a_table(for_sql):
-        return con  # ``SELECT 1``: no view to define, nothing to import
+        return con or duckdb.connect()  # ``SELECT 1``: no view to define, nothing to import
+    if con is None and store.local:
+        catalog = store.catalog()
+        with catalog.lock:
+            _define(store, catalog.db, for_sql, catalog.defined, temp=False)
+        return catalog.db.cursor()
+    con = con or duckdb.connect()
+    _define(store, con, for_sql, {}, temp=True)
+    return con
+
+
+def _define(store: ParquetStore, con: duckdb.DuckDBPyConnection, for_sql: str | None, defined: dict[str, bool],
+            *, temp: bool) -> None:
+    """Define in ``con`` the views ``for_sql`` needs (all when ``None``) that ``defined`` lacks
+    (and update it); the empty typed tables are ``TEMP`` when ``temp``."""
     from audit.arrow import pa
 
     from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
@@ -109,31 +145,36 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *
     columns_of = {"{module_columns}": ", ".join(names(MODULE_FIELDS)),
                   "{finding_columns}": ", ".join(names(FINDING_FIELDS))}
     for table, schema in TABLES.items():
-        if wanted is not None and f"{table}_all" not in wanted:
+        view = f"{table}_all"
+        if wanted is not None and view not in wanted or defined.get(view):
             continue
+        has_files = store.has_files(table)
+        if view in defined and not has_files:
+            continue  # defined over no file, and still none
         part = PARTITION[table]
         full = schema.append(pa.field(part, pa.date32()))
         # every column of the current schema, NULL where older files lack it (columns are only added);
         # typed in SQL: registering an Arrow table makes DuckDB import pandas (0.8 s)
         columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in full)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _empty_{table} ({columns})")
+        con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE _empty_{table} ({columns})")
         src = f"_empty_{table}"
-        if store.has_files(table) and store.local:
+        if has_files and store.local:
             src = (f"(SELECT * FROM _empty_{table} UNION ALL BY NAME SELECT * FROM read_parquet("
                    f"'{_quote(store.table_glob(table))}', hive_partitioning = true, union_by_name = true))")
-        elif store.has_files(table):
+        elif has_files:
             con.register(f"_src_{table}", _remote_dataset(store, table, full))
             src = f"_src_{table}"
         # a row present in two files (left by an interrupted compaction) is read once
         keys = ", ".join(DEDUP_KEYS[table])
-        con.execute(f"CREATE OR REPLACE VIEW {table}_all AS SELECT * FROM {src} "
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {src} "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
+        defined[view] = has_files
     for name, sql in _DERIVED.items():
-        if wanted is None or name in wanted:
+        if (wanted is None or name in wanted) and name not in defined:
             for placeholder, columns in columns_of.items():
                 sql = sql.replace(placeholder, columns)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-    return con
+            defined[name] = True
 
 
 def _mentions_a_table(sql: str) -> bool:
