@@ -1,5 +1,5 @@
-"""The scan, as a sequence of steps: start the run, list, diff, audit the spectra, judge, probe,
-compact, finish.
+"""The scan, as a sequence of steps: start the run, list, diff, audit the spectra, probe, compact,
+judge, finish.
 
 This is the one place the sequence is written. Each step is a plain function so that the Prefect
 flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`run_scan` chains them, with plain
@@ -225,7 +225,8 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
              echo: Callable[[str], None] | None = print) -> ScanReport:
     """The scan sequence: start the run, list, diff, audit the spectra of what is new, run the
     analyzers that need the base model (directional measures, behaviour probes: the bare bases,
-    then the adapters whose base is at hand), judge, compact, finish.
+    then the adapters whose base is at hand), compact, judge, finish. A Ray that this scan started
+    is shut down once the analyses are done, while the last steps run.
 
     Args:
         registry: a registry spec (``local:/path``, ``hub:org``) or an open :class:`Registry`.
@@ -248,6 +249,7 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     report = ScanReport(run_id=run.run_id, registry=spec)
     given = executor is not None
     early = None
+    made: list[Executor] = []  # the executors this scan made (the Ray they started is stopped early)
     try:
         if executor is None and placement.asked_for_ray():  # Ray and its actors start while the listing runs
             executor = early = executor_for(registry, store, True, placement, limits=limits,
@@ -265,13 +267,20 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
                                             analyzer_version=analyzer_version)
         report = steps.audit(executor, refs, report, sink)
         if probes:
+            given_probes = probe_executor is not None
             probe_executor = probe_executor or executor_for(registry, store, on_ray or placement.asked_for_ray(),
                                                             placement, analyzers=probes, limits=limits)
             steps.probe(store, probe_executor, probes, report, registry=spec, sink=sink)
+            if not given_probes:
+                made.append(probe_executor)
+        if not given:
+            made.append(executor)
+        for made_here in made:  # the Ray this scan started stops while the last steps run (it mostly waits)
+            getattr(made_here, "stop_ray", lambda: None)()
+        if compact_min_files is not None:  # before judging: its queries then read merged files
+            report = steps.compact(store, report, compact_min_files)
         if judge:  # after the probes: a detector may use the directional measures they add
             report = steps.judge(store, report)
-        if compact_min_files is not None:
-            report = steps.compact(store, report, compact_min_files)
     except BaseException:
         if early is not None:  # actors started during the listing that no audit used
             early.close()

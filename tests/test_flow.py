@@ -193,3 +193,35 @@ def test_actors_started_during_the_listing_are_removed_when_a_later_step_fails(t
                  steps=Steps(plan=failing_plan), judge=False, echo=None)
     assert len(started) == 1 and closed == started
     assert store.connect().execute("SELECT status FROM runs").fetchall() == [("failed",)]
+
+
+def test_a_scan_stops_the_ray_it_started_and_leaves_a_callers_ray_running(tmp_path, ray_session):
+    """The Ray a scan started is shut down on a thread once the audits are done (its last steps
+    run meanwhile): after the scan no Ray process of it is left, and a second scan in the same
+    process starts Ray again. A Ray the caller started (this session's) keeps running."""
+    import subprocess
+
+    from audit.scan import Placement, run_scan
+
+    for k in range(2):
+        SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=k).write(tmp_path / "reg" / f"a{k}")
+    code = f"""
+import ray, audit.raypool as rp
+from audit.registry import LocalRegistry
+from audit.scan import Placement, run_scan
+from audit.store import ParquetStore
+for i in range(2):
+    r = run_scan(LocalRegistry({str(tmp_path / 'reg')!r}, hash_cache=None), ParquetStore({str(tmp_path)!r} + f'/s{{i}}'),
+                 placement=Placement(workers=1), judge=False, echo=None)
+    stopping = rp._stopping
+    stopping.join(timeout=60)
+    print("RUN", i, r.n_audited, stopping.is_alive(), ray.is_initialized())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [ln for ln in out.stdout.splitlines() if ln.startswith("RUN")] == ["RUN 0 2 False False", "RUN 1 2 False False"]
+    # a Ray this process had already started is the caller's: the scan leaves it running
+    report = run_scan(LocalRegistry(tmp_path / "reg", hash_cache=None), ParquetStore(tmp_path / "mine"),
+                      placement=Placement(workers=1), judge=False, echo=None)
+    assert report.n_audited == 2 and ray_session.is_initialized()
+    assert ray_session.get(ray_session.put(1)) == 1

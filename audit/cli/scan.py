@@ -99,9 +99,9 @@ def scan(
 ) -> None:
     """Audit every adapter of a registry that the store does not have yet.
 
-    The steps: delta spectra of every new adapter, verdicts from its method's promoted classifier,
-    then the behaviour probes on the adapters whose base model is on this machine (the bare base
-    once per revision, then its adapters), then compaction of the store. Incremental: an adapter
+    The steps: delta spectra of every new adapter, then the behaviour probes on the adapters whose
+    base model is on this machine (the bare base once per revision, then its adapters), then
+    compaction of the store, then verdicts from each method's promoted classifier. Incremental: an adapter
     revision already audited with this analyzer version (a probe with this probe version and
     settings) is skipped. Bad adapters become findings; the scan goes on. A scan killed at any
     point leaves the store consistent, and running it again finishes the job.
