@@ -79,6 +79,30 @@ def test_damaged_cache_is_only_slower(tmp_path):
     assert c.sha256(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def test_hash_cache_is_read_once_on_first_use_and_a_foreign_schema_counts_as_damaged(tmp_path, monkeypatch):
+    """A registry opened only to fetch (what an executor does after the listing) reads no cache
+    file; a listing reads it once; a Parquet file of another schema is ignored, not trusted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import audit.registry.hashcache as hc
+
+    root = _registry(tmp_path)
+    cache = tmp_path / "hashes.parquet"
+    first = LocalRegistry(root, hash_cache=cache).list_adapters()
+    reads, hashed = [], []
+    real_file, real_hash = hc.pq.ParquetFile, hc.file_sha256
+    monkeypatch.setattr(hc.pq, "ParquetFile", lambda p: reads.append(p) or real_file(p))
+    monkeypatch.setattr(hc, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    opened = LocalRegistry(root, hash_cache=cache)
+    assert opened.fetch(first.refs[0]).local_dir == first.refs[0].local_dir and reads == []
+    assert [r.revision for r in opened.list_adapters().refs] == [r.revision for r in first.refs]
+    assert reads == [cache] and hashed == []
+    pq.write_table(pa.table({"path": ["x"], "sha256": ["y"]}), cache)  # not the cache's schema
+    again = LocalRegistry(root, hash_cache=cache).list_adapters()
+    assert [r.revision for r in again.refs] == [r.revision for r in first.refs] and hashed
+
+
 def test_scan_reads_card_method_and_changed_adapter_is_reaudited(tmp_path, store):
     root = _registry(tmp_path)
     report = scan(LocalRegistry(root, hash_cache=None), store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from audit.arrow import pa
@@ -45,16 +46,30 @@ class ContentHashCache:
         self.path = path
         self._entries: dict[str, tuple[int, int, int, str]] = {}
         self._dirty = False
-        if path is not None and path.is_file():
+        self._loaded = path is None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        """Read the cache file, once, on first use (a registry opened only to fetch never reads it).
+        Read as one Parquet file (``pyarrow.parquet.read_table`` would import pyarrow's dataset
+        module: 65 ms); a file of another schema counts as damaged."""
+        with self._lock:
+            if self._loaded:
+                return
             try:
-                table = pq.read_table(path, schema=_SCHEMA)
+                if self.path is not None and self.path.is_file():
+                    table = pq.ParquetFile(self.path).read()
+                    if table.schema.equals(_SCHEMA):
+                        for row in table.to_pylist():
+                            self._entries[row["path"]] = (row["size"], row["mtime_ns"], row["inode"], row["sha256"])
             except (OSError, pa.ArrowInvalid):
-                return  # a damaged cache is only a slower scan
-            for row in table.to_pylist():
-                self._entries[row["path"]] = (row["size"], row["mtime_ns"], row["inode"], row["sha256"])
+                pass  # a damaged cache is only a slower scan
+            self._loaded = True
 
     def sha256(self, path: Path) -> str:
         """Content hash of ``path`` (hex), from the cache when the file is unchanged."""
+        if not self._loaded:
+            self._load()
         st = path.stat()
         key = str(path.resolve())
         hit = self._entries.get(key)
