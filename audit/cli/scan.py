@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from audit.cli.common import STORE_OPTION, fail, open_store
 from audit.cli.progress import Bar, progress_for
 from audit.errors import ConfigurationError
 from audit.placement import RAY_THRESHOLD, Placement
+
+if TYPE_CHECKING:
+    from audit.store.parquet import ParquetStore
 
 console = Console()
 
@@ -126,6 +129,7 @@ def scan(
     from audit.progress import reporting_to
 
     use_flow = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
+    scanned = None
     with progress_for(console) as progress, reporting_to(Bar(progress)):
         try:
             if use_flow:
@@ -137,7 +141,10 @@ def scan(
                                        workers=workers, ray_address=ray_address, in_process=in_process,
                                        probes=probe, probe_prompts=probe_prompts, skip_probes=not probes)
             else:
-                summary = _scan_here(registry, hub_org, store, Placement(
+                from audit.store import ParquetStore
+
+                scanned = ParquetStore(store)  # the summary below reuses its views (audit.store.views.Catalog)
+                summary = _scan_here(registry, hub_org, scanned, Placement(
                     in_process=True if in_process else None, workers=workers, ray_address=ray_address,
                     ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts))
         except ConfigurationError as exc:
@@ -145,7 +152,8 @@ def scan(
     from audit.report.current import current_results
 
     gating = format is ReportFormat.sarif or fail_on is not None
-    findings, drifted = current_results(open_store(store), summary["registry"], summary["run_id"], verdicts=gating)
+    findings, drifted = current_results(scanned or open_store(store), summary["registry"], summary["run_id"],
+                                        verdicts=gating)
     print_summary(summary, store, findings)
     if gating:
         _report(summary, findings, drifted, format, output, fail_on)
@@ -181,16 +189,15 @@ def _report(summary: dict, findings: list, drifted: list, format: ReportFormat, 
         console.print(f"--fail-on {fail_on.value}: nothing at that level")
 
 
-def _scan_here(registry: Path | None, hub_org: str | None, store: str, placement: Placement,
+def _scan_here(registry: Path | None, hub_org: str | None, store: ParquetStore, placement: Placement,
                probes: tuple | None) -> dict:
     """The scan sequence in this process, without Prefect (Ray only as ``placement`` says)."""
     from audit.executors import probe_specs
     from audit.registry import registry_spec
     from audit.scan import run_scan
-    from audit.store import ParquetStore
 
     specs = probe_specs(*probes) if probes is not None else ()
-    report = run_scan(registry_spec(str(registry) if registry else None, hub_org), ParquetStore(store),
+    report = run_scan(registry_spec(str(registry) if registry else None, hub_org), store,
                       placement=placement, probes=specs, echo=console.print)
     return report.summary()
 
