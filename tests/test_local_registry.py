@@ -82,6 +82,8 @@ def test_damaged_cache_is_only_slower(tmp_path):
 def test_hash_cache_is_read_once_on_first_use_and_a_foreign_schema_counts_as_damaged(tmp_path, monkeypatch):
     """A registry opened only to fetch (what an executor does after the listing) reads no cache
     file; a listing reads it once; a Parquet file of another schema is ignored, not trusted."""
+    import pickle
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,6 +100,8 @@ def test_hash_cache_is_read_once_on_first_use_and_a_foreign_schema_counts_as_dam
     assert opened.fetch(first.refs[0]).local_dir == first.refs[0].local_dir and reads == []
     assert [r.revision for r in opened.list_adapters().refs] == [r.revision for r in first.refs]
     assert reads == [cache] and hashed == []
+    copy = pickle.loads(pickle.dumps(opened))  # a registry object sent to a Ray actor
+    assert [r.revision for r in copy.list_adapters().refs] == [r.revision for r in first.refs] and hashed == []
     pq.write_table(pa.table({"path": ["x"], "sha256": ["y"]}), cache)  # not the cache's schema
     again = LocalRegistry(root, hash_cache=cache).list_adapters()
     assert [r.revision for r in again.refs] == [r.revision for r in first.refs] and hashed

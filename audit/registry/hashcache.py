@@ -66,6 +66,12 @@ class ContentHashCache:
                 pass  # a damaged cache is only a slower scan
             self._loaded = True
 
+    def __getstate__(self) -> dict:  # a registry sent to a Ray actor carries its cache, not the lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def sha256(self, path: Path) -> str:
         """Content hash of ``path`` (hex), from the cache when the file is unchanged."""
         if not self._loaded:
