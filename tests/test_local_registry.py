@@ -126,3 +126,26 @@ def test_bad_registry_path():
         LocalRegistry("/no/such/folder")
     with pytest.raises(ConfigurationError):
         open_registry("local:/no/such/folder")
+
+
+def test_in_process_spectra_run_with_one_blas_thread_and_restore_it(tmp_path, store, monkeypatch):
+    """The in-process executor runs the spectra with numpy's BLAS limited to one thread (as a Ray
+    actor of one CPU does) and gives the process its threads back when the audits end."""
+    import numpy  # noqa: F401 - loads the BLAS
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from audit.executors import Analyzers, InProcessExecutor
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    real_run = Analyzers.run
+    monkeypatch.setattr(Analyzers, "run", lambda self, job: (seen.append(blas_threads()), real_run(self, job))[1])
+    root = _registry(tmp_path)
+    refs = LocalRegistry(root, hash_cache=None).list_adapters().refs
+    with threadpool_limits(2, user_api="blas"):  # what the process has outside the audits
+        reports = list(InProcessExecutor(LocalRegistry(root, hash_cache=None), store).map(refs))
+        after = blas_threads()
+    assert len(reports) == len(refs) == len(seen) == 3
+    assert all(s == {1} for s in seen) and after == {2}
