@@ -34,6 +34,40 @@ def as_job(item: AdapterRef | Job, names: tuple[str, ...]) -> Job:
     return item if isinstance(item, Job) else Job((Target(ref=item),), names)
 
 
+MAX_BATCH = 8
+"""Most adapters one spectra call carries (see :func:`batch_jobs`)."""
+MAX_BATCH_BYTES = 64 * 2**20
+"""A spectra call carries adapters up to this many bytes of listed files (an adapter larger than
+that goes alone)."""
+
+
+def batch_jobs(items: Sequence[AdapterRef | Job], names: tuple[str, ...], workers: int) -> list[Job]:
+    """The calls for ``items`` on ``workers`` workers: bare refs grouped, in listing order, into
+    jobs of up to :data:`MAX_BATCH` adapters and :data:`MAX_BATCH_BYTES` of files, at most a
+    quarter of each worker's share (a short listing keeps one adapter per call, so every worker has
+    work to the end); given jobs are kept as they are.
+
+    On a Ray actor a call costs about 3 ms of the actor's CPU and 1.5 ms of the driver's beyond the
+    audit (about 8 ms per realworld adapter): 440 adapters on 2 actors took 2.47-2.66 s in calls
+    of 8 against 3.39-4.96 s one by one (two runs each, 2 cores).
+    """
+    refs = [i for i in items if not isinstance(i, Job)]
+    per = max(1, min(MAX_BATCH, len(refs) // (4 * max(1, workers))))
+    out: list[Job] = [i for i in items if isinstance(i, Job)]
+    chunk: list[Target] = []
+    size = 0
+    for ref in refs:
+        nbytes = sum(f.size or 0 for f in ref.files)
+        if chunk and (len(chunk) >= per or size + nbytes > MAX_BATCH_BYTES):
+            out.append(Job(tuple(chunk), names))
+            chunk, size = [], 0
+        chunk.append(Target(ref=ref))
+        size += nbytes
+    if chunk:
+        out.append(Job(tuple(chunk), names))
+    return out
+
+
 def pick_device(num_gpus: float) -> str:
     """``cuda`` when a GPU was reserved and torch sees one, else ``cpu``."""
     if num_gpus <= 0:

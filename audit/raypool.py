@@ -1,9 +1,9 @@
 """Audits on a pool of long-lived Ray actors (the Ray edge of the library; thin).
 
 Each :class:`AnalyzerWorker` actor builds its analyzers once (the spectra analyzer opens the
-registry; a probe loads its base model once), then runs one job per call (one adapter for
-spectra; a few adapters of one base for the probes, answered in shared batches) and commits the
-units to the store itself (workers write in parallel; the
+registry; a probe loads its base model once), then runs one job per call (up to 8 adapters for
+spectra, :func:`audit.executors.batch_jobs`; a few adapters of one base for the probes, answered
+in shared batches) and commits the units to the store itself (workers write in parallel; the
 store must be reachable from every node: a shared folder or an object store). The driver keeps
 at most one call in flight per actor and receives a small report per unit, so a listing of
 10,000 adapters never becomes 10,000 pending object refs.
@@ -11,7 +11,8 @@ at most one call in flight per actor and receives a small report per unit, so a 
 Fault tolerance is Ray's: actors are created with ``max_restarts`` and ``max_task_retries``, so a
 worker process or node that dies mid-call is restarted and the call re-sent. An adapter that
 kills its actor until the restarts are spent becomes a ``worker_crashed`` finding, and a fresh
-actor takes the dead one's place.
+actor takes the dead one's place; when the dead call carried several adapters, each is retried
+alone first (only the one that kills a worker by itself gets the finding).
 
 Resources are declared per actor (``num_cpus``, ``num_gpus``): probe actors reserve a GPU each
 where the cluster has GPUs, and the machine's CPU threads otherwise; spectra actors one CPU each.
@@ -29,7 +30,7 @@ import ray
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
 from audit.errors import PermanentAuditError
-from audit.executors import Analyzers, as_job, pick_device, spectra_specs
+from audit.executors import Analyzers, batch_jobs, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef
 from audit.registry.base import Registry
@@ -229,16 +230,17 @@ class RayExecutor:
         if not items:
             self.close()
             return
-        jobs = [as_job(i, self.names) for i in items]
         if not self.actors:
-            self.actors = [self._new_actor() for _ in range(self._pool_size(len(jobs)))]
+            self.actors = [self._new_actor() for _ in range(self._pool_size(len(items)))]
+        jobs = batch_jobs(items, self.names, len(self.actors))
         idle = list(self.actors)
         in_flight: dict[Any, tuple[Job, Any]] = {}
         feed = iter(jobs)
+        alone: list[Job] = []  # the adapters of a call whose actor died for good, one per call
 
         def fill() -> None:
             while idle:
-                job = next(feed, None)
+                job = alone.pop() if alone else next(feed, None)
                 if job is None:
                     return
                 actor = idle.pop()
@@ -252,10 +254,16 @@ class RayExecutor:
                 try:
                     outcomes = ray.get(done)
                 except ray.exceptions.ActorDiedError as exc:  # restarts spent: it kills every worker
-                    log.warning("worker died for good on %s: %s", _describe(job), exc)
-                    outcomes = [commit(self.store, r) for r in self._crashed(job, exc)]
                     actor = self._new_actor()
                     self.actors.append(actor)
+                    if len(job.targets) > 1:  # which of them kills it is not known: each goes alone
+                        log.warning("worker died for good on %s; its %d targets are retried one by one: %s",
+                                    _describe(job), len(job.targets), exc)
+                        alone.extend(Job((t,), job.analyzers) for t in reversed(job.targets))
+                        outcomes = []
+                    else:
+                        log.warning("worker died for good on %s: %s", _describe(job), exc)
+                        outcomes = [commit(self.store, r) for r in self._crashed(job, exc)]
                 except ray.exceptions.RayActorError as exc:  # unavailable for now: try next run
                     log.warning("worker unavailable on %s: %s", _describe(job), exc)
                     outcomes = [Deferred(t.ref, f"worker unavailable: {type(exc).__name__}")

@@ -105,6 +105,52 @@ def test_adapter_that_kills_every_worker_becomes_a_finding(tmp_path, ray_session
     assert all(o.status == "ok" for k, o in outcomes.items() if k != "a001")
 
 
+def test_spectra_calls_carry_several_adapters_in_listing_order():
+    """batch_jobs: up to MAX_BATCH adapters a call, at most a quarter of each worker's share, a
+    call closed before it passes MAX_BATCH_BYTES, every ref once and in order; jobs kept."""
+    from audit.analyzers.base import Job, Target
+    from audit.executors import MAX_BATCH, MAX_BATCH_BYTES, batch_jobs
+    from audit.records import AdapterRef, FileEntry
+
+    def refs(n, size=1000):
+        return [AdapterRef(repo_id=f"r{i:03d}", revision="x", registry="test",
+                           files=(FileEntry(name="adapter_model.safetensors", size=size),)) for i in range(n)]
+
+    names = ("spectra",)
+    many = refs(440)
+    jobs = batch_jobs(many, names, workers=2)
+    assert [t.ref for j in jobs for t in j.targets] == many
+    assert {len(j.targets) for j in jobs} == {MAX_BATCH} and all(j.analyzers == names for j in jobs)
+    assert {len(j.targets) for j in batch_jobs(refs(10), names, workers=2)} == {1}  # every worker busy to the end
+    assert [len(j.targets) for j in batch_jobs(refs(24), names, workers=1)] == [6] * 4
+    big = refs(6, size=MAX_BATCH_BYTES // 2 + 1)
+    assert [len(j.targets) for j in batch_jobs(big * 10, names, workers=1)] == [1] * 60
+    given = Job((Target(ref=many[0]),), ("other",))
+    assert batch_jobs([given], names, workers=2) == [given]
+
+
+def test_a_call_of_several_adapters_that_kills_its_workers_is_retried_one_by_one(tmp_path, ray_session):
+    """When a call of several adapters kills its actor until the restarts are spent, each of its
+    adapters is retried alone: only the one that kills a worker by itself is a worker_crashed
+    finding, and every adapter is reported once."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    _synthetic_registry(tmp_path / "reg", 24)
+    registry = PoisonRegistry(tmp_path / "reg", hash_cache=None)
+    refs = registry.list_adapters().refs
+    store = ParquetStore(tmp_path / "store")
+    executor = RayExecutor(registry, store, workers=1, max_restarts=1)
+    outcomes = list(executor.map(refs))  # calls of 6: a001 shares the first with a000, a002...
+    assert sorted(o.repo_id for o in outcomes) == sorted(r.repo_id for r in refs)
+    by_repo = {o.repo_id: o for o in outcomes}
+    assert by_repo["a001"].status == "failed" and by_repo["a001"].error_codes == ("worker_crashed",)
+    assert all(o.status == "ok" for k, o in by_repo.items() if k != "a001")
+    con = store.connect()
+    assert con.execute("SELECT repo_id FROM findings WHERE code = 'worker_crashed'").fetchall() == [("a001",)]
+    assert con.execute("SELECT count(DISTINCT adapter_id) FROM adapters").fetchone() == (len(refs),)
+
+
 def test_two_scans_at_once_leave_one_row_per_adapter(tmp_path):
     registry_root = tmp_path / "reg"
     _synthetic_registry(registry_root, 20)
