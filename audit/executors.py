@@ -15,7 +15,7 @@ from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
-from audit.worker import Reported, commit
+from audit.worker import Reported, commit_all
 
 
 class Executor(Protocol):
@@ -91,7 +91,7 @@ class Analyzers:
     def run(self, job: Job) -> list[Reported]:
         """Run ``job`` and commit its results; one report per unit."""
         chosen = [self.by_name[n] for n in job.analyzers if n in self.by_name]
-        return [commit(self.ctx.store, o) for o in run_job(chosen, job.targets)]
+        return commit_all(self.ctx.store, run_job(chosen, job.targets))
 
 
 class InProcessExecutor:

@@ -106,6 +106,28 @@ def commit(store: ParquetStore, outcome) -> Reported:
     return Written.of(outcome)
 
 
+def commit_all(store: ParquetStore, outcomes: list) -> list[Reported]:
+    """:func:`commit` for the outcomes of one job, with its spectra units (``AuditResult`` s) of one
+    audit day in one file of the ``units`` table: committed together, or (a store failure) all
+    deferred. A job's units were computed together and are lost together if its worker dies, so
+    one file changes nothing there; it saves a Parquet write per unit (about 3 ms) and the store
+    the files that compaction would merge. One report per outcome, in order."""
+    results = [o for o in outcomes if isinstance(o, AuditResult)]
+    if len(results) < 2:
+        return [commit(store, o) for o in outcomes]
+    reported: dict[int, Reported] = {}
+    by_day: dict = {}
+    for r in results:
+        by_day.setdefault(r.adapter.audited_at.date(), []).append(r)
+    for group in by_day.values():
+        try:
+            store.write_results(group)
+            reported.update((id(r), Written.of(r)) for r in group)
+        except StoreError as exc:
+            reported.update((id(r), Deferred(_ref_of(r), f"store: {exc}")) for r in group)
+    return [reported[id(o)] if isinstance(o, AuditResult) else commit(store, o) for o in outcomes]
+
+
 def _ref_of(result) -> AdapterRef:
     if isinstance(result, AuditResult):
         a = result.adapter

@@ -330,3 +330,34 @@ def test_arrow_conversions_do_not_import_pandas_and_pandas_still_works():
             "print('NULLS', t.column('x').null_count, 'SUM', t.to_pandas().x.sum())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert "BEFORE False" in out and "NULLS 1 SUM 1.0" in out, out
+
+
+def test_a_jobs_units_are_committed_in_one_file_per_audit_day_or_deferred_together(store, tmp_path, monkeypatch):
+    """commit_all: the spectra units of one job land in one file of the units table (one per audit
+    day), each reported once, in order; a store failure defers all of that file's units; a lone
+    unit keeps its own file."""
+    from datetime import timedelta
+
+    from audit.errors import StoreError
+    from audit.worker import Deferred, Written, commit_all
+
+    results = [_result(tmp_path, f"a{i}", seed=i)[1] for i in range(3)]
+    day_before = results[2].model_copy(update={"adapter": results[2].adapter.model_copy(
+        update={"audited_at": results[2].adapter.audited_at - timedelta(days=1)})})
+    reported = commit_all(store, [results[0], results[1], day_before])
+    assert [r.repo_id for r in reported] == ["a0", "a1", "a2"] and all(isinstance(r, Written) for r in reported)
+    files = sorted(Path(store.root).glob("units/*/*.parquet"))
+    assert len(files) == 2 and files[0].parent != files[1].parent  # the day before has its own file
+    con = store.connect()
+    assert con.execute("SELECT repo_id, count(*) FROM adapters GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("a0", 1), ("a1", 1), ("a2", 1)]
+    assert con.execute("SELECT count(*) FROM modules WHERE adapter_id = ?", [results[1].adapter.adapter_id]).fetchone()[0] == len(
+        results[1].modules)
+
+    def refuse(*args, **kwargs):
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(ParquetStore, "write_rows", refuse)
+    again = [_result(tmp_path, f"b{i}", seed=10 + i)[1] for i in range(2)]
+    deferred = commit_all(store, again)
+    assert [type(r) for r in deferred] == [Deferred, Deferred] and all("disk full" in r.error for r in deferred)

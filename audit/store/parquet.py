@@ -4,12 +4,14 @@ Layout under the store root (a local folder or any URI pyarrow's filesystems und
 ``s3://bucket/prefix``)::
 
     units/audit_date=2026-11-21/<unit_id>.parquet     one audited adapter: row + modules + findings
+    units/audit_date=2026-11-21/<unit_id>-<n>.parquet the n adapters of one worker's call
     runs/run_date=2026-11-21/<run_id>-<n>.parquet     one state of a scan run
     <table>/<partition>=<date>/<name>.parquet         tables added by later features
 
 Crash safety: on a local filesystem each file is written under a hidden temporary name and
 renamed into place (a rename is atomic), so a killed process never leaves a half file where
-readers look; on an object store a PUT is atomic by itself. A unit is a single file, so it is
+readers look; on an object store a PUT is atomic by itself. A unit is in a single file (with the
+other units of its worker's call, which were computed and are committed together), so it is
 either committed whole or absent: a unit killed half way is redone by the next scan. Two scans
 racing on one adapter both commit; the views pick one unit per (adapter_id, analyzer_version).
 """
@@ -205,13 +207,28 @@ class ParquetStore:
 
     def write_result(self, result: AuditResult) -> str | None:
         """Write one unit of work (its adapter row with its modules and findings) as one file."""
+        return self.write_results([result])
+
+    def write_results(self, results: Sequence[AuditResult]) -> str | None:
+        """Write units of work as one file, committed together (all or none), in the partition of
+        the first one's audit day; a caller groups them by day (:func:`audit.worker.commit_all`).
+
+        Raises:
+            StoreError: the file could not be written (none of the units is committed).
+        """
         from audit.store.schema import FINDING_KEYS, MODULE_KEYS
 
-        a = result.adapter
-        row = a.model_dump()
-        row["modules"] = [m.model_dump(include=MODULE_KEYS) for m in result.modules]
-        row["findings"] = [f.model_dump(include=FINDING_KEYS) for f in result.findings]
-        return self.write_rows("units", [row], a.unit_id, a.audited_at)
+        rows = []
+        for result in results:
+            row = result.adapter.model_dump()
+            row["modules"] = [m.model_dump(include=MODULE_KEYS) for m in result.modules]
+            row["findings"] = [f.model_dump(include=FINDING_KEYS) for f in result.findings]
+            rows.append(row)
+        if not rows:
+            return None
+        first = results[0].adapter
+        name = first.unit_id if len(rows) == 1 else f"{first.unit_id}-{len(rows)}"
+        return self.write_rows("units", rows, name, first.audited_at)
 
     def write_analysis(self, unit) -> str | None:
         """Write one analysis unit (:class:`audit.analyzers.records.AnalysisUnit`: a probe's rows,
