@@ -45,7 +45,7 @@ def batch_jobs(items: Sequence[AdapterRef | Job], names: tuple[str, ...], worker
     """The calls for ``items`` on ``workers`` workers: bare refs grouped, in listing order, into
     jobs of up to :data:`MAX_BATCH` adapters and :data:`MAX_BATCH_BYTES` of files, at most a
     quarter of each worker's share (a short listing keeps one adapter per call, so every worker has
-    work to the end); given jobs are kept as they are.
+    work to the end); given jobs are kept as they are, before the new ones. Raises nothing.
 
     On a Ray actor a call costs about 3 ms of the actor's CPU and 1.5 ms of the driver's beyond the
     audit (about 8 ms per realworld adapter): 440 adapters on 2 actors took 2.47-2.66 s in calls
@@ -53,7 +53,7 @@ def batch_jobs(items: Sequence[AdapterRef | Job], names: tuple[str, ...], worker
     """
     refs = [i for i in items if not isinstance(i, Job)]
     per = max(1, min(MAX_BATCH, len(refs) // (4 * max(1, workers))))
-    out: list[Job] = [i for i in items if isinstance(i, Job)]
+    out: list[Job] = [as_job(i, names) for i in items if isinstance(i, Job)]
     chunk: list[Target] = []
     size = 0
     for ref in refs:
@@ -134,22 +134,19 @@ class InProcessExecutor:
             device = self.device or pick_device(1 if any(s.name != "spectra" for s in self.specs) else 0)
             ctx = AnalyzerContext(store=self.store, registry=self.registry, limits=self.limits, device=device)
             self._workers = Analyzers(self.specs, ctx)
-        with _one_blas_thread(not any(s.kind.needs_base for s in self.specs)):
+        with limit_blas_threads(1) if not any(s.kind.needs_base for s in self.specs) else contextlib.nullcontext():
             for item in items:
                 yield from self._workers.run(as_job(item, self.names))  # type: ignore[union-attr]
 
 
-@contextlib.contextmanager
-def _one_blas_thread(wanted: bool) -> Iterator[None]:
-    """Limit numpy's BLAS to one thread while the block runs (when ``wanted``)."""
-    if not wanted:
-        yield
-        return
+def limit_blas_threads(n: int):
+    """Limit numpy's BLAS (OpenBLAS) to ``n`` threads, from now on; the returned
+    ``threadpoolctl.threadpool_limits`` object restores the previous counts when used as a context
+    manager (or by its ``restore_original_limits``)."""
     import numpy  # noqa: F401 - loads the BLAS that threadpoolctl limits
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, user_api="blas"):
-        yield
+    return threadpool_limits(max(1, n), user_api="blas")
 
 
 def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None) -> tuple[AnalyzerSpec, ...]:

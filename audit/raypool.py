@@ -30,7 +30,7 @@ import ray
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
 from audit.errors import PermanentAuditError
-from audit.executors import Analyzers, batch_jobs, pick_device, spectra_specs
+from audit.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef
 from audit.registry.base import Registry
@@ -86,10 +86,7 @@ class AnalyzerWorker:
 
             torch.set_num_threads(max(1, num_threads))
         else:
-            import numpy  # noqa: F401 - loads the BLAS that threadpoolctl limits
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(max(1, num_threads))
+            limit_blas_threads(num_threads)
         reg = open_registry(registry) if isinstance(registry, str) else registry
         ctx = AnalyzerContext(store=store, registry=reg, limits=Limits(**limits), device=pick_device(num_gpus))
         self.analyzers = Analyzers(specs, ctx)

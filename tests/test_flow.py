@@ -87,14 +87,18 @@ class PoisonRegistry(LocalRegistry):
         return super().fetch(ref)
 
 
-def test_adapter_that_kills_every_worker_becomes_a_finding(tmp_path, ray_session):
+def _poisoned(tmp_path, n: int):
+    """A registry of ``n`` adapters whose a001 kills the worker that fetches it, its refs, a store."""
     import ray.cloudpickle
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    _synthetic_registry(tmp_path / "reg", 6)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors unpickle PoisonRegistry
+    _synthetic_registry(tmp_path / "reg", n)
     registry = PoisonRegistry(tmp_path / "reg", hash_cache=None)
-    refs = registry.list_adapters().refs
-    store = ParquetStore(tmp_path / "store")
+    return registry, registry.list_adapters().refs, ParquetStore(tmp_path / "store")
+
+
+def test_adapter_that_kills_every_worker_becomes_a_finding(tmp_path, ray_session):
+    registry, refs, store = _poisoned(tmp_path, 6)
     executor = RayExecutor(registry, store, workers=2, max_restarts=2)
     outcomes = {o.repo_id: o for o in executor.map(refs)}
     assert set(outcomes) == {r.repo_id for r in refs}
@@ -133,13 +137,7 @@ def test_a_call_of_several_adapters_that_kills_its_workers_is_retried_one_by_one
     """When a call of several adapters kills its actor until the restarts are spent, each of its
     adapters is retried alone: only the one that kills a worker by itself is a worker_crashed
     finding, and every adapter is reported once."""
-    import ray.cloudpickle
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    _synthetic_registry(tmp_path / "reg", 24)
-    registry = PoisonRegistry(tmp_path / "reg", hash_cache=None)
-    refs = registry.list_adapters().refs
-    store = ParquetStore(tmp_path / "store")
+    registry, refs, store = _poisoned(tmp_path, 24)
     executor = RayExecutor(registry, store, workers=1, max_restarts=1)
     outcomes = list(executor.map(refs))  # calls of 6: a001 shares the first with a000, a002...
     assert sorted(o.repo_id for o in outcomes) == sorted(r.repo_id for r in refs)
