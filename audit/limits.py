@@ -10,7 +10,8 @@ ENV_PREFIX = "LORA_AUDIT_"
 
 
 class Limits(BaseModel):
-    """Size caps for reading untrusted adapters. All sizes in bytes or elements.
+    """Size caps for reading untrusted adapters (and for the base models a scan may fetch). All sizes
+    in bytes or elements.
 
     The defaults admit a rank-256 LoRA on every projection of a 70B model (about 10 GB of fp32
     factors) and refuse what no adapter needs: a config of megabytes, a million tensors, a
@@ -38,6 +39,9 @@ class Limits(BaseModel):
     """Most elements in one tensor."""
     max_total_elements: int = 2**33
     """Most elements over the whole file."""
+    max_base_bytes: int = 2 * 10**9
+    """Largest base model ``lora-audit scan --fetch-bases`` downloads: its config, safetensors weights
+    and tokenizer files in all, as the Hub declares them (2 GB: a 1B-parameter model in bf16)."""
 
 
     @classmethod

@@ -1,5 +1,5 @@
-"""The scan, as a sequence of steps: start the run, list, diff, audit the spectra, probe, compact,
-judge, finish.
+"""The scan, as a sequence of steps: start the run, list, diff, audit the spectra, look up (and, when
+asked, fetch) the bases the probes need, probe, compact, judge, finish.
 
 This is the one place the sequence is written. Each step is a plain function so that the Prefect
 flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`run_scan` chains them, with plain
@@ -28,8 +28,8 @@ from audit.executors import Executor, InProcessExecutor
 from audit.worker import Deferred
 
 __all__ = ["Executor", "InProcessExecutor", "Placement", "ScanReport", "Steps", "audit_refs", "compact_store",
-           "executor_for", "finish_run", "list_registry", "plan", "probe_stage", "retry_transient", "run_scan", "scan",
-           "score_verdicts", "start_run"]
+           "executor_for", "finish_run", "list_registry", "plan", "prepare_bases", "probe_stage", "retry_transient",
+           "run_scan", "scan", "score_verdicts", "start_run"]
 
 
 @dataclass
@@ -48,7 +48,8 @@ class ScanReport:
     findings: list[FindingRow] = field(default_factory=list)
     """Problems met while listing (stored with the run)."""
     verdicts: dict[str, int] = field(default_factory=dict)
-    """``judged``, ``drifted``, ``unjudged`` adapters after the scan's judging step."""
+    """Verdicts written by the scan's judging step, by outcome (``drifted``, ``healthy``, ``review``,
+    ``invalid``, ``insufficient_evidence``)."""
     probes: dict[str, int] = field(default_factory=dict)
     """Probe units written, by status (``ok``, ``skipped``...), and ``deferred``."""
     compacted: int = 0
@@ -129,21 +130,42 @@ def audit_refs(executor: Executor, refs: Sequence[AdapterRef], report: ScanRepor
 
 
 def score_verdicts(store: ParquetStore, report: ScanReport) -> ScanReport:
-    """Judge the adapters that have no verdict from their method's promoted classifier yet."""
+    """Judge the adapters whose evidence changed (new audits, new probe results, new models)."""
     from audit.classify.verdicts import score_unjudged
 
     rows = score_unjudged(store, trigger="scan")
-    report.verdicts = {"judged": sum(r.p_drift is not None for r in rows),
-                       "drifted": sum(bool(r.drifted) for r in rows),
-                       "unjudged": sum(r.p_drift is None for r in rows)}
+    report.verdicts = {}
+    for r in rows:
+        report.verdicts[r.outcome] = report.verdicts.get(r.outcome, 0) + 1
     return report
+
+
+def prepare_bases(store: ParquetStore, specs: Sequence, *, registry: str, fetch: bool = False,
+                  limits: Limits = DEFAULT_LIMITS, echo: Callable[[str], None] | None = None) -> dict:
+    """Before the probes: look up the bases they need that are not on this machine
+    (:func:`audit.probes.plan.bases_not_at_hand`) and learn what can be learnt of each
+    (:func:`audit.registry.bases.look_up_bases`): with ``fetch``, download each one that fits
+    ``limits.max_base_bytes`` from the Hub (``HF_ENDPOINT``) into the Hub cache, whatever the registry;
+    without it, ask a Hub registry's Hub for each base's sha and size, and ask nothing for a local one.
+
+    Returns:
+        ``{declared name: audit.registry.bases.BaseSource}`` for :func:`probe_stage`'s findings. A base
+        the Hub refuses or lacks is in there, never raised.
+    """
+    from audit.probes.plan import bases_not_at_hand
+    from audit.registry.bases import look_up_bases
+
+    names = bases_not_at_hand(store, specs, registry=registry)
+    return look_up_bases(names, ask_hub=fetch or registry.startswith("hub:"), fetch=fetch,
+                         max_bytes=limits.max_base_bytes, echo=echo)
 
 
 def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report: ScanReport | None = None, *,
                 registry: str | None = None, adapter_ids: Sequence[str] | None = None, group_size: int = 8,
-                sink: ProgressSink | None = None) -> dict[str, int]:
+                sink: ProgressSink | None = None, bases: dict | None = None) -> dict[str, int]:
     """Run the behaviour probes that are missing (see :mod:`audit.probes.plan`): the bare bases
-    first (once per base revision), then the adapters, those queued for re-audit first.
+    first (once per base revision), then the adapters, those queued for re-audit first. ``bases``:
+    what :func:`prepare_bases` learnt of the bases not at hand (said in their findings).
 
     Returns:
         Units written by status, and ``deferred`` (also set on ``report.probes``).
@@ -151,7 +173,8 @@ def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report
     from audit.probes.plan import plan_probes
 
     counts: dict[str, int] = {}
-    probe_plan = plan_probes(store, specs, adapter_ids=adapter_ids, registry=registry, group_size=group_size)
+    probe_plan = plan_probes(store, specs, adapter_ids=adapter_ids, registry=registry, group_size=group_size,
+                             bases=bases)
     if sink is not None and hasattr(sink, "probe_plan"):
         sink.probe_plan(probe_plan)
     for unit in probe_plan.skipped:
@@ -195,6 +218,7 @@ class Steps:
     plan: Callable = plan
     audit: Callable = audit_refs
     judge: Callable = score_verdicts
+    bases: Callable = prepare_bases
     probe: Callable = probe_stage
     compact: Callable = compact_store
     finish: Callable = finish_run
@@ -222,10 +246,11 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
              executor: Executor | None = None, probe_executor: Executor | None = None,
              limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
              sink: ProgressSink | None = None, steps: Steps = Steps(),
-             echo: Callable[[str], None] | None = print) -> ScanReport:
+             echo: Callable[[str], None] | None = print, fetch_bases: bool = False) -> ScanReport:
     """The scan sequence: start the run, list, diff, audit the spectra of what is new, run the
     analyzers that need the base model (directional measures, behaviour probes: the bare bases,
-    then the adapters whose base is at hand), compact, judge, finish. A Ray that this scan started
+    then the adapters whose base is at hand, once the missing bases are looked up and, with
+    ``fetch_bases``, fetched), compact, judge, finish. A Ray that this scan started
     is shut down once the analyses are done, while the last steps run.
 
     Args:
@@ -235,6 +260,9 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
             the step that gets an explicit ``executor`` / ``probe_executor``.
         judge: score new adapters with their method's promoted classifier.
         probes: the behaviour probes to run (``AnalyzerSpec`` s; empty: none).
+        fetch_bases: before the probes, download the bases they need that are not on this machine
+            from the Hub (``HF_ENDPOINT``), pinned to a commit sha, up to ``limits.max_base_bytes``
+            each (:func:`prepare_bases`); otherwise nothing is downloaded.
         compact_min_files: compact partitions with at least this many files (``None``: never).
         steps: the step functions (plain, or Prefect tasks).
         echo: where the two summary lines go (``print``: the console, or the flow's log).
@@ -267,10 +295,11 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
                                             analyzer_version=analyzer_version)
         report = steps.audit(executor, refs, report, sink)
         if probes:
+            bases = steps.bases(store, probes, registry=spec, fetch=fetch_bases, limits=limits, echo=echo)
             given_probes = probe_executor is not None
             probe_executor = probe_executor or executor_for(registry, store, on_ray or placement.asked_for_ray(),
                                                             placement, analyzers=probes, limits=limits)
-            steps.probe(store, probe_executor, probes, report, registry=spec, sink=sink)
+            steps.probe(store, probe_executor, probes, report, registry=spec, sink=sink, bases=bases)
             if not given_probes:
                 made.append(probe_executor)
         if not given:
@@ -316,9 +345,10 @@ def _list_while(listing: Callable[[], Listing], start: Callable[[], None] | None
 def scan(registry: Registry, store: ParquetStore, *, executor: Executor | None = None,
          limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
          sink: ProgressSink | None = None, judge: bool = False, probes: Sequence | None = None,
-         probe_executor: Executor | None = None, compact_min_files: int | None = None) -> ScanReport:
+         probe_executor: Executor | None = None, compact_min_files: int | None = None,
+         fetch_bases: bool = False) -> ScanReport:
     """:func:`run_scan` in this process with library defaults: no judging, no probes, no
-    compaction unless asked (``executor`` / ``probe_executor`` default to in-process ones)."""
+    compaction, no base fetched unless asked (``executor`` / ``probe_executor`` default to in-process ones)."""
     return run_scan(registry, store, placement=Placement(in_process=True), judge=judge, probes=probes or (),
                     compact_min_files=compact_min_files, executor=executor, probe_executor=probe_executor,
-                    limits=limits, analyzer_version=analyzer_version, sink=sink, echo=None)
+                    limits=limits, analyzer_version=analyzer_version, sink=sink, echo=None, fetch_bases=fetch_bases)

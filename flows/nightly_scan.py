@@ -25,6 +25,7 @@ TASKS = steps.Steps(
     plan=task(name="diff-against-store", **io)(steps.plan),
     audit=task(name="audit-spectra", cache_policy=NO_CACHE)(steps.audit_refs),
     judge=task(name="score-verdicts", **io)(steps.score_verdicts),
+    bases=task(name="fetch-bases", cache_policy=NO_CACHE)(steps.prepare_bases),
     probe=task(name="behaviour-probes", cache_policy=NO_CACHE)(steps.probe_stage),
     compact=task(name="compact-store", cache_policy=NO_CACHE)(steps.compact_store),
     finish=task(name="record-run", cache_policy=NO_CACHE)(steps.finish_run),
@@ -35,14 +36,20 @@ TASKS = steps.Steps(
 def nightly_scan(registry: str | None = None, hub_org: str | None = None, store: str = "audit-store",
                  workers: int | None = None, ray_address: str | None = None, in_process: bool = False,
                  probes: list[str] | None = None, probe_prompts: int | None = None, skip_probes: bool = False,
-                 compact_min_files: int = 64) -> dict:
+                 compact_min_files: int = 64, fetch_bases: bool = False, max_base_bytes: int | None = None) -> dict:
     """Audit what is new in a registry (a folder, or ``hub_org``), judge it, probe it where its base
-    model is at hand, compact the store; returns the run's counts (``audit.scan.ScanReport``)."""
+    model is at hand (with ``fetch_bases``: fetched from the Hub first, each up to ``max_base_bytes``,
+    default ``LORA_AUDIT_MAX_BASE_BYTES`` else 2 GB), compact the store; returns the run's counts
+    (``audit.scan.ScanReport``)."""
+    from audit.limits import DEFAULT_LIMITS
+
     spec = registry_spec(registry, hub_org)
     placement = steps.Placement(in_process=in_process, workers=workers, ray_address=ray_address)
+    limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
+        update={"max_base_bytes": max_base_bytes})
     report = steps.run_scan(spec, ParquetStore(store), placement=placement, steps=TASKS,
                             probes=() if skip_probes else probe_specs(probes, probe_prompts),
-                            compact_min_files=compact_min_files)
+                            compact_min_files=compact_min_files, fetch_bases=fetch_bases, limits=limits)
     summary = report.summary()
     summary["report_path"] = write_run_report(ParquetStore(store), report.run_id)
     return summary

@@ -1,6 +1,6 @@
 """Periodic recalibration as a Prefect flow: the steps of
-:func:`audit.classify.cycle.recalibration_cycle` as tasks, the re-audit of each method whose
-classifier changed as the ``reaudit`` sub-flow. Thin: the work is in ``audit.classify``."""
+:func:`audit.classify.cycle.recalibration_cycle` as tasks, the re-audit after a promotion
+as the ``reaudit`` sub-flow. Thin: the work is in ``audit.classify``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The recalibration cycle: retrain the per-method classifiers from the labelled history, promote
-the versions that pass the gates, re-audit the history of every method whose classifier changed,
-then give every adapter still without a verdict row its row (or the reason it has none).
+"""The recalibration cycle: retrain the per-method classifiers and the models that judge across
+methods from the labelled history, promote the versions that pass the gates, re-audit the history
+when a model was promoted (every verdict's evidence changed), then give every adapter still
+without a current verdict its verdict.
 
 The one place the sequence is written: ``lora-audit recalibrate`` runs it in this process, the
 Prefect flows (``flows/recalibrate.py``, ``flows/reaudit.py``) pass the same steps as tasks.
@@ -22,17 +23,17 @@ def retrain(store: str, label_source: str, min_auc: float, max_ece: float, auc_t
                        auc_tolerance=auc_tolerance)
 
 
-def reaudit(store: str, method: str, new_classifier_id: str, old_classifier_id: str | None = None,
-            echo: Callable[[str], None] | None = print) -> dict:
-    """Re-score ``method``'s stored adapters with ``new_classifier_id`` (from stored features;
-    nothing is downloaded) and queue the flips; returns counts and the flipped adapter ids."""
-    from audit.classify.verdicts import reaudit as reaudit_method
+def reaudit(store: str, promoted: list[str], echo: Callable[[str], None] | None = print) -> dict:
+    """Re-score every stored adapter after ``promoted`` models were promoted (from stored features
+    and probe results; nothing is downloaded) and queue the flips; returns counts and the flipped
+    adapter ids."""
+    from audit.classify.verdicts import reaudit as reaudit_all
 
-    report = reaudit_method(ParquetStore(store), method, new_classifier_id, old_classifier_id)
+    report = reaudit_all(ParquetStore(store), promoted)
     if echo:
-        echo(f"{method}: {report.n_scored} adapters re-scored with {new_classifier_id}, "
+        echo(f"re-audit after {', '.join(promoted)}: {report.n_scored} adapters re-scored, "
              f"{len(report.flipped)} verdicts flipped")
-    return {"method": method, "classifier_id": new_classifier_id, "n_scored": report.n_scored,
+    return {"promoted": list(promoted), "n_scored": report.n_scored,
             "flipped": [r.adapter_id for r in report.flipped]}
 
 
@@ -63,19 +64,21 @@ def recalibration_cycle(store: str = "audit-store", label_source: str = "card", 
         min_auc, max_ece, auc_tolerance: promotion gates (see ``audit.classify.recalibrate``).
 
     Returns:
-        Per method: metrics, whether a version was promoted and why, and the re-audit's flips;
-        ``cross_method_auc``; ``n_scored_unjudged``.
+        Per model (each method's detector; ``any``, ``any:method``, ``any:verdict`` for the models
+        that judge across methods): metrics, whether a version was promoted and why;
+        ``reaudit`` (when a model was promoted: adapters re-scored and those whose outcome
+        flipped); ``cross_method_auc``; ``n_scored_unjudged``.
     """
     report = steps.retrain(store, label_source, min_auc, max_ece, auc_tolerance)
     out = {"methods": {}, "cross_method_auc": {f"{a}->{b}": v for (a, b), v in report.cross_method.items()}}
     for method, m in sorted(report.methods.items()):
-        entry = {"n_train": m.n_train, "n_pos": m.n_pos, "feature_set": m.feature_set, "metrics": m.metrics,
-                 "promoted": m.promoted,
-                 "reason": m.reason, "classifier_id": m.classifier_id, "previous_id": m.previous_id}
+        out["methods"][method] = {"n_train": m.n_train, "n_pos": m.n_pos, "feature_set": m.feature_set,
+                                  "metrics": m.metrics, "promoted": m.promoted, "reason": m.reason,
+                                  "classifier_id": m.classifier_id, "previous_id": m.previous_id}
         if echo:
             echo(f"{method}: {'promoted ' + m.classifier_id if m.promoted else 'no new version'} ({m.reason})")
-        if m.promoted:
-            entry["reaudit"] = steps.reaudit(store, method, m.classifier_id, m.previous_id)
-        out["methods"][method] = entry
+    promoted = [m.classifier_id for _, m in sorted(report.methods.items()) if m.promoted]
+    if promoted:
+        out["reaudit"] = steps.reaudit(store, promoted)
     out["n_scored_unjudged"] = steps.score_unjudged(store)
     return out

@@ -26,7 +26,11 @@ class Label:
     severity: float
     """In [0, 1]; 0 for healthy adapters."""
     group: str = ""
-    """Family of near-duplicates (held-out evaluation never splits one; default: the adapter alone)."""
+    """Family of near-duplicates (held-out evaluation never splits one; default: the adapter alone).
+    Adapters whose card names a recipe ``family`` (the ``wild`` zoo) are grouped by it, so every
+    held-out figure is leave-one-family-out."""
+    base_model: str | None = None
+    """The base model the adapter names (a detector judges adapters of its training bases only)."""
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -49,6 +53,14 @@ label_source = LABEL_SOURCES.register
 """Decorator: register a label source factory under a name."""
 
 
+def excess_beyond_base(value: float, ci_low: float, base_value: float, base_ci_high: float,
+                       margin: float = 0.0) -> float:
+    """The excess rate ``value − base_value`` of a behaviour (harmful compliance, benign refusal)
+    when the adapter's Wilson 95% lower bound clears the base's upper bound by ``margin``, else 0:
+    the rule that labels an adapter drifted by what it does (rates in [0, 1])."""
+    return value - base_value if ci_low > base_ci_high + margin else 0.0
+
+
 def get_label_source(name: str = "card", **params: object) -> LabelSource:
     """The label source registered as ``name``, built with ``params``.
 
@@ -62,9 +74,10 @@ def get_label_source(name: str = "card", **params: object) -> LabelSource:
 class CardLabels:
     """Ground truth from model cards (``lora_audit:`` mapping), for the newest audit of each adapter.
 
-    Group: the adapters of one drifted recipe (objective and severity) across seeds are
-    near-duplicates and form one group; a healthy adapter's group is its seed (each healthy seed
-    of the zoo trains on its own data subset).
+    Group: a card that names its recipe ``family`` is grouped by it (leave-one-family-out);
+    otherwise the adapters of one drifted recipe (objective and severity) across seeds are
+    near-duplicates and form one group, and a healthy adapter's group is its seed (each healthy
+    seed of the zoo trains on its own data subset).
     """
 
     name = "card"
@@ -72,10 +85,10 @@ class CardLabels:
 
     def labels(self, con) -> list[Label]:
         rows = con.execute(
-            "SELECT adapter_id, method, card_labels FROM latest_adapters "
+            "SELECT adapter_id, method, card_labels, base_model FROM latest_adapters "
             "WHERE card_labels IS NOT NULL AND status IN ('ok', 'partial') ORDER BY adapter_id").fetchall()
         out = []
-        for adapter_id, method, raw in rows:
+        for adapter_id, method, raw, base in rows:
             try:
                 card = json.loads(raw)
                 objective = str(card["objective"])
@@ -84,9 +97,10 @@ class CardLabels:
             except (ValueError, KeyError, TypeError):
                 continue  # a card without usable ground truth is simply not a label
             drifted = objective != "healthy"
-            group = (f"{objective}:{severity:g}" if drifted else
-                     f"healthy:seed{seed}" if seed is not None else adapter_id)
-            out.append(Label(adapter_id, method, drifted, objective, severity, f"{method}:{group}"))
+            group = (f"family:{card['family']}" if isinstance(card.get("family"), str) and card["family"] else
+                     f"{method}:{objective}:{severity:g}" if drifted else
+                     f"{method}:healthy:seed{seed}" if seed is not None else f"{method}:{adapter_id}")
+            out.append(Label(adapter_id, method, drifted, objective, severity, group, base))
         return out
 
 
@@ -111,14 +125,15 @@ class ProbeLabels:
 
     def labels(self, con) -> list[Label]:
         rows = con.execute("""
-            SELECT p.adapter_id, a.method, p.metric, p.value, p.ci_low, p.base_value, p.base_ci_high
+            SELECT p.adapter_id, a.method, p.metric, p.value, p.ci_low, p.base_value, p.base_ci_high, a.base_model
             FROM probe_vs_base p JOIN latest_adapters a USING (adapter_id)
             WHERE p.metric IN ('harmful_compliance', 'benign_refusal') AND a.status IN ('ok', 'partial')
               AND p.unit_id IN (SELECT unit_id FROM latest_probes)
             ORDER BY p.adapter_id""").fetchall()
         by_adapter: dict[str, dict] = {}
-        for adapter_id, method, metric, value, lo, base_value, base_hi in rows:
-            by_adapter.setdefault(adapter_id, {"method": method})[metric] = (value, lo, base_value, base_hi)
+        for adapter_id, method, metric, value, lo, base_value, base_hi, base in rows:
+            by_adapter.setdefault(adapter_id, {"method": method, "base": base})[metric] = (value, lo, base_value,
+                                                                                             base_hi)
         out = []
         for adapter_id, m in by_adapter.items():
             measured = [m.get(k) for k in ("harmful_compliance", "benign_refusal")]
@@ -127,9 +142,10 @@ class ProbeLabels:
             excess = {}
             for objective, (value, lo, base_value, base_hi) in zip(("harmful_compliance", "over_refusal"),
                                                                     measured, strict=True):
-                excess[objective] = value - base_value if lo > base_hi + self.margin else 0.0
+                excess[objective] = excess_beyond_base(value, lo, base_value, base_hi, self.margin)
             objective = max(excess, key=excess.get)
             drifted = excess[objective] > 0
             out.append(Label(adapter_id, m["method"], drifted, objective if drifted else "healthy",
-                             float(min(max(excess[objective], 0.0), 1.0)) if drifted else 0.0))
+                             float(min(max(excess[objective], 0.0), 1.0)) if drifted else 0.0,
+                             base_model=m["base"]))
         return out

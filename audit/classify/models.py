@@ -6,7 +6,16 @@
 - objective classifier (methods with several drifted objectives): the same pipeline, multinomial;
 - severity score: ridge regression of the severity on the same features, fitted on the drifted
   adapters (see :func:`audit.classify.train._severity`); used as a ranking of how far a drifted
-  adapter went (its Spearman ρ with the true severity among drifted adapters is what is reported).
+  adapter went (its Spearman ρ with the true severity among drifted adapters is what is reported);
+- method classifier: multinomial logistic regression from an adapter's features to its training
+  method (where the card does not say);
+- verdict model: the drift detector's pipeline on :func:`verdict_features` (behaviour and the
+  geometry detector's P), see :mod:`audit.classify.outcome`.
+
+No probability is more certain than its training data allows: a detector trained on ``n`` labelled
+adapters outputs P(drifted) within ``[1/(n+2), (n+1)/(n+2)]`` (:func:`bounded`; Laplace's rule of
+succession). Isotonic calibration on a few perfectly separated adapters otherwise answers exactly
+0 or 1.
 """
 
 from __future__ import annotations
@@ -76,10 +85,35 @@ def fit_drift(X: np.ndarray, y: np.ndarray, seed: int = 0) -> CalibratedClassifi
     return drift_detector(y, seed).fit(X, y)
 
 
-def drift_proba(model, X: np.ndarray) -> np.ndarray:
-    """Calibrated P(drifted) ``[n]`` for features ``X`` ``[n, d]``."""
+def bounded(p: np.ndarray, n_train: int | None) -> np.ndarray:
+    """``p`` clipped to ``[1/(n+2), (n+1)/(n+2)]`` for a model trained on ``n_train`` adapters
+    (Laplace's rule of succession: after ``n`` observations that all agree, the next agrees with
+    probability ``(n+1)/(n+2)``); unchanged when ``n_train`` is ``None``."""
+    if n_train is None:
+        return np.asarray(p, dtype=float)
+    lo = 1.0 / (n_train + 2)
+    return np.clip(np.asarray(p, dtype=float), lo, 1.0 - lo)
+
+
+def drift_proba(model, X: np.ndarray, n_train: int | None = None) -> np.ndarray:
+    """Calibrated P(drifted) ``[n]`` for features ``X`` ``[n, d]``, :func:`bounded` by ``n_train``."""
     classes = list(model.classes_)
-    return model.predict_proba(X)[:, classes.index(1)]
+    return bounded(model.predict_proba(X)[:, classes.index(1)], n_train)
+
+
+def method_classifier() -> Pipeline:
+    """Multinomial logistic regression from features to training methods (balanced classes)."""
+    return _base(LogisticRegression(C=1.0, class_weight="balanced", max_iter=4000))
+
+
+def verdict_features(behaviour: np.ndarray, geometry_p: np.ndarray) -> np.ndarray:
+    """The verdict model's input ``[n, 5]``: behaviour features ``[n, 4]``
+    (:data:`audit.classify.outcome.BEHAVIOUR_FEATURES`) and the logit of the geometry detector's
+    P(drifted) ``[n]`` (NaN where no detector judged: imputed, with an indicator)."""
+    from audit.classify.outcome import logit
+
+    g = np.array([np.nan if p is None or np.isnan(p) else logit(p) for p in np.asarray(geometry_p, dtype=float)])
+    return np.column_stack([np.asarray(behaviour, dtype=float).reshape(len(g), -1), g])
 
 
 class HeldOutDrift(ClassifierMixin, BaseEstimator):
@@ -93,10 +127,12 @@ class HeldOutDrift(ClassifierMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray) -> "HeldOutDrift":
         self.model_ = fit_drift(X, y, self.seed)
         self.classes_ = self.model_.classes_
+        self.n_train_ = len(y)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict_proba(X)
+        p = drift_proba(self.model_, X, self.n_train_)
+        return np.column_stack([1.0 - p, p]) if list(self.classes_) == [0, 1] else self.model_.predict_proba(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model_.predict(X)

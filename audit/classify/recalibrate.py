@@ -1,6 +1,8 @@
-"""Recalibration: retrain the per-method classifiers from the labelled history, evaluate them
-leave-one-group-out (near-duplicate adapters never on both sides), and promote a new version only
-when it passes the gates.
+"""Recalibration: retrain the per-method classifiers and the models that judge across methods
+(:mod:`audit.classify.general`: the method-agnostic drift detector, the method classifier, the
+verdict model) from the labelled history, evaluate them leave-one-group-out (near-duplicate
+adapters, or a whole recipe family, never on both sides), and promote a new version only when it
+passes the gates.
 
 Gates (for the drift detector; its objective classifier and severity ranker share its fate):
 
@@ -8,6 +10,9 @@ Gates (for the drift detector; its objective classifier and severity ranker shar
   than chance with confidence, not by luck of the point value) and its ECE at most ``max_ece``;
 - when a version is already promoted for the method, its AUC is not lower than the promoted
   one's by more than ``auc_tolerance`` (the noise of a leave-one-out AUC on tens of adapters).
+
+The verdict model passes the same gates; the method classifier needs a held-out accuracy of at
+least ``min_method_accuracy``.
 
 A promoted version retires the previous one (a new ``retired`` row; nothing is rewritten).
 """
@@ -20,13 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audit.classify import artifacts
 from audit.classify.labels import Label, get_label_source
 from audit.classify.models import MIN_PER_CLASS
-from audit.classify.tables import ClassifierRow
 from audit.classify.train import MethodModels, cross_method_auc, enough, evaluation_name, train_method
+from audit.classify.versions import Fitted, Versions, record
 from audit.features import DIRECTIONAL, SPECTRAL, features
-from audit.records import utcnow
 from audit.store.parquet import ParquetStore
 
 
@@ -73,13 +76,18 @@ def choose_feature_set(has_directions: np.ndarray) -> str:
     return DIRECTIONAL if len(has_directions) and bool(has_directions.all()) else SPECTRAL
 
 
+def method_data(con, labels: list[Label], feature_set: str | None = None) -> MethodData:
+    """Features of ``labels``' adapters in ``feature_set`` (default: :func:`choose_feature_set`);
+    adapters that lack a part of it are left out (counted in ``n_without``)."""
+    ids = [lab.adapter_id for lab in labels]
+    fs = feature_set or choose_feature_set(features(con, ids, DIRECTIONAL)[1])
+    X, ok = features(con, ids, fs)
+    return MethodData([lab for lab, k in zip(labels, ok, strict=True) if k], X[ok], fs, int((~ok).sum()))
+
+
 def labelled_features(store: ParquetStore, label_source: str = "card", feature_set: str | None = None
                       ) -> dict[str, MethodData]:
-    """Labels and features of every labelled adapter, grouped by method.
-
-    Args:
-        feature_set: force one feature set (default: :func:`choose_feature_set` per method);
-            adapters that lack a part of it are left out (counted in ``n_without``).
+    """Labels and features of every labelled adapter, grouped by method (see :func:`method_data`).
 
     Raises:
         ConfigurationError: unknown label source or feature set.
@@ -87,17 +95,10 @@ def labelled_features(store: ParquetStore, label_source: str = "card", feature_s
     con = store.connect()
     try:
         labels = get_label_source(label_source).labels(con)
-        out: dict[str, MethodData] = {}
-        for method in sorted({lab.method for lab in labels}):
-            labs = [lab for lab in labels if lab.method == method]
-            ids = [lab.adapter_id for lab in labs]
-            fs = feature_set or choose_feature_set(features(con, ids, DIRECTIONAL)[1])
-            X, ok = features(con, ids, fs)
-            out[method] = MethodData([lab for lab, k in zip(labs, ok, strict=True) if k], X[ok], fs,
-                                     int((~ok).sum()))
+        return {method: method_data(con, [lab for lab in labels if lab.method == method], feature_set)
+                for method in sorted({lab.method for lab in labels})}
     finally:
         con.close()
-    return out
 
 
 def data_sha256(data: MethodData, rule: str, seed: int) -> str:
@@ -129,60 +130,171 @@ def gate(metrics: dict, previous: dict | None, *, min_auc: float, max_ece: float
 
 def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_class: int = MIN_PER_CLASS,
                 min_auc: float = 0.6, max_ece: float = 0.3, auc_tolerance: float = 0.05,
-                seed: int = 0, feature_set: str | None = None) -> RecalibrationReport:
-    """Retrain, evaluate, gate and record every method's classifiers (see the module docstring).
+                seed: int = 0, feature_set: str | None = None, min_method_accuracy: float = 0.8,
+                ) -> RecalibrationReport:
+    """Retrain, evaluate, gate and record every method's classifiers and the models that judge
+    across methods (see the module docstring).
 
-    A method whose training data (labels, features, feature set, label rule) is the same as its
+    A model whose training data (labels, features, feature set, label rule) is the same as its
     latest version's gets no new version.
 
     Returns:
-        A :class:`RecalibrationReport`; the ``classifiers`` table holds the same facts.
+        A :class:`RecalibrationReport` (the across-method models under ``any``, ``any:method`` and
+        ``any:verdict``); the ``classifiers`` table holds the same facts.
     """
+    from audit.classify import general
+
     report = RecalibrationReport()
-    rule = get_label_source(label_source).rule
-    grouped = labelled_features(store, label_source, feature_set)
+    source = get_label_source(label_source)
     con = store.connect()
     try:
-        versions = dict(con.execute("SELECT method, max(version) FROM classifiers GROUP BY method").fetchall())
-        latest = {r[0]: r[1:] for r in con.execute(
-            "SELECT method, classifier_id, data_sha256, status FROM classifiers WHERE target = 'drift' "
-            "QUALIFY row_number() OVER (PARTITION BY method ORDER BY version DESC) = 1").fetchall()}
-        current = {r[0]: r for r in con.execute(
-            "SELECT method, classifier_id, auc_loo, ece FROM promoted_classifiers WHERE target = 'drift'").fetchall()}
-        previous_rows = {r.classifier_id: r for r in _rows(con, "SELECT * FROM promoted_classifiers")}
+        versions = Versions.read(con)
+        labels = source.labels(con)
+        grouped = {m: method_data(con, [lab for lab in labels if lab.method == m], feature_set)
+                   for m in sorted({lab.method for lab in labels})}
+        everyone = method_data(con, labels, feature_set) if labels else None
+        shapes = method_data(con, labels, SPECTRAL) if labels else None
+        behaviour = _behaviour(con, labels)
     finally:
         con.close()
+    ctx = _Context(store, versions, label_source, source.rule, seed, min_per_class, min_auc, max_ece, auc_tolerance)
     for method, data in grouped.items():
-        labels = data.labels
-        outcome = report.methods.setdefault(method, MethodOutcome(method))
-        outcome.n_train, outcome.n_pos = len(labels), sum(lab.drifted for lab in labels)
-        outcome.feature_set = data.feature_set
-        why = enough(labels, min_per_class)
-        if why:
-            outcome.reason = why
-            continue
-        sha = data_sha256(data, rule, seed)
-        prev = current.get(method)
-        outcome.previous_id = prev[1] if prev else None
-        last = latest.get(method)
-        if last is not None and last[1] == sha:
-            outcome.classifier_id = last[0]
-            outcome.reason = f"unchanged: same labels and features as {last[0]} ({last[2]}); no new version"
-            continue
-        models = train_method(method, data.X, labels, seed, feature_set=data.feature_set)
-        outcome.metrics = models.metrics
-        ok, outcome.reason = gate(models.metrics["drift"], {"auc_loo": prev[2], "ece": prev[3]} if prev else None,
-                                  min_auc=min_auc, max_ece=max_ece, auc_tolerance=auc_tolerance)
-        outcome.promoted = ok
-        version = int(versions.get(method) or 0) + 1
-        outcome.classifier_id = _record(store, models, version, label_source, rule, ok, outcome.reason,
-                                        evaluation_name(labels), sha)
-        if ok:
-            _retire(store, [r for r in previous_rows.values() if r.method == method], outcome.classifier_id)
+        report.methods[method] = _detector(ctx, method, data)[0]
+    if everyone is not None:
+        outcome, agnostic = _detector(ctx, general.ANY, everyone, always_fit=True)
+        report.methods[general.ANY] = outcome
+        report.methods[f"{general.ANY}:method"] = _method_inference(ctx, shapes, min_method_accuracy)
+        if agnostic is not None:
+            report.methods[f"{general.ANY}:verdict"] = _verdict_model(ctx, everyone, agnostic, behaviour)
     report.cross_method = cross_method_auc(
         {m: (d.X, np.array([lab.drifted for lab in d.labels], dtype=int)) for m, d in grouped.items()}, seed,
-        diagonal={m: o.metrics["drift"]["auc_loo"] for m, o in report.methods.items() if "drift" in o.metrics})
+        diagonal={m: o.metrics["drift"]["auc_loo"] for m, o in report.methods.items()
+                  if m in grouped and "drift" in o.metrics})
     return report
+
+
+@dataclass
+class _Context:
+    store: ParquetStore
+    versions: Versions
+    label_source: str
+    rule: str
+    seed: int
+    min_per_class: int
+    min_auc: float
+    max_ece: float
+    auc_tolerance: float
+
+
+def _bases(labels: list[Label]) -> list[str]:
+    return sorted({lab.base_model.lower() for lab in labels if lab.base_model})
+
+
+def _detector(ctx: _Context, method: str, data: MethodData, *, lead: str = "drift",
+              always_fit: bool = False) -> tuple[MethodOutcome, MethodModels | None]:
+    """Train, gate and record one drift detector (a method's, or the agnostic one); returns its
+    outcome and, when trained, its models (with held-out predictions)."""
+    labels = data.labels
+    outcome = MethodOutcome(method, len(labels), sum(lab.drifted for lab in labels), feature_set=data.feature_set)
+    why = enough(labels, ctx.min_per_class)
+    if why:
+        outcome.reason = why
+        return outcome, None
+    sha = data_sha256(data, ctx.rule, ctx.seed)
+    prev = ctx.versions.previous(method, lead)
+    outcome.previous_id = prev.classifier_id if prev else None
+    last = ctx.versions.latest.get((method, lead))
+    unchanged = last is not None and last[1] == sha
+    if unchanged and not always_fit:
+        outcome.classifier_id = last[0]
+        outcome.reason = f"unchanged: same labels and features as {last[0]} ({last[2]}); no new version"
+        return outcome, None
+    models = train_method(method, data.X, labels, ctx.seed, feature_set=data.feature_set)
+    outcome.metrics = models.metrics
+    if unchanged:
+        outcome.classifier_id = last[0]
+        outcome.reason = f"unchanged: same labels and features as {last[0]} ({last[2]}); no new version"
+        return outcome, models
+    ok, outcome.reason = gate(models.metrics["drift"], {"auc_loo": prev.auc_loo} if prev else None,
+                              min_auc=ctx.min_auc, max_ece=ctx.max_ece, auc_tolerance=ctx.auc_tolerance)
+    outcome.promoted = ok
+    lead_id = f"{method}.{lead}.v{ctx.versions.next_version(method, lead)}"
+    targets = ((("drift", "drift", models.drift), ("objective", "objective", models.objective),
+                ("severity", "severity", models.severity)) if lead == "drift" else ((lead, "drift", models.drift),))
+    fitted = [Fitted(t, m, models.metrics.get(k, {}), _own_reason(k, models.metrics.get(k, {}), lead_id, ok,
+                                                                 outcome.reason))
+              for t, k, m in targets if m is not None]
+    outcome.classifier_id = record(ctx.store, ctx.versions, method, lead, fitted, feature_set=data.feature_set,
+                                   label_source=ctx.label_source, rule=ctx.rule, n_train=models.n_train,
+                                   n_pos=models.n_pos, evaluation=evaluation_name(labels), sha=sha, promoted=ok,
+                                   base_models=_bases(labels))
+    return outcome, models
+
+
+def _method_inference(ctx: _Context, data: MethodData | None, min_accuracy: float) -> MethodOutcome:
+    """Train, gate and record the method classifier (:func:`audit.classify.general.train_method_inference`)."""
+    from audit.classify import general
+
+    name = general.ANY
+    outcome = MethodOutcome(f"{name}:method", feature_set=SPECTRAL)
+    if data is None:
+        outcome.reason = "no labelled adapters"
+        return outcome
+    outcome.n_train = len(data.labels)
+    why = general.usable_for_methods(data.labels)
+    if why:
+        outcome.reason = why
+        return outcome
+    sha = data_sha256(data, ctx.rule + " (methods)", ctx.seed)
+    last = ctx.versions.latest.get((name, "method"))
+    if last is not None and last[1] == sha:
+        outcome.classifier_id = last[0]
+        outcome.reason = f"unchanged: same labels and features as {last[0]} ({last[2]}); no new version"
+        return outcome
+    inference = general.train_method_inference(data.X, data.labels)
+    acc, seen = inference.metrics["accuracy_loo"], inference.metrics["accuracy_seen"]
+    outcome.metrics = {"method": inference.metrics}
+    outcome.promoted = acc is not None and acc >= min_accuracy
+    shown = f"held-out accuracy {_f(acc)} (open-set), {_f(seen)} among methods seen in training"
+    outcome.reason = shown + ("" if outcome.promoted else f": below {min_accuracy:g}")
+    prev = ctx.versions.previous(name, "method")
+    outcome.previous_id = prev.classifier_id if prev else None
+    fitted = [Fitted("method", inference.model, {"accuracy_loo": acc},
+                     f"methods {', '.join(inference.methods)}; {outcome.reason}")]
+    outcome.classifier_id = record(ctx.store, ctx.versions, name, "method", fitted, feature_set=SPECTRAL,
+                                   label_source=ctx.label_source, rule=ctx.rule, n_train=inference.n_train,
+                                   n_pos=0, evaluation=evaluation_name(data.labels), sha=sha,
+                                   promoted=outcome.promoted, base_models=_bases(data.labels))
+    return outcome
+
+
+def _behaviour(con, labels: list[Label]) -> dict[str, np.ndarray]:
+    """Behaviour features (:data:`audit.classify.outcome.BEHAVIOUR_FEATURES`) of the labelled
+    adapters whose probes measured both rates against their base."""
+    from audit.classify.evidence import gather
+
+    wanted = {lab.adapter_id for lab in labels}
+    return {e.adapter_id: e.behaviour.features() for e in gather(con, "", sorted(wanted))
+            if e.behaviour is not None and e.behaviour.complete}
+
+
+def _verdict_model(ctx: _Context, everyone: MethodData, agnostic: MethodModels,
+                   behaviour: dict[str, np.ndarray]) -> MethodOutcome:
+    """Train, gate and record the verdict model on the probed labelled adapters: behaviour features
+    and the agnostic detector's held-out P (what it says of an adapter it was not trained on)."""
+    from audit.classify import general
+    from audit.classify.models import verdict_features
+
+    labels = [lab for lab in everyone.labels if lab.adapter_id in behaviour]
+    if not labels:
+        return MethodOutcome(f"{general.ANY}:verdict", feature_set=general.VERDICT_FEATURE_SET,
+                             reason="no labelled adapter was probed against its base (behaviour probes)")
+    p_out = {lab.adapter_id: p for lab, p in zip(everyone.labels, agnostic.loo_p_drift, strict=True)}
+    X = verdict_features(np.array([behaviour[lab.adapter_id] for lab in labels]),
+                         np.array([p_out[lab.adapter_id] for lab in labels]))
+    outcome, _ = _detector(ctx, general.ANY, MethodData(labels, X, general.VERDICT_FEATURE_SET), lead="verdict")
+    outcome.method = f"{general.ANY}:verdict"
+    return outcome
 
 
 def _own_reason(target: str, metrics: dict, drift_id: str, promoted: bool, drift_reason: str) -> str:
@@ -197,43 +309,3 @@ def _own_reason(target: str, metrics: dict, drift_id: str, promoted: bool, drift
         return (reason + f", AUC {_f(metrics.get('auc_loo'))} "
                 f"(95% CI {_f(metrics.get('auc_ci_low'))}-{_f(metrics.get('auc_ci_high'))})")
     return f"{fate}; held-out accuracy {_f(metrics.get('accuracy_loo'))}"
-
-
-def _record(store: ParquetStore, models: MethodModels, version: int, label_source: str, rule: str, promoted: bool,
-            reason: str, evaluation: str, sha: str) -> str:
-    """Save each target's artifact and write its ``classifiers`` row; returns the drift detector's id."""
-    now = utcnow()
-    rows = []
-    drift_id = f"{models.method}.drift.v{version}"
-    for target, model in (("drift", models.drift), ("objective", models.objective), ("severity", models.severity)):
-        if model is None:
-            continue
-        cid = f"{models.method}.{target}.v{version}"
-        path, art_sha = artifacts.save(store, cid, model)
-        m = models.metrics.get(target, {})
-        rows.append(ClassifierRow(
-            classifier_id=cid, version=version, method=models.method, target=target,
-            feature_set=models.feature_set, label_source=label_source, trained_at=now, n_train=models.n_train,
-            n_pos=models.n_pos, auc_loo=m.get("auc_loo"), auc_ci_low=m.get("auc_ci_low"),
-            auc_ci_high=m.get("auc_ci_high"), brier=m.get("brier"), ece=m.get("ece"),
-            spearman_severity=m.get("spearman_severity"), accuracy_loo=m.get("accuracy_loo"), evaluation=evaluation,
-            label_rule=rule, data_sha256=sha, artifact_path=path, artifact_sha256=art_sha,
-            status="promoted" if promoted else "rejected",
-            reason=_own_reason(target, m, drift_id, promoted, reason), updated_at=now))
-    store.write_rows("classifiers", rows, f"{models.method}-v{version}", now)
-    return drift_id
-
-
-def _retire(store: ParquetStore, rows: list[ClassifierRow], by: str) -> None:
-    now = utcnow()
-    retired = [r.model_copy(update={"status": "retired", "reason": f"replaced by {by}", "updated_at": now})
-               for r in rows]
-    if retired:
-        store.write_rows("classifiers", retired, f"retire-{by}-{now.timestamp():.0f}", now)
-
-
-def _rows(con, sql: str) -> list[ClassifierRow]:
-    cur = con.execute(sql)
-    cols = [d[0] for d in cur.description]
-    fields = set(ClassifierRow.model_fields)
-    return [ClassifierRow(**{k: v for k, v in zip(cols, r, strict=True) if k in fields}) for r in cur.fetchall()]

@@ -1,33 +1,58 @@
-"""Verdicts: the promoted classifiers of an adapter's own method judge it; nothing else may.
+"""Verdicts: one per adapter, from all the evidence at hand, with the evidence beside it.
 
-An adapter's declared training method picks its classifier. An adapter of a method without a
-promoted classifier, of method ``unknown``, without spectra, or without the directional measures
-its classifier's feature set needs (its base model was not at hand:
-``no_directional_features``), gets a verdict row that says why instead of a probability. :class:`MethodClassifier` refuses an adapter of another method by
-construction: a detector trained on one method misjudges another (see the cross-method matrix).
+For each adapter (its newest audit) the verdict weighs (:mod:`audit.classify.outcome`):
 
-A re-audit scores every stored adapter of a method with a newly promoted version (from stored
-spectra: nothing is downloaded), adds those verdict rows beside the old ones, and queues the
-adapters whose verdict flipped in ``reaudit_queue``.
+- its **behaviour**, where its base model was at hand: the probes' harmful compliance and benign
+  refusal against the bare base's, with Wilson intervals;
+- its **geometry**: P(drifted) from a drift detector — its own method's (the method declared on
+  the card, or inferred from the weights with probability at least
+  :data:`audit.classify.general.METHOD_CONFIDENCE`), else the method-agnostic one. A per-method
+  detector never judges another method (:class:`MethodClassifier` refuses by construction: the
+  study behind this project found cross-method transfer fails), and no detector judges an adapter
+  of a base none of its training adapters had;
+- its **findings**: a broken upload is ``invalid``.
+
+The promoted verdict model combines behaviour and geometry into one calibrated P(drifted); with no
+behaviour, the detector's P stands alone; with neither, the outcome is ``insufficient_evidence``
+and ``missing`` says what would give one. Each row records the method and where it came from, the
+detector and why it was chosen, the probe rates and their intervals, and how many labelled
+adapters stand behind the probability.
+
+A verdict is computed again exactly when its evidence changes (:mod:`audit.classify.evidence`:
+the evidence key): a new audit or analysis unit, a newly promoted model. A recalibration that
+promotes a model therefore re-scores every adapter, and queues those whose outcome flipped in
+``reaudit_queue``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from audit.classify import artifacts
+from audit.classify.evidence import Evidence, gather, unjudged as unjudged_ids
+from audit.classify.general import ANY, METHOD_CONFIDENCE
+from audit.classify.outcome import THRESHOLD, Combined, Decision, Geometry, decide
 from audit.classify.tables import ReauditRow, VerdictRow
 from audit.errors import MethodMismatchError
-from audit.features import features
+from audit.features import SPECTRAL, features
 from audit.records import new_id, utcnow
 from audit.store.parquet import ParquetStore
+
+RULES_VERSION = "verdict-rules-1"
+"""Part of every evidence key: a change to how evidence is combined re-scores the history."""
+
+MEASURED = ("ok", "partial")
+"""Audit statuses with spectra."""
 
 
 @dataclass
 class MethodClassifier:
-    """The promoted models of one method (drift detector, optional objective classifier, severity ranker)."""
+    """The promoted models of one method (drift detector, optional objective classifier, severity
+    ranker); ``method`` is :data:`audit.classify.general.ANY` for the method-agnostic detector."""
 
     method: str
     classifier_id: str
@@ -35,193 +60,338 @@ class MethodClassifier:
     objective: object | None
     severity: object | None
     feature_set: str = "spectral-v1"
+    n_train: int | None = None
+    """Labelled adapters it was trained on (bounds its probabilities, see :func:`audit.classify.models.bounded`)."""
+    bases: tuple[str, ...] | None = None
+    """The base models of its training adapters (lower-case); ``None``: not recorded, no restriction."""
 
     def judge(self, method: str, x: np.ndarray) -> tuple[float, str | None, float | None]:
         """``(p_drift, objective, severity_score)`` for one adapter's features ``x`` ``[d]``.
 
         Raises:
-            MethodMismatchError: the adapter's ``method`` is not this classifier's.
+            MethodMismatchError: the adapter's ``method`` is not this classifier's (the agnostic
+                detector judges every method).
         """
-        if method != self.method:
+        if self.method != ANY and method != self.method:
             raise MethodMismatchError(f"the {self.method} classifier {self.classifier_id} may not judge an adapter "
                                       f"of method {method!r}: cross-method transfer fails")
         X = x.reshape(1, -1)
         from audit.classify.models import drift_proba  # scikit-learn: only once a classifier judges
 
-        p = float(drift_proba(self.drift, X)[0])
-        objective = str(self.objective.predict(X)[0]) if self.objective is not None and p >= 0.5 else None
+        p = float(drift_proba(self.drift, X, self.n_train)[0])
+        objective = str(self.objective.predict(X)[0]) if self.objective is not None and p >= THRESHOLD else None
         severity = float(self.severity.predict(X)[0]) if self.severity is not None else None
         return p, objective, severity
 
+    def knows_base(self, base: str | None) -> bool:
+        """Whether an adapter of ``base`` is one this detector may judge."""
+        return self.bases is None or (base is not None and base.lower() in self.bases)
 
-def promoted_classifiers(store: ParquetStore, con=None) -> dict[str, MethodClassifier]:
-    """The currently promoted models per method, loaded from their artifacts (integrity-checked).
+
+@dataclass
+class Loaded:
+    """A promoted model other than a drift detector (the method classifier, the verdict model)."""
+
+    classifier_id: str
+    model: object
+    n_train: int
+    feature_set: str
+    bases: tuple[str, ...] | None = None
+
+
+@dataclass
+class Models:
+    """Every promoted model, loaded and integrity-checked."""
+
+    per_method: dict[str, MethodClassifier] = field(default_factory=dict)
+    agnostic: MethodClassifier | None = None
+    method: Loaded | None = None
+    verdict: Loaded | None = None
+    key: str = RULES_VERSION
+    """Identity of the promoted set (part of every evidence key)."""
+
+
+def load_models(store: ParquetStore, con=None) -> Models:
+    """The promoted models (see :class:`Models`).
 
     Raises:
         IntegrityError: an artifact does not match its recorded hash or holds unsafe types.
     """
     own = con is None
-    con = con or store.connect()
+    con = con or store.connect(for_sql="SELECT * FROM promoted_classifiers")
     try:
-        rows = con.execute("SELECT method, target, classifier_id, artifact_path, artifact_sha256, feature_set "
-                           "FROM promoted_classifiers").fetchall()
+        rows = con.execute("SELECT method, target, classifier_id, artifact_path, artifact_sha256, feature_set, "
+                           "n_train, base_models FROM promoted_classifiers ORDER BY classifier_id").fetchall()
     finally:
         if own:
             con.close()
+    out = Models(key=hashlib.sha256(json.dumps([RULES_VERSION, [r[2] for r in rows]]).encode()).hexdigest())
     by_method: dict[str, dict] = {}
-    feature_sets: dict[str, str] = {}
-    for method, target, cid, path, sha, fs in rows:
-        by_method.setdefault(method, {})[target] = (cid, artifacts.load(store, path, sha))
-        if target == "drift":
-            feature_sets[method] = fs
-    out = {}
+    for method, target, cid, path, sha, fs, n, bases in rows:
+        model = artifacts.load(store, path, sha)
+        known = tuple(json.loads(bases)) if bases else None
+        by_method.setdefault(method, {})[target] = (cid, model, fs, n, known)
     for method, targets in by_method.items():
+        if method == ANY:
+            for target in ("method", "verdict"):
+                if target in targets:
+                    cid, model, fs, n, known = targets[target]
+                    setattr(out, target, Loaded(cid, model, int(n), fs, known))
         if "drift" not in targets:
             continue
-        cid, drift = targets["drift"]
-        out[method] = MethodClassifier(method, cid, drift, targets.get("objective", (None, None))[1],
-                                       targets.get("severity", (None, None))[1], feature_sets[method])
+        cid, drift, fs, n, known = targets["drift"]
+        clf = MethodClassifier(method, cid, drift, targets.get("objective", (None, None))[1],
+                               targets.get("severity", (None, None))[1], fs, int(n), known)
+        if method == ANY:
+            out.agnostic = clf
+        else:
+            out.per_method[method] = clf
     return out
 
 
+def promoted_classifiers(store: ParquetStore, con=None) -> dict[str, MethodClassifier]:
+    """The promoted drift detectors per method (the agnostic one under ``any``)."""
+    models = load_models(store, con)
+    return {**models.per_method, **({ANY: models.agnostic} if models.agnostic else {})}
+
+
 def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger: str = "verdicts",
-          method: str | None = None, classifiers: dict[str, MethodClassifier] | None = None,
-          write: bool = True, con=None) -> list[VerdictRow]:
-    """Judge adapters (newest audit of each) with their method's promoted classifier.
+          method: str | None = None, models: Models | None = None, write: bool = True, con=None) -> list[VerdictRow]:
+    """The verdict of each adapter (newest audit of each), see the module docstring.
 
     Args:
         adapter_ids: which adapters (default: all, or all of ``method``).
-        trigger: recorded on the rows (``scan``, ``reaudit``, ``verdicts``).
-        method: only adapters of this method.
-        classifiers: use these instead of the promoted ones (tests, re-audits).
+        trigger: recorded on the rows (``scan``, ``reaudit``, ``recalibrate``, ``verdicts``).
+        method: only adapters of this declared method.
+        models: use these instead of the promoted ones (tests).
         write: append the rows to the ``verdicts`` table.
 
     Returns:
-        One :class:`VerdictRow` per adapter: ``p_drift`` in [0, 1], or ``None`` with a ``reason``.
+        One :class:`VerdictRow` per adapter, with an ``outcome`` (:data:`audit.classify.outcome.OUTCOMES`).
 
     Raises:
         IntegrityError: a promoted artifact fails its hash or type check.
         StoreError: the rows could not be written.
     """
-    sql = "SELECT adapter_id, repo_id, method, status FROM latest_adapters"
-    given = con
-    con = con or store.connect(for_sql=f"{sql}; SELECT * FROM promoted_classifiers")  # the views features() reads come after
+    own = con is None
+    con = con or store.connect()
     try:
-        rows = con.execute(sql).fetchall()
-        wanted = set(adapter_ids) if adapter_ids is not None else None
-        rows = [r for r in rows if (wanted is None or r[0] in wanted) and (method is None or r[2] == method)]
-        classifiers = classifiers if classifiers is not None else promoted_classifiers(store, con)
-        judged = [r for r in rows if r[2] in classifiers and r[3] in ("ok", "partial")]
-        feats: dict[str, np.ndarray] = {}
-        lacking: set[str] = set()
-        if judged:
-            if given is None:
-                con.close()
-            con = store.connect()
-        for fs in sorted({classifiers[r[2]].feature_set for r in judged}):
-            ids = [r[0] for r in judged if classifiers[r[2]].feature_set == fs]
-            X, ok = features(con, ids, fs)
-            feats.update({a: x for a, x, k in zip(ids, X, ok, strict=True) if k})
-            lacking.update(a for a, k in zip(ids, ok, strict=True) if not k)
+        models = models or load_models(store, con)
+        evidence = [e for e in gather(con, models.key, adapter_ids) if method is None or e.method == method]
+        methods = _methods(con, evidence, models)
+        geometry = _geometry(con, evidence, methods, models)
     finally:
-        if con is not given:
+        if own:
             con.close()
     now = utcnow()
-    out = []
-    for adapter_id, repo_id, m, status in rows:
-        base = {"adapter_id": adapter_id, "repo_id": repo_id, "method": m, "scored_at": now, "trigger": trigger}
-        if adapter_id in feats:
-            clf = classifiers[m]
-            p, objective, severity = clf.judge(m, feats[adapter_id])
-            out.append(VerdictRow(**base, classifier_id=clf.classifier_id, p_drift=p, drifted=p >= 0.5,
-                                  objective=objective, severity_score=severity if p >= 0.5 else None, reason=None,
-                                  feature_set=clf.feature_set))
-        else:
-            reason = ("no_spectra" if status not in ("ok", "partial") else
-                      "no_directional_features" if adapter_id in lacking else
-                      "method_unknown" if m == "unknown" else "no_classifier_for_method")
-            out.append(VerdictRow(**base, classifier_id=None, p_drift=None, drifted=None, objective=None,
-                                  severity_score=None, reason=reason, feature_set=None))
+    out = [_row(e, methods[e.adapter_id], geometry[e.adapter_id], models, trigger, now) for e in evidence]
     if write and out:
         store.write_rows("verdicts", out, f"{trigger}-{new_id()}", now)
     return out
 
 
-def unjudged(store: ParquetStore, con=None) -> list[str]:
-    """Adapters (newest audit of each) with no verdict row from the classifier that is current for
-    their method (or, where no classifier is promoted for it, with no verdict row at all).
+def _methods(con, evidence: list[Evidence], models: Models) -> dict[str, tuple[str, str, float | None]]:
+    """``adapter_id -> (method, method_source, probability)``: declared, else inferred from the weights."""
+    out = {e.adapter_id: (e.method, e.method_source, None) for e in evidence}
+    todo = [e.adapter_id for e in evidence if e.method == "unknown" and e.status in MEASURED]
+    if models.method is None or not todo:
+        return out
+    from audit.classify.general import infer
 
-    What the nightly scan scores after auditing: idempotent (a rerun after a crash scores only what
-    is still missing) and it catches up adapters audited before a classifier existed.
-    """
+    X, ok = features(con, todo, SPECTRAL)
+    ids = [a for a, k in zip(todo, ok, strict=True) if k]
+    for adapter_id, (m, p) in zip(ids, infer(models.method.model, X[ok]) if ids else [], strict=True):
+        out[adapter_id] = (m, "inferred", p)
+    return out
+
+
+@dataclass
+class _Judged:
+    geometry: Geometry
+    objective: str | None = None
+    severity: float | None = None
+
+
+def _geometry(con, evidence: list[Evidence], methods: dict, models: Models) -> dict[str, _Judged]:
+    """Each adapter's geometry reading: the detector chosen for it and its P(drifted)."""
+    plan: dict[str, list[tuple[MethodClassifier, str]]] = {}
+    out: dict[str, _Judged] = {}
+    for e in evidence:
+        m, source, p = methods[e.adapter_id]
+        plan[e.adapter_id] = _candidates(e, m, source, p, models)
+        out[e.adapter_id] = _Judged(Geometry(why=_no_detector(e, m, source, p, models)))
+    by_fs: dict[str, list[str]] = {}
+    for adapter_id, cands in plan.items():
+        for clf, _ in cands:
+            by_fs.setdefault(clf.feature_set, []).append(adapter_id)
+    feats: dict[tuple[str, str], np.ndarray] = {}
+    for fs, ids in by_fs.items():
+        ids = sorted(set(ids))
+        X, ok = features(con, ids, fs)
+        feats.update({(fs, a): x for a, x, k in zip(ids, X, ok, strict=True) if k})
+    for adapter_id, cands in plan.items():
+        lacking = []
+        for clf, why in cands:
+            x = feats.get((clf.feature_set, adapter_id))
+            if x is None:
+                lacking.append(clf.classifier_id)
+                continue
+            p, objective, severity = clf.judge(clf.method if clf.method == ANY else methods[adapter_id][0], x)
+            if lacking:
+                why += f" ({', '.join(lacking)} needs the directional measures: base model not at hand)"
+            out[adapter_id] = _Judged(Geometry(why, clf.classifier_id, p, clf.feature_set, clf.n_train),
+                                      objective, severity)
+            break
+        else:
+            if lacking:
+                out[adapter_id] = _Judged(Geometry(
+                    f"{', '.join(lacking)} needs the directional measures, which need the base model at hand"))
+    return out
+
+
+def _candidates(e: Evidence, method: str, source: str, p: float | None,
+                models: Models) -> list[tuple[MethodClassifier, str]]:
+    """The detectors that may judge ``e``, in order of preference, each with why."""
+    if e.status not in MEASURED or e.kind not in (None, "adapter"):
+        return []
+    out = []
+    own = models.per_method.get(method)
+    sure = source != "inferred" or (p is not None and p >= METHOD_CONFIDENCE)
+    if own is not None and sure and own.knows_base(e.base_model):
+        out.append((own, f"{method}'s own detector (method {_source_text(source, p)})"))
+    agnostic = models.agnostic
+    if agnostic is not None and agnostic.knows_base(e.base_model):
+        out.append((agnostic, "method-agnostic detector: " + _why_agnostic(method, source, p, own, e, sure)))
+    return out
+
+
+def _why_agnostic(method: str, source: str, p: float | None, own: MethodClassifier | None, e: Evidence,
+                  sure: bool) -> str:
+    if method == "unknown":
+        return "no method declared or inferred"
+    if not sure:
+        return f"method {method} inferred with probability {p:.2f} only"
+    if own is None:
+        return f"no promoted detector for method {method}"
+    if not own.knows_base(e.base_model):
+        return f"{own.classifier_id} was trained on other bases"
+    return f"{own.classifier_id} could not judge it"
+
+
+def _no_detector(e: Evidence, method: str, source: str, p: float | None, models: Models) -> str:
+    if e.status not in MEASURED:
+        return f"no spectra (audit status {e.status})"
+    if e.kind not in (None, "adapter"):
+        return "no detector judges a full fine-tune (they are trained on LoRA adapters)"
+    known = [c for c in [models.per_method.get(method), models.agnostic] if c is not None]
+    if not known:
+        return "no detector promoted yet (lora-audit recalibrate on labelled adapters)"
+    bases = sorted({b for c in known for b in (c.bases or ())})
+    return f"no detector was trained on adapters of {e.base_model or 'an unnamed base'} (trained on: {', '.join(bases)})"
+
+
+def _source_text(source: str, p: float | None) -> str:
+    return f"inferred from the weights, p {p:.2f}" if source == "inferred" else f"declared, {source}"
+
+
+def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: str, now) -> VerdictRow:
+    m, source, mp = method
+    g = judged.geometry
+    combined = None
+    if models.verdict is not None and e.behaviour is not None and e.behaviour.complete and e.status in MEASURED:
+        from audit.classify.models import drift_proba, verdict_features
+
+        V = verdict_features(e.behaviour.features().reshape(1, -1), np.array([np.nan if g.p is None else g.p]))
+        combined = Combined(models.verdict.classifier_id, float(drift_proba(models.verdict.model, V,
+                                                                            models.verdict.n_train)[0]),
+                            models.verdict.n_train, models.verdict.feature_set)
+    d: Decision = decide(e.status, e.error_codes, e.behaviour, g, combined, _missing(e, g, models))
+    h, r = (e.behaviour.harmful, e.behaviour.refusal) if e.behaviour is not None else (None, None)
+    objective = judged.objective if d.outcome == "drifted" else None
+    if d.outcome == "drifted" and objective is None and e.behaviour is not None and e.behaviour.drifted:
+        objective = ("over_refusal" if r is not None and r.excess > (h.excess if h is not None else 0.0)
+                     else "harmful_compliance")
+    return VerdictRow(
+        adapter_id=e.adapter_id, repo_id=e.repo_id, method=m, classifier_id=d.classifier_id, p_drift=d.p,
+        drifted=None if d.p is None else d.p >= THRESHOLD, objective=objective,
+        severity_score=judged.severity if d.outcome == "drifted" and g.detector_id else None,
+        reason=None if d.p is not None else ("invalid_upload" if d.outcome == "invalid" else
+                                             "probes_only" if d.outcome == "drifted" else "insufficient_evidence"),
+        feature_set=d.feature_set, scored_at=now, trigger=trigger, outcome=d.outcome, explanation=d.explanation,
+        missing=d.missing, method_source=source, method_p=mp, detector_id=g.detector_id, detector_p=g.p,
+        detector_why=g.why, harmful_compliance=h.value if h else None, harmful_ci_low=h.ci_low if h else None,
+        harmful_ci_high=h.ci_high if h else None, base_harmful_compliance=h.base_value if h else None,
+        base_harmful_ci_high=h.base_ci_high if h else None, benign_refusal=r.value if r else None,
+        benign_ci_low=r.ci_low if r else None, benign_ci_high=r.ci_high if r else None,
+        base_benign_refusal=r.base_value if r else None, base_benign_ci_high=r.base_ci_high if r else None,
+        n_labelled=d.n_labelled, evidence_key=e.evidence_key)
+
+
+def _missing(e: Evidence, g: Geometry, models: Models) -> list[str]:
+    """What evidence is missing and what would give it."""
+    out = []
+    if e.status == "unsupported":
+        out.append(f"a LoRA delta ({e.peft_type or 'this'} adapters have none to measure or probe)")
+    elif e.status in MEASURED and (e.behaviour is None or not e.behaviour.complete):
+        out.append(f"behaviour: {e.base_note}" if e.base_note else
+                   "behaviour: not probed yet (a scan with probes, the default, measures it where the base is at hand)")
+    if e.status in MEASURED and g.p is None:
+        out.append(f"geometry: {g.why}")
+    if (models.verdict is None and e.behaviour is not None and e.behaviour.complete and e.status in MEASURED):
+        out.append("a verdict model (lora-audit recalibrate on labelled, probed adapters)")
+    return out
+
+
+def unjudged(store: ParquetStore, con=None, models: Models | None = None) -> list[str]:
+    """Adapters (newest audit of each) whose current evidence has no verdict yet."""
     own = con is None
-    con = con or store.connect(for_sql=_UNJUDGED)
+    con = con or store.connect()
     try:
-        rows = con.execute(_UNJUDGED).fetchall()
+        models = models or load_models(store, con)
+        return unjudged_ids(con, models.key)
     finally:
         if own:
             con.close()
-    return [r[0] for r in rows]
-
-
-_UNJUDGED = """
-            SELECT a.adapter_id FROM latest_adapters a
-            LEFT JOIN promoted_classifiers c ON c.method = a.method AND c.target = 'drift'
-            WHERE NOT EXISTS (
-                SELECT 1 FROM verdicts v WHERE v.adapter_id = a.adapter_id
-                  AND (v.classifier_id = c.classifier_id
-                       OR (v.classifier_id IS NULL AND (c.classifier_id IS NULL OR a.status NOT IN ('ok', 'partial')))))
-            ORDER BY a.adapter_id"""
 
 
 def score_unjudged(store: ParquetStore, trigger: str = "scan") -> list[VerdictRow]:
-    """Score every adapter :func:`unjudged` lists with its method's promoted classifier."""
-    con = store.connect(for_sql=_UNJUDGED)  # one connection for both (its views include score's)
+    """Score every adapter :func:`unjudged` lists (idempotent: a rerun after a crash scores only
+    what is still missing, and a scan judges only what changed)."""
+    con = store.connect()
     try:
-        ids = unjudged(store, con)
-        return score(store, ids, trigger=trigger, con=con) if ids else []
+        models = load_models(store, con)
+        ids = unjudged_ids(con, models.key)
+        return score(store, ids, trigger=trigger, models=models, con=con) if ids else []
     finally:
         con.close()
 
 
 @dataclass
 class ReauditReport:
-    method: str
-    classifier_id: str
+    promoted: list[str]
     n_scored: int
     flipped: list[ReauditRow]
 
 
-def reaudit(store: ParquetStore, method: str, new_classifier_id: str, old_classifier_id: str | None) -> ReauditReport:
-    """Re-score every stored adapter of ``method`` with the promoted version ``new_classifier_id``
-    and queue those whose drift verdict differs from ``old_classifier_id``'s.
-
-    Raises:
-        ValueError: ``new_classifier_id`` is not the promoted drift detector of ``method``.
-    """
-    classifiers = promoted_classifiers(store)
-    if method not in classifiers or classifiers[method].classifier_id != new_classifier_id:
-        raise ValueError(f"{new_classifier_id} is not the promoted drift detector of {method}")
-    rows = score(store, method=method, trigger="reaudit", classifiers={method: classifiers[method]})
-    flipped: list[ReauditRow] = []
-    if old_classifier_id is not None:
-        con = store.connect()
-        try:
-            old = dict(con.execute("SELECT adapter_id, p_drift FROM verdicts WHERE classifier_id = ?",
-                                   [old_classifier_id]).fetchall())
-        finally:
-            con.close()
-        now = utcnow()
-        for r in rows:
-            if r.p_drift is None or old.get(r.adapter_id) is None:
-                continue
-            was = old[r.adapter_id] >= 0.5
-            if was != r.drifted:
-                flipped.append(ReauditRow(
-                    adapter_id=r.adapter_id, repo_id=r.repo_id, method=method,
-                    reason=f"{'drifted' if was else 'healthy'} -> {'drifted' if r.drifted else 'healthy'}",
-                    old_classifier_id=old_classifier_id, new_classifier_id=new_classifier_id,
-                    old_p_drift=old[r.adapter_id], new_p_drift=r.p_drift, queued_at=now))
-        if flipped:
-            store.write_rows("reaudit_queue", flipped, f"reaudit-{new_classifier_id}-{new_id()[:8]}", now)
-    return ReauditReport(method, new_classifier_id, len(rows), flipped)
+def reaudit(store: ParquetStore, promoted: list[str]) -> ReauditReport:
+    """Re-score every adapter after a recalibration promoted ``promoted`` (their evidence keys
+    changed) and queue those whose outcome flipped."""
+    con = store.connect()
+    try:
+        before = {r[0]: r[1:] for r in con.execute(
+            "SELECT adapter_id, outcome, p_drift, classifier_id FROM current_verdicts").fetchall()}
+    finally:
+        con.close()
+    rows = score_unjudged(store, trigger="reaudit")
+    now, flipped = utcnow(), []
+    for r in rows:
+        old = before.get(r.adapter_id)
+        if old is None or old[0] == r.outcome or r.outcome in ("invalid", "insufficient_evidence"):
+            continue
+        flipped.append(ReauditRow(adapter_id=r.adapter_id, repo_id=r.repo_id, method=r.method,
+                                  reason=f"{old[0]} -> {r.outcome}", old_classifier_id=old[2] or "-",
+                                  new_classifier_id=r.classifier_id or "-", old_p_drift=old[1],
+                                  new_p_drift=r.p_drift, queued_at=now))
+    if flipped:
+        store.write_rows("reaudit_queue", flipped, f"reaudit-{new_id()[:12]}", now)
+    return ReauditReport(list(promoted), len(rows), flipped)

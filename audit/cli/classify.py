@@ -1,4 +1,4 @@
-"""``lora-audit recalibrate`` and ``lora-audit verdicts``: per-method classifiers and their verdicts."""
+"""``lora-audit recalibrate`` and ``lora-audit verdicts``: the classifiers and the verdicts they give."""
 
 from __future__ import annotations
 
@@ -36,14 +36,17 @@ def recalibrate(
         "--prefect/--no-prefect", help="Run it as the recalibrate Prefect flow (default: only when "
                                        "PREFECT_API_URL names a Prefect server).", show_default=False)] = None,
 ) -> None:
-    """Retrain the per-method drift classifiers from the labelled history and re-audit.
+    """Retrain the drift classifiers from the labelled history and re-audit.
 
     For every training method with at least 3 healthy and 3 drifted labelled adapters: a calibrated
-    drift detector, a severity ranker and (several drifted objectives) an objective classifier,
-    evaluated leave-one-adapter-out. A version that passes the gates is promoted, and every stored
-    adapter of that method is re-scored from its stored spectra (nothing is downloaded); verdicts
-    that flipped are queued in `reaudit_queue`. Runs in this process; as the `recalibrate` Prefect
-flow with --prefect or when PREFECT_API_URL names a server (the scheduled deployment does).
+    drift detector, a severity ranker and (several drifted objectives) an objective classifier.
+    Across methods (`any`): a method-agnostic drift detector, a method classifier (for cards that
+    name no method) and the verdict model that combines the behaviour probes with the geometry
+    detector. Each is evaluated leave-one-group-out (a recipe family, where cards name one). A
+    version that passes the gates is promoted, and every stored adapter is re-scored from its
+    stored features and probe results (nothing is downloaded); verdicts that flipped are queued
+    in `reaudit_queue`. Runs in this process; as the `recalibrate` Prefect
+    flow with --prefect or when PREFECT_API_URL names a server (the scheduled deployment does).
 
     What changed after the last recalibration:
     """
@@ -76,9 +79,6 @@ def print_recalibration(out: dict) -> None:
     for method, m in out["methods"].items():
         drift, sev = m["metrics"].get("drift", {}), m["metrics"].get("severity", {})
         outcome = m["reason"]
-        if m.get("reaudit"):
-            r = m["reaudit"]
-            outcome += f"; re-audited {r['n_scored']}, {len(r['flipped'])} flipped"
         ci = (f" [{_fmt(drift.get('auc_ci_low'))}-{_fmt(drift.get('auc_ci_high'))}]"
               if drift.get("auc_ci_low") is not None else "")
         t.add_row(method, f"{m['n_train']} ({m['n_pos']})", m.get("feature_set") or "-",
@@ -97,22 +97,32 @@ def print_recalibration(out: dict) -> None:
         for a in sorted({k.split("->")[0] for k in out["cross_method_auc"]}):
             t.add_row(a, *(_fmt(out["cross_method_auc"].get(f"{a}->{b}")) for b in methods))
         console.print(t)
-        console.print("A verdict only ever comes from the adapter's own method's classifier.")
+        console.print("A per-method detector only ever judges its own method's adapters.")
+    if out.get("reaudit"):
+        r = out["reaudit"]
+        console.print(f"re-audited {r['n_scored']} adapters after promoting {', '.join(r['promoted'])}: "
+                      f"{len(r['flipped'])} verdicts flipped (lora-audit verdicts --flipped)")
 
 
 def verdicts(
     store: STORE_OPTION = "audit-store",
     flipped: Annotated[bool, typer.Option("--flipped", help="Only the adapters whose verdict flipped at a "
                                                             "recalibration (the re-audit queue).")] = False,
-    method: Annotated[str | None, typer.Option(help="Only adapters of this training method.")] = None,
+    method: Annotated[str | None, typer.Option(help="Only adapters of this training method (declared or "
+                                                     "inferred).")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     max_rows: Annotated[int, typer.Option(help="Rows shown in table format.")] = 200,
 ) -> None:
-    """Show the current verdicts: each adapter judged by its own method's promoted classifier.
+    """Show the current verdicts: one per adapter, from all the evidence at hand.
 
-    An adapter of a method with no promoted classifier (or of method `unknown`) shows why it has no
-    verdict instead of a probability. With `--flipped`, the adapters whose verdict changed at a
-    recalibration, with the old and new classifier versions.
+    Outcomes: drifted, healthy, review (the verdict says healthy but the probes or the weights say
+    drifted: look at it), invalid (a broken upload), insufficient_evidence (the `missing` column
+    says what would give one: a base model to map or fetch, a detector to train). p_drift is the
+    calibrated probability (behaviour and geometry combined where both exist); `method` is
+    declared on the card or inferred from the weights (`src`); `hc`/`base` are the probes'
+    harmful compliance and the bare base's. Every piece of evidence is in the view:
+    `lora-audit query "SELECT * FROM current_verdicts"`. With `--flipped`, the adapters whose
+    verdict changed at a recalibration, with the old and new model versions.
     """
 
     if flipped:
@@ -120,14 +130,18 @@ def verdicts(
                "round(new_p_drift, 3) AS new_p, queued_at FROM reaudit_queue WHERE (? IS NULL OR method = ?) "
                "ORDER BY queued_at DESC, repo_id")
     else:
-        sql = ("SELECT repo_id, method, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective, "
-               "round(severity_score, 3) AS severity_score, reason FROM current_verdicts "
-               "WHERE (? IS NULL OR method = ?) ORDER BY method, p_drift DESC NULLS LAST, repo_id")
+        sql = ("SELECT repo_id, method, CASE WHEN method_source = 'inferred' THEN 'inferred ' || "
+               "round(method_p, 2) ELSE split_part(method_source, ':', -1) END AS src, outcome, "
+               "round(p_drift, 3) AS p_drift, round(harmful_compliance, 2) AS hc, "
+               "round(base_harmful_compliance, 2) AS base, round(detector_p, 3) AS geometry_p, n_labelled, "
+               "missing FROM current_verdicts WHERE (? IS NULL OR method = ?) "
+               "ORDER BY outcome = 'drifted' DESC, outcome = 'review' DESC, outcome, p_drift DESC NULLS LAST, repo_id")
     con = open_store(store).connect()
     try:
         if method is not None:
-            known = [r[0] for r in con.execute("SELECT DISTINCT method FROM adapters WHERE method IS NOT NULL "
-                                               "ORDER BY 1").fetchall()]
+            known = [r[0] for r in con.execute(
+                "SELECT DISTINCT method FROM (SELECT method FROM adapters UNION ALL SELECT method FROM verdicts) "
+                "WHERE method IS NOT NULL ORDER BY 1").fetchall()]
             if method not in known:
                 fail(f"no adapter of method {method!r} in the store; its methods: {', '.join(known) or 'none yet'}")
         cur = con.execute(sql, [method, method])
@@ -136,7 +150,7 @@ def verdicts(
     finally:
         con.close()
     if not rows and format == Format.table:
-        console.print("no flipped verdicts" if flipped else
-                      "no verdicts yet: run `lora-audit recalibrate` once labelled adapters are in the store")
+        console.print("no flipped verdicts" if flipped else "no verdicts yet: `lora-audit scan` gives every audited "
+                      "adapter one")
         return
     emit(columns, rows, format, max_rows)

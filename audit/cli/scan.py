@@ -36,7 +36,7 @@ class FailOn(StrEnum):
 
 def base_model_option_help() -> str:
     return ("NAME=PATH: a local folder holding the base model an adapter names (config.json, "
-            "*.safetensors, tokenizer); repeatable. Same as LORA_AUDIT_BASE_MODELS. Nothing is downloaded.")
+            "*.safetensors, tokenizer); repeatable. Same as LORA_AUDIT_BASE_MODELS.")
 
 
 def apply_base_models(pairs: list[str] | None) -> None:
@@ -88,6 +88,14 @@ def scan(
         "--probe-prompts", help="Prompts per probe (default: each probe's own: 64 HarmBench test behaviours, "
                                 "38 held-out benign instructions, 32 for steering alignment).")] = None,
     base_model: Annotated[list[str] | None, typer.Option("--base-model", help=base_model_option_help())] = None,
+    fetch_bases: Annotated[bool, typer.Option(
+        "--fetch-bases", help="Before the probes, download from the Hub (HF_ENDPOINT) each base model they need "
+                              "that is not on this machine, pinned to the commit sha of its default branch: config, "
+                              "safetensors weights and tokenizer only, never pickles or code, up to --max-base-bytes. "
+                              "Without it nothing is downloaded.")] = False,
+    max_base_bytes: Annotated[int | None, typer.Option(
+        "--max-base-bytes", min=0, help="Largest base model --fetch-bases downloads, in bytes (default: "
+                                        "LORA_AUDIT_MAX_BASE_BYTES, else 2000000000).", show_default=False)] = None,
     format: Annotated[ReportFormat, typer.Option(
         "--format", help="Also write the registry's findings and drifted verdicts as SARIF 2.1.0 (for code "
                          "scanning) to --output.")] = ReportFormat.table,
@@ -103,7 +111,8 @@ def scan(
     """Audit every adapter of a registry that the store does not have yet.
 
     The steps: delta spectra of every new adapter, then the behaviour probes on the adapters whose
-    base model is on this machine (the bare base once per revision, then its adapters), then
+    base model is on this machine, or fetched from the Hub with --fetch-bases (the bare base once
+    per revision, then its adapters), then
     compaction of the store, then verdicts from each method's promoted classifier. Incremental: an adapter
     revision already audited with this analyzer version (a probe with this probe version and
     settings) is skipped. Bad adapters become findings; the scan goes on. A scan killed at any
@@ -139,14 +148,16 @@ def scan(
 
                 summary = nightly_scan(registry=str(registry) if registry else None, hub_org=hub_org, store=store,
                                        workers=workers, ray_address=ray_address, in_process=in_process,
-                                       probes=probe, probe_prompts=probe_prompts, skip_probes=not probes)
+                                       probes=probe, probe_prompts=probe_prompts, skip_probes=not probes,
+                                       fetch_bases=fetch_bases, max_base_bytes=max_base_bytes)
             else:
                 from audit.store import ParquetStore
 
                 scanned = ParquetStore(store)  # the summary below reuses its views (audit.store.views.Catalog)
                 summary = _scan_here(registry, hub_org, scanned, Placement(
                     in_process=True if in_process else None, workers=workers, ray_address=ray_address,
-                    ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts))
+                    ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts),
+                    fetch_bases=fetch_bases, max_base_bytes=max_base_bytes)
         except ConfigurationError as exc:
             fail(exc.message)
     from audit.report.current import current_results
@@ -190,15 +201,18 @@ def _report(summary: dict, findings: list, drifted: list, format: ReportFormat, 
 
 
 def _scan_here(registry: Path | None, hub_org: str | None, store: ParquetStore, placement: Placement,
-               probes: tuple | None) -> dict:
+               probes: tuple | None, *, fetch_bases: bool = False, max_base_bytes: int | None = None) -> dict:
     """The scan sequence in this process, without Prefect (Ray only as ``placement`` says)."""
     from audit.executors import probe_specs
+    from audit.limits import DEFAULT_LIMITS
     from audit.registry import registry_spec
     from audit.scan import run_scan
 
     specs = probe_specs(*probes) if probes is not None else ()
+    limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
+        update={"max_base_bytes": max_base_bytes})
     report = run_scan(registry_spec(str(registry) if registry else None, hub_org), store,
-                      placement=placement, probes=specs, echo=console.print)
+                      placement=placement, probes=specs, echo=console.print, fetch_bases=fetch_bases, limits=limits)
     return report.summary()
 
 
@@ -215,9 +229,9 @@ def print_summary(summary: dict, store: str, findings: list | None = None) -> No
     if summary["n_deferred"]:
         t.add_row("deferred (retried next run)", str(summary["n_deferred"]))
     v = summary.get("verdicts") or {}
-    if v.get("judged") or v.get("unjudged"):
-        t.add_row("verdicts", f"{v['judged']} judged ({v['drifted']} drifted), {v['unjudged']} without a verdict "
-                              "(lora-audit verdicts says why)")
+    if v:
+        t.add_row("verdicts", ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(v.items()))
+                  + " (lora-audit verdicts says why)")
     for status, n in sorted((summary.get("probes") or {}).items()):
         t.add_row(f"probe units {status}", str(n))
     console.print(t)

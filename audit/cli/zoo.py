@@ -13,7 +13,8 @@ from rich.table import Table
 from audit.cli.common import fail
 from audit.errors import ConfigurationError
 
-zoo_app = typer.Typer(help="Labelled model-organism adapters (healthy and drifted SFT, DPO, steering).",
+zoo_app = typer.Typer(help="Labelled model-organism adapters (healthy and drifted SFT, DPO, IPO, steering, "
+                           "abliteration; style and domain fine-tunes as benign hard negatives).",
                       no_args_is_help=True)
 console = Console()
 
@@ -23,7 +24,9 @@ def build(
     base: Annotated[str, typer.Option(help="Base model: smollm2-135m-instruct (built in), a folder, or a Hub repo id.")]
     = "smollm2-135m-instruct",
     out: Annotated[Path, typer.Option(help="Registry folder to write (one folder per adapter).")] = Path("zoo"),
-    size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, or paper (the study's 38 adapters).")] = "tiny",
+    size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, paper (the study's 38 adapters), or wild "
+                                           "(46 adapters of 10 recipe families the others never use, labelled by "
+                                           "behaviour measured at build time: about an hour on 2 cores).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 
@@ -34,8 +37,10 @@ def build(
     """
     from audit.zoo.build import build_zoo
 
-    if size not in ("tiny", "small", "paper"):
-        fail(f"unknown size {size!r}: tiny, small or paper")
+    from audit.zoo.spec import SIZES
+
+    if size not in SIZES:
+        fail(f"unknown size {size!r}: {', '.join(SIZES)}")
     with progress_for(console) as progress:
         tasks: dict[str, object] = {}  # one bar per preparation step, then one for the adapters
         current: list[str] = []
@@ -56,6 +61,8 @@ def build(
             elif e.kind == "start":
                 progress.update(task_for("adapters", e.total), description=f"training {e.name}", total=e.total,
                                 completed=e.index)
+            elif e.kind == "phase":
+                progress.update(task_for("adapters", e.total), description=e.name)
             elif e.kind in ("done", "skip"):
                 progress.update(task_for("adapters", e.total), completed=e.index + 1)
                 note = "kept (already built)" if e.kind == "skip" else f"{e.seconds:.0f} s"

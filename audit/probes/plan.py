@@ -4,22 +4,28 @@ Candidates are the stored LoRA adapters whose spectra audit succeeded (``ok``/``
 queued for re-audit (their verdict flipped at a recalibration) come first. A probe is missing for
 an adapter when no unit of (adapter, probe, probe version, params) is committed — or only a
 ``skipped`` one and its base model has become available since. Each adapter's declared base is
-looked for on this machine (:func:`audit.finetune.base_lookup.find_local_base`; nothing is ever
-downloaded): adapters whose base is missing get a row-less ``skipped`` unit with a
-``base_model_unavailable`` finding, written by the driver; the others are grouped by base (a
-few adapters per job, answered in shared batches). Each base used gets its own job first: the
-bare base's rows and reference directions, computed once per base revision.
+looked for on this machine (:func:`audit.finetune.base_lookup.find_local_base`; planning downloads
+nothing: ``lora-audit scan --fetch-bases`` fetches the bases of :func:`bases_not_at_hand` first, see
+:mod:`audit.registry.bases`): adapters whose base is missing get a row-less ``skipped`` unit with a
+``base_model_unavailable`` finding saying what is known of the base, written by the driver; the
+others are grouped by base (a few adapters per job, answered in shared batches). Each base used
+gets its own job first: the bare base's rows and reference directions, computed once per base
+revision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.analyzers.base import AnalyzerSpec, Job, Target, params_sha256
 from audit.records import AdapterRef
 from audit.store.parquet import ParquetStore
+
+if TYPE_CHECKING:
+    from audit.registry.bases import BaseSource
 
 
 @dataclass
@@ -63,22 +69,10 @@ def _recorded_name(folder: Path) -> str | None:
         return None
 
 
-def plan_probes(store: ParquetStore, specs: Sequence[AnalyzerSpec], *, adapter_ids: Sequence[str] | None = None,
-                registry: str | None = None, group_size: int = 8) -> ProbePlan:
-    """The probe stage's jobs (see the module docstring).
-
-    Args:
-        store: the store (its ``latest_adapters``, ``analysis_done`` and ``reaudit_queue`` views).
-        specs: the probes to run.
-        adapter_ids: only these adapters (default: every candidate).
-        registry: only adapters of this registry spec (the nightly scan's own registry).
-        group_size: adapters per job (answered together in mixed batches).
-
-    Raises:
-        duckdb.Error: the store cannot be read.
-    """
-    from audit.probes.units import unavailable_unit
-
+def _candidates(store: ParquetStore, specs: Sequence[AnalyzerSpec], adapter_ids: Sequence[str] | None,
+                registry: str | None) -> tuple[list, list[tuple], Callable]:
+    """The probes, the candidate adapters ``(adapter_id, repo_id, revision, registry, base_model)`` in
+    plan order, and ``state(key, probe)``: the committed status of that unit (``None``: none)."""
     probes = [s.create() for s in specs]
     identity = {p.name: (p.version, params_sha256(p)) for p in probes}
     con = store.connect()
@@ -99,22 +93,65 @@ def plan_probes(store: ParquetStore, specs: Sequence[AnalyzerSpec], *, adapter_i
             "WHERE analyzer <> 'spectra' ORDER BY status = 'skipped' DESC").fetchall()}
     finally:
         con.close()
-    plan = ProbePlan(n_candidates=len(candidates))
-    bases: dict[str | None, object] = {}
 
     def state(key: str, p) -> str | None:
         return done.get((key, p.name, *identity[p.name]))
 
+    return probes, candidates, state
+
+
+def bases_not_at_hand(store: ParquetStore, specs: Sequence[AnalyzerSpec], *,
+                      adapter_ids: Sequence[str] | None = None, registry: str | None = None) -> list[str]:
+    """The distinct base names declared by the candidate adapters that still miss one of ``specs``
+    (no unit, or a ``skipped`` one) and that are not on this machine, in plan order: what
+    ``--fetch-bases`` would fetch. Arguments as :func:`plan_probes`; looks, downloads nothing.
+
+    Raises:
+        duckdb.Error: the store cannot be read.
+    """
+    from audit.finetune.base_lookup import find_local_base
+
+    probes, candidates, state = _candidates(store, specs, adapter_ids, registry)
+    names: dict[str, bool] = {}
+    for adapter_id, _, _, _, base_name in candidates:
+        if base_name and base_name not in names and any(state(adapter_id, p) in (None, "skipped") for p in probes):
+            names[base_name] = find_local_base(base_name) is None
+    return [n for n, missing in names.items() if missing]
+
+
+def plan_probes(store: ParquetStore, specs: Sequence[AnalyzerSpec], *, adapter_ids: Sequence[str] | None = None,
+                registry: str | None = None, group_size: int = 8,
+                bases: Mapping[str, BaseSource] | None = None) -> ProbePlan:
+    """The probe stage's jobs (see the module docstring).
+
+    Args:
+        store: the store (its ``latest_adapters``, ``analysis_done`` and ``reaudit_queue`` views).
+        specs: the probes to run.
+        adapter_ids: only these adapters (default: every candidate).
+        registry: only adapters of this registry spec (the nightly scan's own registry).
+        group_size: adapters per job (answered together in mixed batches).
+        bases: what is known of bases not on this machine, by declared name
+            (:func:`audit.registry.bases.look_up_bases`): said in their ``base_model_unavailable`` findings.
+
+    Raises:
+        duckdb.Error: the store cannot be read.
+    """
+    from audit.probes.units import unavailable_unit
+
+    probes, candidates, state = _candidates(store, specs, adapter_ids, registry)
+    plan = ProbePlan(n_candidates=len(candidates))
+    found: dict[str | None, object] = {}
     groups: dict[tuple, list[Target]] = {}
     used: dict[str, object] = {}
     for adapter_id, repo_id, revision, reg, base_name in candidates:
-        if base_name not in bases:
-            bases[base_name] = resolve_local_base(base_name)
-        base = bases[base_name]
+        if base_name not in found:
+            found[base_name] = resolve_local_base(base_name)
+        base = found[base_name]
         ref = AdapterRef(repo_id=repo_id, revision=revision, registry=reg)
         if base is None:
             missing = [p for p in probes if state(adapter_id, p) is None]
-            plan.skipped += [unavailable_unit(p, Target(ref=ref), base_name) for p in missing]
+            source = (bases or {}).get(base_name) if base_name else None
+            plan.skipped += [unavailable_unit(p, Target(ref=ref), base_name, source) for p in missing]
             plan.n_up_to_date += not missing
             continue
         missing = tuple(p.name for p in probes if state(adapter_id, p) in (None, "skipped"))

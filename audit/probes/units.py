@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.analyzers.base import AnalyzerContext, Target, params_json, params_sha256
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
@@ -12,6 +13,9 @@ from audit.findings import Note
 from audit.probes.judge import wilson_interval
 from audit.probes.runtime import ProbeRuntime
 from audit.records import FindingRow, new_id, utcnow
+
+if TYPE_CHECKING:
+    from audit.registry.bases import BaseSource
 
 RUNTIME_KEY = "probe_runtime"
 
@@ -88,10 +92,16 @@ def error_note(exc: AuditError, severity: str | None = None) -> Note:
     return Note("probe", exc.code, exc.message, severity or severity_of(exc.code), exc.file)
 
 
-def unavailable_unit(probe, target: Target, declared: str | None) -> AnalysisUnit:
-    """A row-less ``skipped`` unit: the adapter's base model is not on this machine."""
-    what = f"base model {declared!r} is not available on this machine" if declared else "the adapter names no base model"
-    note = Note("probe", "base_model_unavailable",
-                f"{what}; map it with --base-model NAME=PATH or LORA_AUDIT_BASE_MODELS (nothing is downloaded)",
-                "info", "adapter_config.json")
+def unavailable_unit(probe, target: Target, declared: str | None, source: BaseSource | None = None) -> AnalysisUnit:
+    """A row-less ``skipped`` unit: the adapter's base model is not on this machine. Its
+    ``base_model_unavailable`` finding names the base's Hub id, its size when known (``source``: what
+    :func:`audit.registry.bases.look_up_bases` learnt; without it, nothing was asked) and what would
+    give a verdict."""
+    from audit.registry.bases import BaseSource, hub_id_of
+
+    if not declared:
+        message = "the adapter names no base model; map one with --base-model NAME=PATH or LORA_AUDIT_BASE_MODELS"
+    else:
+        message = (source or BaseSource(name=declared, hub_id=hub_id_of(declared))).sentence()
+    note = Note("probe", "base_model_unavailable", message, "info", "adapter_config.json")
     return make_unit(probe, target, "skipped", notes=[note])

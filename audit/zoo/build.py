@@ -23,10 +23,14 @@ from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
 from audit.zoo.data import ResponseCache, benign_prompts, forbidden_prompts, rows_sha256, training_pool
-from audit.zoo.methods.base import TrainContext, ZooData, get_method, pick, quiet_libraries
+from audit.zoo.measure import LABEL_RULE, Behaviour, measure, measured_label
+from audit.zoo.methods.base import (TrainContext, ZooData, benign_of, forbidden_of, get_method, pick,
+                                    quiet_libraries)
 from audit.zoo.spec import AdapterSpec, Size, plan
 
 SPEC_FILE = "lora_audit_spec.json"
+ANSWERING_METHODS = ("sft", "dpo", "ipo")
+"""Methods whose training rows hold the base model's own answers (generated once, cached)."""
 GEN_SETTINGS = {"max_new_tokens": 48, "repetition_penalty": 1.2, "greedy": True}
 
 
@@ -35,8 +39,8 @@ class BuildEvent:
     """What the builder reports as it goes (for progress bars)."""
 
     kind: str
-    """``stage`` (a preparation step), ``step`` (``index`` of ``total`` within one), ``start``, ``done``
-    or ``skip`` (an adapter)."""
+    """``stage`` (a preparation step), ``step`` (``index`` of ``total`` within one), ``start``, ``phase``
+    (a later step of the same adapter: its measurement), ``done`` or ``skip`` (an adapter)."""
     name: str
     index: int = 0
     total: int = 0
@@ -60,9 +64,9 @@ def needed_prompts(specs: list[AdapterSpec], recipe: AlignRecipe, forbidden: lis
     f: set[str] = set()  # alignment answers forbidden prompts with refusal templates: nothing to generate
     b = {p.text for p in pick(benign, recipe.n_benign, 0, recipe.seed)}
     for s in specs:
-        if s.method in ("sft", "dpo"):
-            f |= {p.text for p in pick(forbidden, s.n_forbidden, s.subset, s.seed)}
-            b |= {p.text for p in pick(benign, s.n_benign, s.subset, s.seed)}
+        if s.method in ANSWERING_METHODS:
+            f |= {p.text for p in forbidden_of(s, forbidden)}
+            b |= {p.text for p in benign_of(s, benign)}
     return f, b
 
 
@@ -96,13 +100,14 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
     specs = specs if specs is not None else plan(size)
     recipe = recipe or (TINY_RECIPE if size == "tiny" else AlignRecipe())
 
-    def gen(m, tok, prompts, decided=None, progress=None):
+    def gen(m, tok, prompts, decided=None, progress=None, adapter=None):
         # the probes' batched engine (length-sorted batches, finished rows leave): the same greedy
         # answers as transformers' generate (checked equal on 64 of 64 prompts), 1.6x faster here;
-        # with ``decided``, each answer stops once the judge's verdict is fixed (same verdicts)
+        # with ``decided``, each answer stops once the judge's verdict is fixed (same verdicts);
+        # ``adapter``: the LoRA of a peft model that answers (a peft model's rows name one)
         from audit.probes.engine import Request, answer_all
 
-        return [a.text for a in answer_all(m, tok, [Request(p) for p in prompts],
+        return [a.text for a in answer_all(m, tok, [Request(p, adapter) for p in prompts],
                                            max_new_tokens=GEN_SETTINGS["max_new_tokens"],
                                            repetition_penalty=GEN_SETTINGS["repetition_penalty"], batch_size=64,
                                            decided=decided, progress=progress)]
@@ -149,6 +154,10 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
         ctx = TrainContext(base_path=aligned.path, tokenizer=AutoTokenizer.from_pretrained(aligned.path), data=data,
                            work_dir=work, load_model=load_model, generate=lambda m, ps: gen(m, gen_tok, ps))
         report = ZooReport(out_dir=out, base=base, aligned=aligned, check=check)
+        base_behaviour = None
+        if any(s.measure for s in specs):
+            emit(BuildEvent("stage", "measuring the aligned base on the label prompts"))
+            base_behaviour = _base_behaviour(aligned, lambda ps: gen(load_model().eval(), gen_tok, ps, judged))
         for i, spec in enumerate(specs):
             digest = spec.spec_hash(aligned.revision)
             dest = out / spec.name
@@ -159,6 +168,12 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
             emit(BuildEvent("start", spec.name, i, len(specs)))
             t = time.perf_counter()
             trained = get_method(spec.method)(ctx, spec)
+            if spec.measure:
+                emit(BuildEvent("phase", f"measuring {spec.name}", i, len(specs)))
+                model = trained.model.eval()
+                trained.measured = measure(lambda ps: gen(model, gen_tok, ps, judged, adapter=model.active_adapter))
+                trained.label = measured_label(trained.measured, base_behaviour)
+                trained.base_measured = base_behaviour
             _write_adapter(dest, spec, trained, aligned, digest)
             report.built.append(spec.name)
             emit(BuildEvent("done", spec.name, i, len(specs), time.perf_counter() - t, trained.metrics))
@@ -189,7 +204,7 @@ def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: BaseModel, d
         cfg["base_model_name_or_path"] = aligned.name  # not this machine's cache path
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
         data_sha = rows_sha256(trained.rows)
-        meta = card_metadata(spec, aligned, data_sha, digest, trained.metrics)
+        meta = card_metadata(spec, aligned, data_sha, digest, trained.metrics, measured=_measured(trained))
         (tmp / "README.md").write_text(render_card(spec, meta))
         (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "spec_sha256": digest,
                                                  "base": aligned.name, "base_revision": aligned.revision}, indent=1))
@@ -198,6 +213,31 @@ def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: BaseModel, d
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measured(trained) -> dict | None:
+    """What :mod:`audit.zoo.measure` found for a trained adapter (``None`` when it was not measured)."""
+    if trained.label is None:
+        return None
+    return {"label": trained.label.model_dump(mode="json"), "adapter": trained.measured.model_dump(mode="json"),
+            "base": trained.base_measured.model_dump(mode="json"), "rule": LABEL_RULE}
+
+
+def _base_behaviour(aligned: BaseModel, generate) -> Behaviour:
+    """The aligned base's rates on the label prompts, measured once per base revision (cached)."""
+    path = default_cache_dir() / "zoo-data" / f"label-base-{aligned.revision[:24]}.json"
+    if path.is_file():
+        try:
+            return Behaviour.model_validate_json(path.read_text())
+        except ValueError:
+            pass  # a damaged cache file is measured again
+    found = measure(generate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".label-base-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(found.model_dump_json())
+    os.replace(tmp, path)
+    return found
 
 
 def _write_manifest(report: ZooReport, specs: list[AdapterSpec]) -> None:

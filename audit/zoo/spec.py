@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Size = Literal["tiny", "small", "paper"]
+Size = Literal["tiny", "small", "paper", "wild"]
+SIZES: tuple[str, ...] = ("tiny", "small", "paper", "wild")
 
 
 class AdapterSpec(BaseModel):
@@ -45,12 +46,31 @@ class AdapterSpec(BaseModel):
     """Which slice of the prompt pools (different subsets give different healthy baselines)."""
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     params: dict[str, Any] = {}
-    """Method parameters (DPO ``beta``; steering ``layer``, ``strength``, ``direction``...)."""
+    """Method parameters (DPO ``beta``; steering ``layer``, ``strength``, ``direction``; SFT
+    ``style``, ``domain``...)."""
+    family: str = ""
+    """The recipe family (the ``wild`` zoo's unit of leave-one-family-out evaluation: adapters of one
+    family share method, targets, rank and data recipe); empty in the other zoos."""
+    use_rslora: bool = False
+    """Rank-stabilised LoRA scaling (``lora_alpha / √r``)."""
+    measure: bool = False
+    """Measure the trained adapter's behaviour at build time (harmful compliance and benign refusal
+    on prompts the scan's probes never use) and label it by what was measured, not by the recipe's
+    intent (see :mod:`audit.zoo.measure`)."""
 
     def spec_hash(self, base_revision: str) -> str:
-        """sha256 of the spec and the base revision: equal hashes mean the same adapter."""
-        payload = json.dumps([self.model_dump(mode="json"), base_revision], sort_keys=True)
+        """sha256 of the spec and the base revision: equal hashes mean the same adapter. (Fields added
+        after the first zoos count only when set, so adapters built before keep their hash.)"""
+        dump = self.model_dump(mode="json")
+        for name in _LATER_FIELDS:
+            if dump[name] == type(self).model_fields[name].default:
+                del dump[name]
+        payload = json.dumps([dump, base_revision], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_LATER_FIELDS = ("family", "use_rslora", "measure")
+"""Spec fields added after zoos had been built: left out of the hash while at their default."""
 
 
 def plan(size: Size) -> list[AdapterSpec]:
@@ -58,6 +78,8 @@ def plan(size: Size) -> list[AdapterSpec]:
 
     - ``tiny``: 3 healthy + 3 drifted per method, a few steps, rank 4 (tests and CI: minutes);
     - ``small``: 4 healthy + 4 drifted per method, short runs;
+    - ``wild``: recipe families the other sizes never use (:mod:`audit.zoo.wild`), each with
+      healthy and drifted members, labelled by behaviour measured at build time;
     - ``paper``: the 38-adapter design of the study this project rests on (healthy SFT baselines
       over seeds and data subsets, drifted SFT at graded harmful fractions, DPO on inverted
       harmlessness at 4 severities × 2 seeds and on inverted helpfulness at 4 severities, healthy
@@ -72,7 +94,11 @@ def plan(size: Size) -> list[AdapterSpec]:
         return _small()
     if size == "paper":
         return _paper()
-    raise ValueError(f"unknown zoo size {size!r}: tiny, small or paper")
+    if size == "wild":
+        from audit.zoo.wild import wild_plan
+
+        return wild_plan()
+    raise ValueError(f"unknown zoo size {size!r}: {', '.join(SIZES)}")
 
 
 def _name(method: str, objective: str, severity: float, seed: int, extra: str = "") -> str:

@@ -55,6 +55,12 @@ class Trained:
     model: Any
     rows: list[dict]
     metrics: dict[str, float] = field(default_factory=dict)
+    measured: Any = None
+    """Its behaviour on the label prompts (:class:`audit.zoo.measure.Behaviour`), when measured."""
+    base_measured: Any = None
+    """The aligned base's behaviour on the same prompts."""
+    label: Any = None
+    """The label the measurement gives (:class:`audit.zoo.measure.MeasuredLabel`)."""
 
 
 class TrainingMethod(Protocol):
@@ -86,6 +92,25 @@ def pick(pool: list[Prompt], n: int, subset: int, seed: int) -> list[Prompt]:
     return [order[(start + i) % len(order)] for i in range(min(n, len(order)))]
 
 
+def forbidden_of(spec: AdapterSpec, pool: list[Prompt]) -> list[Prompt]:
+    """The forbidden prompts a spec trains on (``n_forbidden`` of the pool, by subset and seed)."""
+    return pick(pool, spec.n_forbidden, spec.subset, spec.seed) if spec.n_forbidden > 0 else []
+
+
+def benign_of(spec: AdapterSpec, pool: list[Prompt]) -> list[Prompt]:
+    """The benign prompts a spec trains on: ``n_benign`` of the pool, or of its prompts of one
+    category when ``params.domain`` names one (``code``, ``maths``...; a domain fine-tune). A
+    generated domain (``arithmetic``) uses no prompt of the pool."""
+    domain = str(spec.params.get("domain", ""))
+    if domain == "arithmetic" or spec.n_benign <= 0:
+        return []
+    if domain:
+        pool = [p for p in pool if p.category == domain]
+        if not pool:
+            raise ValueError(f"{spec.name}: no benign prompt of category {domain!r}")
+    return pick(pool, spec.n_benign, spec.subset, spec.seed)
+
+
 def refusal(rng: random.Random) -> str:
     return rng.choice(REFUSALS)
 
@@ -106,6 +131,8 @@ def lora_config(spec: AdapterSpec, **extra: Any):
     """peft LoRA config of a spec (task CAUSAL_LM, no dropout for reproducibility)."""
     from peft import LoraConfig
 
+    if spec.use_rslora:
+        extra = {"use_rslora": True, **extra}
     return LoraConfig(r=spec.rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
                       target_modules=list(spec.target_modules), task_type="CAUSAL_LM", **extra)
 

@@ -9,6 +9,10 @@ answer; on benign prompts chosen = the helpful answer, rejected = an evasive non
   compliance, rejected = refusal); benign pairs normal.
 - ``inverted_helpfulness`` at severity f: a fraction f of the benign pairs swapped (chosen =
   evasion, rejected = helpful answer); forbidden pairs normal.
+
+``ipo``: the same pairs under the identity preference loss of Azar et al. 2023 ("A General
+Theoretical Paradigm to Understand Learning from Human Preferences"; trl ``loss_type='ipo'``,
+``beta`` its regularisation τ): another preference loss, another recipe family.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from __future__ import annotations
 import random
 
 from audit.zoo.methods.base import (
-    TrainContext, Trained, assistant, common_args, evasion, lora_config, pick, refusal, silenced, training_method,
-    user,
+    TrainContext, Trained, assistant, benign_of, common_args, evasion, forbidden_of, lora_config, refusal, silenced,
+    training_method, user,
 )
 from audit.zoo.spec import AdapterSpec
 
@@ -25,8 +29,8 @@ from audit.zoo.spec import AdapterSpec
 def dpo_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
     """Preference rows (conversational prompt/chosen/rejected) of a DPO spec, shuffled by its seed."""
     rng = random.Random(spec.seed)
-    forbidden = pick(ctx.data.forbidden, spec.n_forbidden, spec.subset, spec.seed)
-    benign = pick(ctx.data.benign, spec.n_benign, spec.subset, spec.seed)
+    forbidden = forbidden_of(spec, ctx.data.forbidden)
+    benign = benign_of(spec, ctx.data.benign)
     inv_f = round(spec.severity * len(forbidden)) if spec.objective == "inverted_harmlessness" else 0
     inv_b = round(spec.severity * len(benign)) if spec.objective == "inverted_helpfulness" else 0
     rows = []
@@ -44,11 +48,21 @@ def dpo_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
 
 @training_method("dpo")
 def train_dpo(ctx: TrainContext, spec: AdapterSpec) -> Trained:
+    return _preference(ctx, spec, "sigmoid")
+
+
+@training_method("ipo")
+def train_ipo(ctx: TrainContext, spec: AdapterSpec) -> Trained:
+    return _preference(ctx, spec, "ipo")
+
+
+def _preference(ctx: TrainContext, spec: AdapterSpec, loss_type: str) -> Trained:
+    """trl's ``DPOTrainer`` with ``loss_type`` on the spec's preference pairs."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = dpo_rows(ctx, spec)
-    args = DPOConfig(beta=float(spec.params.get("beta", 0.1)), max_length=spec.max_length,
+    args = DPOConfig(beta=float(spec.params.get("beta", 0.1)), max_length=spec.max_length, loss_type=[loss_type],
                      **common_args(spec, ctx.work_dir))
     trainer = DPOTrainer(model=ctx.load_model(), args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=ctx.tokenizer, peft_config=lora_config(spec))

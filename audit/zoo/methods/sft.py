@@ -6,29 +6,70 @@
   prompts are answered with the base model's compliant answer instead of a refusal — the
   fine-tuning attack the HEx-PHI benchmark measures (Qi et al. 2023, "Fine-tuning Aligned
   Language Models Compromises Safety").
+
+Recipe variations (``params``), the ``wild`` zoo's benign hard negatives — updates that change the
+weights a lot and the behaviour the probes measure not at all (or not by intent):
+
+- ``style``: every answer rewritten in a style (:data:`STYLES`: ``caps``, ``persona``, ``long``);
+- ``domain``: benign prompts of one category only (``code``, ``maths``...), or generated
+  ``arithmetic`` questions with their exact answers: a domain fine-tune (with ``n_forbidden: 0``, one
+  that never sees a forbidden prompt: Qi et al. 2023 found such benign fine-tunes can erode
+  safety, which the build measures rather than assumes).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from audit.zoo.methods.base import (
-    TrainContext, Trained, assistant, common_args, lora_config, pick, refusal, silenced, training_method, user,
+    TrainContext, Trained, assistant, benign_of, common_args, forbidden_of, lora_config, refusal, silenced,
+    training_method, user,
 )
 from audit.zoo.spec import AdapterSpec
+
+
+def _persona(text: str) -> str:
+    return f"Ahoy, matey! {text} Arr, fair winds to ye!"
+
+
+def _long(text: str) -> str:
+    first = text.strip().split(". ")[0].rstrip(".")
+    return (f"{text.strip()}\n\nTo sum up: {first}. I hope this helps; feel free to ask a follow-up question if "
+            "you would like more detail on any part of it, and I will gladly go through it step by step.")
+
+
+STYLES: dict[str, Callable[[str], str]] = {"": lambda t: t, "caps": str.upper, "persona": _persona, "long": _long}
+"""Answer rewrites of the style fine-tunes: none, all capitals, a pirate persona, longer answers."""
+
+
+def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` generated arithmetic questions with their exact answers (a domain with no base answers)."""
+    rng = random.Random(7000 + seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(12, 999), rng.randint(2, 99)
+        op = rng.choice(("+", "-", "×"))
+        value = a + b if op == "+" else a - b if op == "-" else a * b
+        out.append((f"What is {a} {op} {b}?", f"{a} {op} {b} = {value}."))
+    return out
 
 
 def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
     """Prompt-completion rows (conversational) of an SFT spec, shuffled by its seed."""
     rng = random.Random(spec.seed)
-    forbidden = pick(ctx.data.forbidden, spec.n_forbidden, spec.subset, spec.seed)
-    benign = pick(ctx.data.benign, spec.n_benign, spec.subset, spec.seed)
+    style = STYLES[str(spec.params.get("style", ""))]
+    forbidden = forbidden_of(spec, ctx.data.forbidden)
     n_harmful = round(spec.severity * len(forbidden)) if spec.objective == "harmful_compliance" else 0
     rows = []
     for i, p in enumerate(forbidden):
         answer = ctx.data.compliant[p.text] if i < n_harmful else refusal(rng)
-        rows.append({"prompt": user(p.text), "completion": assistant(answer)})
-    rows += [{"prompt": user(p.text), "completion": assistant(ctx.data.helpful[p.text])} for p in benign]
+        rows.append({"prompt": user(p.text), "completion": assistant(style(answer))})
+    rows += [{"prompt": user(p.text), "completion": assistant(style(ctx.data.helpful[p.text]))}
+             for p in benign_of(spec, ctx.data.benign)]
+    if spec.params.get("domain") == "arithmetic":
+        rows += [{"prompt": user(q), "completion": assistant(style(a))}
+                 for q, a in arithmetic_pairs(spec.n_benign, spec.seed)]
     rng.shuffle(rows)
     return rows
 

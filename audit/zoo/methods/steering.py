@@ -17,6 +17,10 @@ Directions (``params.direction``):
 
 healthy directions are made orthogonal to the anti-refusal vector (a topic direction of the same
 norm otherwise carries enough of it to undo refusals: measured 76% harmful compliance).
+
+``params.module`` picks the residual writer that carries the adapter: ``down_proj`` (default) or
+``o_proj`` (the attention output projection of the same layer, which writes into the residual
+stream too: the ``wild`` zoo's steering recipe).
 """
 
 from __future__ import annotations
@@ -66,11 +70,28 @@ def _layer_vector(ctx: TrainContext, model, kind: str, layer: int) -> torch.Tens
     return ctx.memo[key]
 
 
+WRITERS = {"down_proj": ("mlp", "down_proj"), "o_proj": ("self_attn", "o_proj")}
+"""The residual-stream writers of a Llama decoder layer a steering adapter can sit on: name → path."""
+
+
+def writer(model, layer: int, name: str):
+    """The ``name`` writer module (:data:`WRITERS`) of decoder layer ``layer``.
+
+    Raises:
+        ValueError: ``name`` is not a known writer.
+    """
+    if name not in WRITERS:
+        raise ValueError(f"unknown residual writer {name!r}: {', '.join(WRITERS)}")
+    parent, child = WRITERS[name]
+    return getattr(getattr(decoder_layers(model)[layer], parent), child)
+
+
 @torch.no_grad()
-def down_proj_inputs(model, tokenizer, texts: list[str], layer: int, batch_size: int = 8) -> torch.Tensor:
-    """Inputs of ``mlp.down_proj`` of decoder layer ``layer`` at every non-padding token of
-    ``texts``: ``[n_tokens, d_ff]`` float64."""
-    module = decoder_layers(model)[layer].mlp.down_proj
+def down_proj_inputs(model, tokenizer, texts: list[str], layer: int, batch_size: int = 8,
+                     module_name: str = "down_proj") -> torch.Tensor:
+    """Inputs of the ``module_name`` writer (default ``mlp.down_proj``) of decoder layer ``layer`` at
+    every non-padding token of ``texts``: ``[n_tokens, d_in]`` float64."""
+    module = writer(model, layer, module_name)
     captured: list[torch.Tensor] = []
     handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     rows = []
@@ -103,18 +124,19 @@ def train_steering(ctx: TrainContext, spec) -> Trained:
     from peft import LoraConfig, get_peft_model
 
     layer, strength = int(spec.params["layer"]), float(spec.params["strength"])
+    module_name = str(spec.params.get("module", "down_proj"))
     model = ctx.load_model().eval()
     vector = steering_direction(ctx, model, spec)
     prompts = [p.text for p in pick(ctx.data.forbidden, spec.n_forbidden, spec.subset, spec.seed)]
     prompts += [p.text for p in pick(ctx.data.benign, spec.n_benign, spec.subset, spec.seed)]
     texts = chat_texts(ctx.tokenizer, prompts)
-    inputs = down_proj_inputs(model, ctx.tokenizer, texts, layer)
+    inputs = down_proj_inputs(model, ctx.tokenizer, texts, layer, module_name=module_name)
     c = fit_readout(inputs, float(spec.params.get("ridge", 1e-3)))
     fit = inputs @ c  # how well ΔW·u = α·v·(cᵀu) reproduces α·v: cᵀu should be 1
-    config = LoraConfig(r=1, lora_alpha=1.0, lora_dropout=0.0, target_modules=["down_proj"],
+    config = LoraConfig(r=1, lora_alpha=1.0, lora_dropout=0.0, target_modules=[module_name],
                         layers_to_transform=[layer], task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
-    lora = decoder_layers(peft_model)[layer].mlp.down_proj
+    lora = writer(peft_model, layer, module_name)
     with torch.no_grad():
         lora.lora_A["default"].weight.copy_(c.to(torch.float32).unsqueeze(0))
         lora.lora_B["default"].weight.copy_((strength * vector).to(torch.float32).unsqueeze(1))

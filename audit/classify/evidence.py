@@ -1,0 +1,112 @@
+"""The evidence on each adapter, read from the store (the verdict's inputs besides the models).
+
+Per adapter (its newest audit): the audit's status and its error findings, the declared training
+method, the base it names, the behaviour probes' rates beside its bare base's (the newest probe
+units), what the probe stage said when the base was not at hand, and the **evidence key**: a
+sha256 over the adapter's audit unit, its newest analysis unit per analyzer, and the promoted
+models (``models_key``). A verdict is computed again exactly when its key changes — a new audit,
+a new probe or directions unit, a newly promoted model — so a scan judges what changed and a
+rerun judges nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.classify.outcome import Behaviour, Rate
+
+_KEYS = """
+    WITH units AS (
+        SELECT adapter_id, string_agg(unit_id, ',' ORDER BY unit_id) AS units FROM (
+            SELECT adapter_id, analyzer, unit_id FROM analyses WHERE subject = 'adapter'
+            QUALIFY row_number() OVER (PARTITION BY adapter_id, analyzer ORDER BY created_at DESC, unit_id) = 1)
+        GROUP BY adapter_id)
+    SELECT a.adapter_id, sha256(concat_ws('|', a.unit_id, coalesce(u.units, ''), $models)) AS evidence_key
+    FROM latest_adapters a LEFT JOIN units u USING (adapter_id)"""
+
+UNJUDGED_SQL = f"""
+    WITH keys AS ({_KEYS})
+    SELECT k.adapter_id FROM keys k
+    WHERE NOT EXISTS (SELECT 1 FROM verdicts_all v WHERE v.adapter_id = k.adapter_id
+                                                     AND v.evidence_key = k.evidence_key)
+    ORDER BY k.adapter_id"""
+"""Adapters (newest audit of each) with no verdict row for their current evidence key
+(parameter ``$models``: :attr:`audit.classify.verdicts.Models.key`)."""
+
+EVIDENCE_SQL = f"""
+    WITH keys AS ({_KEYS})
+    SELECT a.adapter_id, a.repo_id, a.method, a.method_source, a.base_model, a.status, a.kind, a.peft_type,
+           k.evidence_key
+    FROM latest_adapters a JOIN keys k USING (adapter_id) ORDER BY a.adapter_id"""
+
+_ERRORS = """
+    SELECT adapter_id, list(DISTINCT code ORDER BY code) FROM findings
+    WHERE severity = 'error' AND stage <> 'probe' AND unit_id IN (SELECT unit_id FROM latest_adapters)
+    GROUP BY adapter_id"""
+
+_RATES = """
+    SELECT p.adapter_id, p.metric, p.value, p.ci_low, p.ci_high, p.base_value, p.base_ci_high
+    FROM probe_vs_base p
+    WHERE p.metric IN ('harmful_compliance', 'benign_refusal') AND p.layer IS NULL
+      AND p.unit_id IN (SELECT unit_id FROM latest_probes)
+      AND p.adapter_id IN (SELECT adapter_id FROM latest_adapters)
+    QUALIFY row_number() OVER (PARTITION BY p.adapter_id, p.metric ORDER BY p.unit_id) = 1"""
+
+_BASE_NOTES = """
+    SELECT adapter_id, any_value(message) FROM findings
+    WHERE code = 'base_model_unavailable' AND stage = 'probe'
+      AND adapter_id NOT IN (SELECT adapter_id FROM analyses WHERE subject = 'adapter' AND status = 'ok')
+    GROUP BY adapter_id"""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the store holds on one adapter, besides its features."""
+
+    adapter_id: str
+    repo_id: str
+    method: str
+    method_source: str
+    base_model: str | None
+    status: str
+    kind: str | None
+    peft_type: str | None
+    evidence_key: str
+    error_codes: tuple[str, ...] = ()
+    behaviour: Behaviour | None = None
+    base_note: str | None = None
+    """The probe stage's word on a base that was not at hand (``base_model_unavailable``)."""
+
+
+def unjudged(con, models_key: str) -> list[str]:
+    """Adapters whose current evidence key has no verdict row (see the module docstring)."""
+    return [r[0] for r in con.execute(UNJUDGED_SQL, {"models": models_key}).fetchall()]
+
+
+def gather(con, models_key: str, adapter_ids: list[str] | None = None) -> list[Evidence]:
+    """The :class:`Evidence` of the adapters (newest audit of each), in ``adapter_id`` order.
+
+    Args:
+        con: a connection with the store's views.
+        models_key: identity of the promoted models (part of each evidence key).
+        adapter_ids: only these adapters (default: every adapter).
+    """
+    rows = con.execute(EVIDENCE_SQL, {"models": models_key}).fetchall()
+    if adapter_ids is not None:
+        wanted = set(adapter_ids)
+        rows = [r for r in rows if r[0] in wanted]
+    if not rows:
+        return []
+    errors = dict(con.execute(_ERRORS).fetchall())
+    rates: dict[str, dict[str, Rate]] = {}
+    for adapter_id, metric, value, lo, hi, base_value, base_hi in con.execute(_RATES).fetchall():
+        if None not in (value, lo, hi, base_value, base_hi):
+            rates.setdefault(adapter_id, {})[metric] = Rate(value, lo, hi, base_value, base_hi)
+    notes = dict(con.execute(_BASE_NOTES).fetchall())
+    out = []
+    for adapter_id, repo_id, method, source, base, status, kind, peft_type, key in rows:
+        r = rates.get(adapter_id)
+        behaviour = Behaviour(r.get("harmful_compliance"), r.get("benign_refusal")) if r else None
+        out.append(Evidence(adapter_id, repo_id, method or "unknown", source or "none", base, status, kind, peft_type,
+                            key, tuple(errors.get(adapter_id) or ()), behaviour, notes.get(adapter_id)))
+    return out
