@@ -1,6 +1,7 @@
 """Per-method calibrated classifiers on a store of labelled synthetic adapters: features from the
-store, training and leave-one-out metrics, skops artifacts, verdicts that only the adapter's own
-method may give, recalibration that re-audits the history and queues flipped verdicts."""
+store, training and leave-one-out metrics, skops artifacts, verdicts from the adapter's own method's
+detector (never another method's) or the method-agnostic one, recalibration that re-audits the
+history and queues flipped verdicts."""
 
 from __future__ import annotations
 
@@ -79,7 +80,11 @@ def test_metrics_on_known_inputs():
 
 def test_recalibration_promotes_per_method_and_explains_the_rest(labelled_store):
     report = recalibrate(labelled_store)
-    assert {m.method for m in report.promoted} == {"sft", "dpo"}
+    # per method where there are enough labelled adapters, and the method-agnostic detector
+    assert {m.method for m in report.promoted} == {"sft", "dpo", "any"}
+    assert report.methods["any"].n_train == 25 and report.methods["any"].classifier_id == "any.drift.v1"
+    assert not report.methods["any:verdict"].promoted  # no adapter was probed: no behaviour to learn from
+    assert "probed" in report.methods["any:verdict"].reason
     sft = report.methods["sft"]
     assert sft.metrics["drift"]["auc_loo"] == pytest.approx(1.0)
     assert sft.metrics["drift"]["ece"] < 0.3 and sft.metrics["drift"]["brier"] < 0.2
@@ -91,26 +96,39 @@ def test_recalibration_promotes_per_method_and_explains_the_rest(labelled_store)
     assert {("sft", "dpo"), ("dpo", "sft"), ("sft", "sft"), ("dpo", "dpo")} <= set(report.cross_method)
     con = labelled_store.connect()
     rows = con.execute("SELECT classifier_id, method, target, version, status, n_train, n_pos, auc_loo "
-                       "FROM classifiers ORDER BY classifier_id").fetchall()
+                       "FROM classifiers WHERE method != 'any' ORDER BY classifier_id").fetchall()
     assert [r[0] for r in rows] == ["dpo.drift.v1", "dpo.objective.v1", "dpo.severity.v1",
                                     "sft.drift.v1", "sft.objective.v1", "sft.severity.v1"]
     assert all(r[4] == "promoted" and r[3] == 1 for r in rows)
     assert [r[5:7] for r in rows if r[0] == "sft.drift.v1"] == [(12, 6)]
 
 
-def test_verdicts_only_from_the_adapters_own_method(labelled_store):
+def test_verdicts_use_the_own_method_detector_else_the_agnostic_one(labelled_store):
     recalibrate(labelled_store)
     rows = {r.adapter_id.split("@")[0]: r for r in score(labelled_store)}
     assert rows["sft/drifted-3"].classifier_id == "sft.drift.v1" and rows["sft/drifted-3"].drifted
+    assert rows["sft/drifted-3"].outcome == "drifted" and rows["sft/drifted-3"].method_source == "card:lora_audit"
     assert rows["dpo/healthy-0"].classifier_id == "dpo.drift.v1" and not rows["dpo/healthy-0"].drifted
-    assert all((r.p_drift >= 0.5) == r.adapter_id.split("/")[1].startswith("drifted")
-               for r in rows.values() if r.p_drift is not None)
-    assert rows["steering/drifted-0"].p_drift is None
-    assert rows["steering/drifted-0"].reason == "no_classifier_for_method"
-    assert rows["nocard"].reason == "method_unknown" and rows["nocard"].classifier_id is None
+    assert rows["dpo/healthy-0"].outcome == "healthy"
+    labelled = [r for k, r in rows.items() if "/" in k]
+    assert all((r.p_drift >= 0.5) == (r.outcome == "drifted") == r.adapter_id.split("/")[1].startswith("drifted")
+               for r in labelled)
+    # a detector trained on n adapters never answers 0 or 1 (Laplace's bound)
+    assert all(1 / (r.n_labelled + 2) <= r.p_drift <= 1 - 1 / (r.n_labelled + 2) for r in labelled)
+    assert rows["sft/drifted-3"].n_labelled == 12
+    # steering has no detector of its own: the method-agnostic one judges it, and says why
+    steer = rows["steering/drifted-0"]
+    assert steer.detector_id == "any.drift.v1" and steer.outcome == "drifted" and "steering" in steer.detector_why
+    # no card: no method, and still a verdict (never method_unknown)
+    nocard = rows["nocard"]
+    assert nocard.method_source == "none" and nocard.detector_id == "any.drift.v1"
+    assert nocard.outcome in ("drifted", "healthy") and nocard.reason != "method_unknown"
+    assert all(r.n_labelled for r in rows.values())
+    assert "not probed" in nocard.missing  # what would add behaviour evidence
     clf = promoted_classifiers(labelled_store)
     with pytest.raises(MethodMismatchError, match="may not judge an adapter of method 'steering'"):
         clf["dpo"].judge("steering", np.zeros(len(feature_names())))
+    clf["any"].judge("steering", np.zeros(len(feature_names())))  # the agnostic detector judges every method
 
 
 def test_scan_scores_only_what_has_no_current_verdict(labelled_store):
@@ -137,20 +155,19 @@ class _InvertedSft(CardLabels):
 
 def test_recalibrating_with_changed_labels_reaudits_the_method_and_queues_the_flips(labelled_store):
     first = recalibrate(labelled_store)
-    for m in first.promoted:
-        reaudit(labelled_store, m.method, m.classifier_id, m.previous_id)
+    reaudit(labelled_store, [m.classifier_id for m in first.promoted])
     second = recalibrate(labelled_store, label_source="inverted-sft")
     sft = second.methods["sft"]
     assert sft.promoted and sft.classifier_id == "sft.drift.v2" and sft.previous_id == "sft.drift.v1"
-    rep = reaudit(labelled_store, "sft", sft.classifier_id, sft.previous_id)
+    rep = reaudit(labelled_store, [m.classifier_id for m in second.promoted])
     con = labelled_store.connect()
-    n_sft = con.execute("SELECT count(*) FROM latest_adapters WHERE method = 'sft'").fetchone()[0]
-    assert rep.n_scored == n_sft == 12
+    n_all = con.execute("SELECT count(*) FROM latest_adapters").fetchone()[0]
+    assert rep.n_scored == n_all == 26  # a promotion changes every adapter's evidence: all re-scored
     v = con.execute("SELECT classifier_id, count(*) FROM verdicts WHERE method = 'sft' GROUP BY 1 ORDER BY 1"
                     ).fetchall()
     assert v == [("sft.drift.v1", 12), ("sft.drift.v2", 12)]  # new rows for every adapter; old rows kept
     queued = con.execute("SELECT adapter_id, reason, old_classifier_id, new_classifier_id FROM reaudit_queue "
-                         "ORDER BY adapter_id").fetchall()
+                         "WHERE method = 'sft' ORDER BY adapter_id").fetchall()
     assert len(queued) == 12  # every label inverted: every verdict flipped
     assert {q[2:] for q in queued} == {("sft.drift.v1", "sft.drift.v2")}
     assert {q[1] for q in queued} == {"healthy -> drifted", "drifted -> healthy"}
@@ -159,6 +176,7 @@ def test_recalibrating_with_changed_labels_reaudits_the_method_and_queues_the_fl
     assert statuses == {"sft.drift.v1": "retired", "sft.drift.v2": "promoted"}
     current = con.execute("SELECT DISTINCT classifier_id FROM current_verdicts WHERE method = 'sft'").fetchall()
     assert current == [("sft.drift.v2",)]
+    assert reaudit(labelled_store, []).n_scored == 0  # nothing changed since: nothing to re-score
 
 
 def test_gate_refuses_a_worse_version(labelled_store):

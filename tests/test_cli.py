@@ -147,13 +147,16 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     res = runner.invoke(app, ["recalibrate", "--store", store])  # in this process: no Prefect server set
     assert res.exit_code == 0, res.output
     assert "sft: promoted sft.drift.v1" in res.output and "steering: no new version (not enough labelled" in res.output
-    assert "sft: 8 adapters re-scored with sft.drift.v1, 0 verdicts flipped" in res.output
+    assert "any: promoted any.drift.v1" in res.output  # the method-agnostic detector
+    assert "re-audited 10 adapters after promoting any.drift.v1, sft.drift.v1: 0 verdicts" in res.output
     res = runner.invoke(app, ["verdicts", "--store", store, "--format", "json"])
     rows = [json.loads(line) for line in res.output.splitlines()]
     assert len(rows) == 10
     assert {r["classifier_id"] for r in rows if r["method"] == "sft"} == {"sft.drift.v1"}
-    assert {r["reason"] for r in rows if r["method"] == "steering"} == {"no_classifier_for_method"}
-    assert all(r["drifted"] == ("drifted" in r["repo_id"]) for r in rows if r["method"] == "sft")
+    # steering has no detector of its own: the agnostic one judges it (never "no classifier")
+    assert {r["classifier_id"] for r in rows if r["method"] == "steering"} == {"any.drift.v1"}
+    assert all((r["outcome"] == "drifted") == ("drifted" in r["repo_id"]) for r in rows)
+    assert all(0 < r["p_drift"] < 1 and r["n_labelled"] and "not probed" in r["missing"] for r in rows)
     flipped = runner.invoke(app, ["verdicts", "--store", store, "--flipped"])
     assert flipped.exit_code == 0 and "no flipped verdicts" in flipped.output
     bad = runner.invoke(app, ["recalibrate", "--store", store, "--label-source", "nope"])

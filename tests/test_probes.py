@@ -188,7 +188,7 @@ def test_directions_match_the_dense_delta_against_the_stored_references(probed_z
 
 @model
 @pytest.mark.slow
-def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_zoo, tmp_path):
+def test_every_zoo_adapter_gets_an_outcome_with_its_evidence(probed_zoo, tmp_path):
     import shutil
 
     from audit.classify.recalibrate import recalibrate
@@ -199,15 +199,22 @@ def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_
     shutil.copytree(store.root, tmp_path / "store")
     store = ParquetStore(tmp_path / "store")
     rep = recalibrate(store, min_auc=0.0, max_ece=1.0)  # tiny is for the pipeline, not for accuracy
-    assert {m: o.feature_set for m, o in rep.methods.items()} == {"dpo": DIRECTIONAL, "sft": DIRECTIONAL, "steering": DIRECTIONAL}
-    assert all(o.promoted for o in rep.methods.values())
+    methods = ("dpo", "sft", "steering")
+    assert {m: rep.methods[m].feature_set for m in methods} == dict.fromkeys(methods, DIRECTIONAL)
+    assert all(rep.methods[m].promoted for m in (*methods, "any"))
+    verdict_model = rep.methods["any:verdict"]  # behaviour + geometry, on the probed labelled adapters
+    assert verdict_model.n_train == len(zoo_specs())
     rows = score(store)
     assert len(rows) == len(zoo_specs())
-    assert all(r.p_drift is not None and 0 <= r.p_drift <= 1 and r.classifier_id == f"{r.method}.drift.v1"
-               and r.feature_set == DIRECTIONAL for r in rows)
+    for r in rows:  # each outcome beside its evidence: probe rates and intervals, detector, how many labels
+        assert r.outcome in ("drifted", "healthy", "review") and 0 < r.p_drift < 1, r
+        assert r.detector_id == f"{r.method}.drift.v1" and r.method_source == "card:lora_audit"
+        assert r.classifier_id == ("any.verdict.v1" if verdict_model.promoted else r.detector_id)
+        assert None not in (r.harmful_compliance, r.harmful_ci_low, r.base_harmful_compliance, r.benign_refusal,
+                            r.detector_p, r.n_labelled)
 
-    # an sft adapter whose base model is not on this machine: spectra, no directions, so the
-    # directional sft detector gives it a reason, never a guess
+    # an sft adapter whose base model is not on this machine: spectra, no directions, no probes; no
+    # detector was trained on its base, so it says what is missing, never a guess
     other = tmp_path / "reg" / "team" / "sft-elsewhere"
     shutil.copytree(out / "sft-healthy-seed0", other)
     cfg = json.loads((other / "adapter_config.json").read_text())
@@ -215,7 +222,8 @@ def test_every_zoo_adapter_gets_a_calibrated_verdict_from_its_directions(probed_
     (other / "adapter_config.json").write_text(json.dumps(cfg))
     scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(AnalyzerSpec.of("directions"),))
     [row] = [r for r in score(store) if r.repo_id == "team/sft-elsewhere"]
-    assert (row.method, row.p_drift, row.reason) == ("sft", None, "no_directional_features")
+    assert (row.method, row.p_drift, row.outcome) == ("sft", None, "insufficient_evidence")
+    assert "someone/not-on-this-machine" in row.missing
 
 
 @model

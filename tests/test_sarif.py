@@ -71,8 +71,18 @@ def test_gate_levels_and_drifted_verdicts_in_the_log():
     d = [DriftResult("org/c", "org/c@1", "sft", "sft.drift.v2", 0.93, "harmful_compliance")]
     assert gate(f, [], "error") == [] and gate(f, [], "drifted") == []
     assert gate(f, [], "warning") == ["org/a: warning zero_delta"]
-    assert gate(f, d, "drifted") == ["org/c: drifted (p_drift 0.93)"]
+    assert gate(f, d, "drifted") == ["org/c: drifted by sft.drift.v2 (p_drift 0.93, method sft, objective "
+                                     "harmful_compliance)"]
     assert len(gate(f, d, "warning")) == 2
+    review = DriftResult("org/d", "org/d@1", "unknown", "any.verdict.v1", 0.2, None, "review", "the probes disagree")
+    probes_only = DriftResult("org/e", "org/e@1", "unknown", None, None, "harmful_compliance")
+    assert gate([], [review, probes_only], "drifted") == ["org/e: drifted (by the probes alone, method unknown, "
+                                                         "objective harmful_compliance)"]  # review: a warning
+    assert len(gate([], [review, probes_only], "warning")) == 2
+    both = sarif_log([], [review, probes_only], registry="hub:org", tool_version="v")
+    _validate(both)
+    assert [r["level"] for r in both["runs"][0]["results"]] == ["warning", "error"]
+    assert "the probes disagree" in both["runs"][0]["results"][0]["message"]["text"]
     with pytest.raises(ValueError):
         gate(f, d, "info")
     log = sarif_log(f, d, registry="hub:org", tool_version="v", run_id="r1")

@@ -41,7 +41,8 @@ EVIDENCE_SQL = f"""
 
 _ERRORS = """
     SELECT adapter_id, list(DISTINCT code ORDER BY code) FROM findings
-    WHERE severity = 'error' AND stage <> 'probe' AND unit_id IN (SELECT unit_id FROM latest_adapters)
+    WHERE (severity = 'error' OR code IN ('nonfinite_weights')) AND stage <> 'probe'
+      AND unit_id IN (SELECT unit_id FROM latest_adapters)
     GROUP BY adapter_id"""
 
 _RATES = """

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.classify.labels import Label
-from audit.classify.models import MIN_PER_CLASS, method_classifier
 
 ANY = "any"
 """The ``method`` of the models that judge across methods."""
@@ -52,6 +51,7 @@ class MethodInference:
 
 def usable_for_methods(labels: list[Label]) -> str | None:
     """``None`` when the labels can train a method classifier, else why not."""
+    from audit.classify.models import MIN_PER_CLASS  # scikit-learn: only where models are trained
     counts: dict[str, int] = {}
     for lab in labels:
         counts[lab.method] = counts.get(lab.method, 0) + 1
@@ -77,6 +77,7 @@ def train_method_inference(X: np.ndarray, labels: list[Label]) -> MethodInferenc
     Raises:
         ValueError: see :func:`usable_for_methods`.
     """
+    from audit.classify.models import method_classifier
     why = usable_for_methods(labels)
     if why:
         raise ValueError(why)

@@ -13,9 +13,9 @@
   geometry detector's P), see :mod:`audit.classify.outcome`.
 
 No probability is more certain than its training data allows: a detector trained on ``n`` labelled
-adapters outputs P(drifted) within ``[1/(n+2), (n+1)/(n+2)]`` (:func:`bounded`; Laplace's rule of
-succession). Isotonic calibration on a few perfectly separated adapters otherwise answers exactly
-0 or 1.
+adapters outputs P(drifted) within ``[1/(n+2), (n+1)/(n+2)]`` (:func:`bounded`: Laplace's rule of
+succession, a strictly increasing map that changes no ranking). Isotonic calibration on a few
+perfectly separated adapters otherwise answers exactly 0 or 1.
 """
 
 from __future__ import annotations
@@ -86,13 +86,15 @@ def fit_drift(X: np.ndarray, y: np.ndarray, seed: int = 0) -> CalibratedClassifi
 
 
 def bounded(p: np.ndarray, n_train: int | None) -> np.ndarray:
-    """``p`` clipped to ``[1/(n+2), (n+1)/(n+2)]`` for a model trained on ``n_train`` adapters
-    (Laplace's rule of succession: after ``n`` observations that all agree, the next agrees with
-    probability ``(n+1)/(n+2)``); unchanged when ``n_train`` is ``None``."""
+    """``(n·p + 1) / (n + 2)`` for a model trained on ``n = n_train`` adapters: Laplace's rule of
+    succession (``(k + 1) / (n + 2)`` after ``k`` of ``n`` observations) applied to the calibrated
+    ``p``, so no probability leaves ``[1/(n+2), (n+1)/(n+2)]``. The map is strictly increasing: it
+    changes no ranking (no AUC) and moves ``p`` by at most ``1/(n+2)``. Unchanged when ``n_train``
+    is ``None``. ``p``: float ``[n]`` in [0, 1]."""
+    p = np.asarray(p, dtype=float)
     if n_train is None:
-        return np.asarray(p, dtype=float)
-    lo = 1.0 / (n_train + 2)
-    return np.clip(np.asarray(p, dtype=float), lo, 1.0 - lo)
+        return p
+    return (n_train * p + 1.0) / (n_train + 2.0)
 
 
 def drift_proba(model, X: np.ndarray, n_train: int | None = None) -> np.ndarray:

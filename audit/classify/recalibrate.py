@@ -187,7 +187,10 @@ class _Context:
 
 
 def _bases(labels: list[Label]) -> list[str]:
-    return sorted({lab.base_model.lower() for lab in labels if lab.base_model})
+    """The base models of ``labels``' adapters (lower-case); empty (no restriction) when any is unknown."""
+    if any(not lab.base_model for lab in labels):
+        return []
+    return sorted({lab.base_model.lower() for lab in labels})
 
 
 def _detector(ctx: _Context, method: str, data: MethodData, *, lead: str = "drift",

@@ -129,7 +129,8 @@ def load_models(store: ParquetStore, con=None) -> Models:
     by_method: dict[str, dict] = {}
     for method, target, cid, path, sha, fs, n, bases in rows:
         model = artifacts.load(store, path, sha)
-        known = tuple(json.loads(bases)) if bases else None
+        known = tuple(json.loads(bases)) if bases else ()
+        known = known or None  # none recorded: no restriction
         by_method.setdefault(method, {})[target] = (cid, model, fs, n, known)
     for method, targets in by_method.items():
         if method == ANY:

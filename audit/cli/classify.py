@@ -118,7 +118,8 @@ def verdicts(
     Outcomes: drifted, healthy, review (the verdict says healthy but the probes or the weights say
     drifted: look at it), invalid (a broken upload), insufficient_evidence (the `missing` column
     says what would give one: a base model to map or fetch, a detector to train). p_drift is the
-    calibrated probability (behaviour and geometry combined where both exist); `method` is
+    calibrated probability (behaviour and geometry combined where both exist) and classifier_id the
+    model that gave it; `method` is
     declared on the card or inferred from the weights (`src`); `hc`/`base` are the probes'
     harmful compliance and the bare base's. Every piece of evidence is in the view:
     `lora-audit query "SELECT * FROM current_verdicts"`. With `--flipped`, the adapters whose
@@ -132,7 +133,7 @@ def verdicts(
     else:
         sql = ("SELECT repo_id, method, CASE WHEN method_source = 'inferred' THEN 'inferred ' || "
                "round(method_p, 2) ELSE split_part(method_source, ':', -1) END AS src, outcome, "
-               "round(p_drift, 3) AS p_drift, round(harmful_compliance, 2) AS hc, "
+               "round(p_drift, 3) AS p_drift, classifier_id, round(harmful_compliance, 2) AS hc, "
                "round(base_harmful_compliance, 2) AS base, round(detector_p, 3) AS geometry_p, n_labelled, "
                "missing FROM current_verdicts WHERE (? IS NULL OR method = ?) "
                "ORDER BY outcome = 'drifted' DESC, outcome = 'review' DESC, outcome, p_drift DESC NULLS LAST, repo_id")

@@ -1,5 +1,5 @@
 """The registry's current state, read from the store: the findings of the newest audit of each of
-its adapters (and of a run's listing), and the current verdicts that say drifted."""
+its adapters (and of a run's listing), and the current verdicts that say drifted or review."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ _FINDINGS = f"""
 
 _DRIFTED = f"""
     WITH newest AS {NEWEST}
-    SELECT n.repo_id, v.adapter_id, v.method, v.classifier_id, v.p_drift, v.objective
+    SELECT n.repo_id, v.adapter_id, v.method, v.classifier_id, v.p_drift, v.objective, v.outcome, v.explanation
     FROM current_verdicts v JOIN newest n USING (adapter_id)
-    WHERE v.drifted ORDER BY n.repo_id"""
+    WHERE v.outcome IN ('drifted', 'review') ORDER BY n.repo_id"""
 
 
 def current_results(store: ParquetStore, registry: str, run_id: str | None = None, *,
                     verdicts: bool = True) -> tuple[list[FindingResult], list[DriftResult]]:
-    """Findings and (unless ``verdicts`` is false) drifted verdicts of the newest audit of every
+    """Findings and (unless ``verdicts`` is false) the drifted and review verdicts of the newest audit of every
     adapter of ``registry``, plus the listing findings of ``run_id``.
 
     Raises:

@@ -82,14 +82,16 @@ def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
                          string_agg(DISTINCT code, ', ' ORDER BY code) FILTER (severity <> 'info') AS codes
                   FROM findings GROUP BY unit_id)
             SELECT n.repo_id, n.status, n.method, n.n_modules, coalesce(f.errors, 0) AS errors,
-                   coalesce(f.warnings, 0) AS warnings, round(v.p_drift, 3) AS p_drift,
+                   coalesce(f.warnings, 0) AS warnings, v.outcome, round(v.p_drift, 3) AS p_drift,
                    round(ps.harmful_compliance, 3) AS harmful_compliance, f.codes, n.adapter_id
             FROM n LEFT JOIN f USING (unit_id) LEFT JOIN current_verdicts v USING (adapter_id)
             LEFT JOIN probe_summary ps USING (adapter_id)
-            ORDER BY (n.status IN ('failed', 'inert')) DESC, coalesce(v.drifted, false) DESC,
+            ORDER BY (n.status IN ('failed', 'inert')) DESC, coalesce(v.outcome = 'drifted', false) DESC,
+                     coalesce(v.outcome = 'review', false) DESC,
                      coalesce(f.errors, 0) DESC, coalesce(f.warnings, 0) DESC, n.repo_id""", p))
         verdicts = con.execute(f"""
-            SELECT v.method, count(*) FILTER (v.p_drift IS NOT NULL), count(*) FILTER (v.drifted)
+            SELECT v.method, count(*) FILTER (v.outcome IN ('drifted', 'healthy', 'review')),
+                   count(*) FILTER (v.outcome = 'drifted')
             FROM current_verdicts v WHERE v.adapter_id IN (SELECT adapter_id FROM {NEWEST})
             GROUP BY 1 ORDER BY 1""", p).fetchall()
         probes = Table.of(con.execute(f"""
@@ -133,8 +135,9 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
         findings = Table.of(con.execute("""SELECT severity, code, message, file FROM findings
                                            WHERE unit_id = $u ORDER BY severity, code""", {"u": p["u"]}))
         verdicts = Table.of(con.execute("""
-            SELECT scored_at, trigger, classifier_id, round(p_drift, 3) AS p_drift, drifted, objective,
-                   round(severity_score, 3) AS severity_score, reason
+            SELECT scored_at, trigger, outcome, round(p_drift, 3) AS p_drift, classifier_id, method_source,
+                   detector_id, round(detector_p, 3) AS detector_p, objective, n_labelled,
+                   coalesce(explanation, reason) AS explanation, missing
             FROM verdicts WHERE adapter_id = $a ORDER BY scored_at""", {"a": p["a"]}))
         probes = Table.of(con.execute("""
             SELECT metric, value, ci_low, ci_high, base_value, base_ci_low, base_ci_high FROM probe_vs_base
@@ -157,7 +160,7 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                     SELECT z.feature, list(z.value) FROM peer_zscores z, me
                     WHERE z.method = me.method AND z.base_model IS NOT DISTINCT FROM me.base_model
                       AND z.adapter_id <> $a AND (z.adapter_id IN (SELECT adapter_id FROM current_verdicts
-                                                                     WHERE drifted = false)
+                                                                     WHERE outcome = 'healthy')
                            OR z.adapter_id IN (SELECT adapter_id FROM latest_adapters
                                                WHERE json_extract_string(card_labels, '$.objective') = 'healthy'))
                     GROUP BY 1""", {"a": p["a"]}).fetchall():

@@ -43,7 +43,7 @@ register_view("peer_zscores", f"""
     ), healthy AS (
         SELECT f.* FROM f JOIN latest_adapters a USING (adapter_id)
         WHERE json_extract_string(a.card_labels, '$.objective') = 'healthy'
-           OR f.adapter_id IN (SELECT adapter_id FROM current_verdicts WHERE drifted = false)
+           OR f.adapter_id IN (SELECT adapter_id FROM current_verdicts WHERE outcome = 'healthy')
     ), fl AS (UNPIVOT f ON {", ".join(FEATURES)} INTO NAME feature VALUE value),
     hl AS (UNPIVOT healthy ON {", ".join(FEATURES)} INTO NAME feature VALUE value)
     SELECT fl.adapter_id, fl.base_model, fl.method, fl.feature, any_value(fl.value) AS value,

@@ -20,8 +20,9 @@ SARIF_VERSION = "2.1.0"
 LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 """Finding severity -> SARIF ``level``."""
 FAIL_ON = ("warning", "error", "drifted")
-"""``--fail-on`` levels: a warning or worse, an error, a drifted verdict (each also fails on what the
-one after it fails on: ``warning`` fails on errors and drifted verdicts too)."""
+"""``--fail-on`` levels: a warning or worse (a ``review`` verdict is a warning), an error, a drifted
+verdict (each also fails on what the one after it fails on: ``warning`` fails on errors and drifted
+verdicts too)."""
 DRIFTED_RULE = "drifted"
 INFORMATION_URI = "https://github.com/lora-audit/lora-audit"
 
@@ -41,14 +42,23 @@ class FindingResult:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """A current verdict that says drifted."""
+    """A current verdict that says drifted (or ``review``: the evidence disagrees, a person should look)."""
 
     repo_id: str
     adapter_id: str
     method: str
-    classifier_id: str
-    p_drift: float
+    classifier_id: str | None
+    p_drift: float | None
+    """``None`` when the probes alone say drifted (no calibrated verdict model yet)."""
     objective: str | None
+    outcome: str = "drifted"
+    explanation: str | None = None
+
+    def text(self) -> str:
+        p = f"p_drift {self.p_drift:.2f}" if self.p_drift is not None else "by the probes alone"
+        by = f" by {self.classifier_id}" if self.classifier_id else ""
+        objective = f", objective {self.objective}" if self.objective else ""
+        return f"{self.outcome}{by} ({p}, method {self.method}{objective})"
 
 
 def sarif_log(findings: Sequence[FindingResult], drifted: Sequence[DriftResult], *, registry: str,
@@ -66,7 +76,8 @@ def sarif_log(findings: Sequence[FindingResult], drifted: Sequence[DriftResult],
               "defaultConfiguration": {"level": LEVELS[severity_of(code)]}} for code in codes]
     if drifted:
         rules.append({"id": DRIFTED_RULE, "name": DRIFTED_RULE,
-                      "shortDescription": {"text": "The method's calibrated classifier judges the adapter drifted."},
+                      "shortDescription": {"text": "The verdict on the adapter (behaviour probes and weight geometry) "
+                                                   "is drifted (error) or review (warning: the evidence disagrees)."},
                       "defaultConfiguration": {"level": "error"}})
     index = {r["id"]: i for i, r in enumerate(rules)}
     results = []
@@ -78,14 +89,14 @@ def sarif_log(findings: Sequence[FindingResult], drifted: Sequence[DriftResult],
             "properties": {"adapter_id": f.adapter_id, "stage": f.stage, "severity": f.severity},
         })
     for v in drifted:
-        objective = f", objective {v.objective}" if v.objective else ""
+        why = f": {v.explanation}" if v.explanation else ""
         results.append({
-            "ruleId": DRIFTED_RULE, "ruleIndex": index[DRIFTED_RULE], "level": "error",
-            "message": {"text": f"{v.repo_id}: judged drifted by {v.classifier_id} (p_drift {v.p_drift:.2f}, "
-                                f"method {v.method}{objective})"},
+            "ruleId": DRIFTED_RULE, "ruleIndex": index[DRIFTED_RULE],
+            "level": "error" if v.outcome == "drifted" else "warning",
+            "message": {"text": f"{v.repo_id}: judged {v.text()}{why}"},
             "locations": [_location(v.repo_id, "adapter_model.safetensors")],
             "properties": {"adapter_id": v.adapter_id, "p_drift": v.p_drift, "method": v.method,
-                           "classifier_id": v.classifier_id},
+                           "classifier_id": v.classifier_id, "outcome": v.outcome},
         })
     run: dict = {
         "tool": {"driver": {"name": "lora-audit", "version": tool_version, "informationUri": INFORMATION_URI,
@@ -108,7 +119,7 @@ def gate(findings: Sequence[FindingResult], drifted: Sequence[DriftResult], fail
         raise ValueError(f"--fail-on must be one of {', '.join(FAIL_ON)}, not {fail_on!r}")
     levels = {"warning": {"warning", "error"}, "error": {"error"}, "drifted": set()}[fail_on]
     hits = [f"{f.repo_id}: {f.severity} {f.code}" for f in findings if f.severity in levels]
-    hits += [f"{v.repo_id}: drifted (p_drift {v.p_drift:.2f})" for v in drifted]
+    hits += [f"{v.repo_id}: {v.text()}" for v in drifted if v.outcome == "drifted" or "warning" in levels]
     return hits
 
 
