@@ -157,6 +157,10 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     assert {r["classifier_id"] for r in rows if r["method"] == "steering"} == {"any.drift.v1"}
     assert all((r["outcome"] == "drifted") == ("drifted" in r["repo_id"]) for r in rows)
     assert all(0 < r["p_drift"] < 1 and r["n_labelled"] and "not probed" in r["missing"] for r in rows)
+    narrow = runner.invoke(app, ["verdicts", "--store", store], env={"COLUMNS": "80"})
+    lines = narrow.output.splitlines()
+    assert narrow.exit_code == 0 and max(len(line) for line in lines) <= 80
+    assert all(any(r["repo_id"] in line and r["outcome"] in line for line in lines) for r in rows)
     flipped = runner.invoke(app, ["verdicts", "--store", store, "--flipped"])
     assert flipped.exit_code == 0 and "no flipped verdicts" in flipped.output
     bad = runner.invoke(app, ["recalibrate", "--store", store, "--label-source", "nope"])
@@ -227,3 +231,12 @@ def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
     rows = [json.loads(line) for line in out.output.splitlines()]
     assert [(r["repo_id"], r["status"]) for r in rows] == [("bad", "failed"), ("good", "ok"), ("half", "ok")]
     assert rows[1]["n_modules"] == rows[2]["n_modules"] > 0
+
+
+def test_long_repo_ids_are_cut_in_the_middle():
+    from audit.cli.classify import middle
+
+    rid = "some-organisation/a-very-long-adapter-name-trained-for-seven-epochs-seed0"
+    cut = middle(rid, 32)
+    assert cut == rid[:15] + "…" + rid[-16:] and len(cut) == 32  # the start and the end both readable
+    assert middle("org/short", 32) == "org/short"

@@ -122,8 +122,9 @@ def verdicts(
     model that gave it; `method` is
     declared on the card or inferred from the weights (`src`); `hc`/`base` are the probes'
     harmful compliance and the bare base's. Every piece of evidence is in the view:
-    `lora-audit query "SELECT * FROM current_verdicts"`. With `--flipped`, the adapters whose
-    verdict changed at a recalibration, with the old and new model versions.
+    `lora-audit query "SELECT * FROM current_verdicts"`. The table shows the repo id, outcome,
+    probability and one line of why; `--format json` or `csv` every column. With `--flipped`,
+    the adapters whose verdict changed at a recalibration, with the old and new model versions.
     """
 
     if flipped:
@@ -154,4 +155,31 @@ def verdicts(
         console.print("no flipped verdicts" if flipped else "no verdicts yet: `lora-audit scan` gives every audited "
                       "adapter one")
         return
+    if format == Format.table and not flipped:
+        columns, rows = narrow(columns, rows)
     emit(columns, rows, format, max_rows)
+
+
+def middle(text: str, width: int = 32) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (``org/long…name-seed0``): both
+    the organisation and the end of a repo id stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """What a person needs of each verdict at any terminal width: the repo id (cut in the middle),
+    the outcome, P(drifted), and one line of why (what is missing, or the method and the model);
+    ``--format json|csv`` and ``lora-audit query`` have every column."""
+    i = {c: k for k, c in enumerate(columns)}
+    out = []
+    for r in rows:
+        if r[i["outcome"]] in ("insufficient_evidence", "invalid") or r[i["classifier_id"]] is None:
+            why = r[i["missing"]] or r[i["outcome"]]
+        else:
+            hc = "" if r[i["hc"]] is None else f"; hc {r[i['hc']]:.2f} vs base {r[i['base']]:.2f}"
+            why = f"{r[i['method']]} ({r[i['src']]}) by {r[i['classifier_id']]}{hc}"
+        out.append((middle(r[i["repo_id"]]), r[i["outcome"]], r[i["p_drift"]], why))
+    return ["repo_id", "outcome", "p_drift", "why"], out
