@@ -37,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _f(x: float | None) -> str:
@@ -105,33 +106,13 @@ def main() -> None:
 
     from audit.classify.labels import get_label_source
     from audit.classify.train import cross_method_auc, enough, train_method
-    from audit.executors import probe_specs
     from audit.features import BOTH, DIRECTIONAL, SPECTRAL, features
-    from audit.progress import reporting_to
-    from audit.registry import LocalRegistry
-    from audit.scan import scan
     from audit.store import ParquetStore
-
-    class Lines:
-        """Progress as plain lines (a benchmark log)."""
-
-        def plan(self, n_listed, n_new):
-            print(f"  {n_new} new of {n_listed}", flush=True)
-
-        def outcome(self, outcome):
-            pass
-
-        def probe_outcome(self, outcome):
-            print(f"  {getattr(outcome, 'repo_id', outcome)} {getattr(outcome, 'analyzer', '')}: "
-                  f"{getattr(outcome, 'status', '')}", flush=True)
+    from zoo_scan import scan_zoos
 
     store = ParquetStore(str(args.store or Path(tempfile.mkdtemp(prefix="validity-")) / "store"))
     names = ["directions"] + ([] if args.no_probes else ["harmful_compliance", "benign_refusal"])
-    t0 = time.perf_counter()
-    with reporting_to(Lines()):
-        rep = scan(LocalRegistry(args.zoo), store, probes=probe_specs(names, args.probe_prompts))
-    print(f"scan: {rep.n_audited} audited of {rep.n_listed}, analyzer units {rep.probes} "
-          f"({time.perf_counter() - t0:.1f} s), store {store.root}")
+    scan_zoos([args.zoo], store, names, args.probe_prompts)
     con = store.connect()
     labels = get_label_source("card").labels(con)
     methods = sorted({lab.method for lab in labels})

@@ -48,6 +48,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 THRESHOLD = 0.5
 
@@ -84,35 +85,6 @@ class Held:
                 "fpr": float((p[healthy] >= THRESHOLD).mean()) if healthy.any() else None,
                 "miss": float((p[drifted] < THRESHOLD).mean()) if drifted.any() else None,
                 "ece": ece(y, p), "review": sum(o == "review" for o in self.outcomes)}
-
-
-def scan_zoos(zoos: list[Path], store, probe_prompts: int) -> None:
-    """Scan every zoo into ``store`` with directions and both behaviour probes (incremental)."""
-    from audit.executors import probe_specs
-    from audit.progress import reporting_to
-    from audit.registry import LocalRegistry
-    from audit.scan import scan
-
-    class Lines:
-        """Progress as plain lines (a benchmark log)."""
-
-        def plan(self, n_listed, n_new):
-            print(f"  {n_new} new of {n_listed}", flush=True)
-
-        def outcome(self, outcome):
-            pass
-
-        def probe_outcome(self, outcome):
-            print(f"  {getattr(outcome, 'repo_id', outcome)} {getattr(outcome, 'analyzer', '')}: "
-                  f"{getattr(outcome, 'status', '')}", flush=True)
-
-    specs = probe_specs(["directions", "harmful_compliance", "benign_refusal"], probe_prompts)
-    for zoo in zoos:
-        t0 = time.perf_counter()
-        with reporting_to(Lines()):
-            rep = scan(LocalRegistry(zoo), store, probes=specs)
-        print(f"scan {zoo}: {rep.n_audited} audited of {rep.n_listed}, analyzer units {rep.probes} "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
 def evaluate(store, method_mode: str = "declared", seed: int = 0) -> dict:
@@ -252,7 +224,9 @@ def main() -> None:
 
     store = ParquetStore(str(args.store or Path(tempfile.mkdtemp(prefix="wild-")) / "store"))
     if args.zoo:
-        scan_zoos(args.zoo, store, args.probe_prompts)
+        from zoo_scan import scan_zoos
+
+        scan_zoos(args.zoo, store, ["directions", "harmful_compliance", "benign_refusal"], args.probe_prompts)
     t0 = time.perf_counter()
     modes = ("declared", "inferred") if args.method_mode == "both" else (args.method_mode,)
     out = {mode: evaluate(store, mode) for mode in modes}
