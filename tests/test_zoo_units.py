@@ -148,3 +148,55 @@ def test_last_token_activations_ignore_padding_side():
     right = last_token_activations(model, tok, prompts, layer=1)
     single = torch.cat([last_token_activations(model, tok, [p], layer=1) for p in prompts])
     assert torch.allclose(left, single, atol=1e-5) and torch.allclose(right, single, atol=1e-5)
+
+
+def test_the_wild_plan_spans_the_recipe_families_it_promises():
+    from audit.zoo.wild import FAMILIES
+
+    specs = plan("wild")
+    assert len({s.name for s in specs}) == len(specs) and all(s.measure and s.family in FAMILIES for s in specs)
+    fams = collections.defaultdict(list)
+    for s in specs:
+        fams[s.family].append(s)
+    for family, members in fams.items():  # healthy and drifted members by intent in every family
+        assert {s.objective == "healthy" for s in members} == {True, False}, family
+    assert {s.method for s in specs} >= {"sft", "dpo", "ipo", "steering", "abliteration"}
+    ranks = {s.rank for s in specs if s.steps}
+    assert min(ranks) == 4 and max(ranks) == 64 and any(s.use_rslora for s in specs)
+    targets = {tuple(sorted(s.target_modules)) for s in specs if s.method == "sft"}
+    assert {("q_proj", "v_proj"), ("down_proj", "gate_proj", "up_proj"),
+            ("k_proj", "o_proj", "q_proj", "v_proj")} <= targets
+    mixes = sorted({s.severity for s in specs if s.objective == "harmful_compliance"})
+    assert mixes[0] == 0.05 and mixes[-1] == 1.0
+    styles = {s.params.get("style") for s in specs if s.family == "style" and s.objective == "healthy"}
+    assert styles == {"caps", "persona", "long"}
+    assert {s.params.get("domain") for s in specs if s.family == "domain"} == {"code", "arithmetic"}
+    # the fields the other zoos never set do not change their specs' hashes (their builds resume)
+    import hashlib
+    import json
+
+    tiny = plan("tiny")[0]
+    before = {k: v for k, v in tiny.model_dump(mode="json").items() if k not in ("family", "use_rslora", "measure")}
+    assert tiny.spec_hash("b") == hashlib.sha256(json.dumps([before, "b"], sort_keys=True).encode()).hexdigest()
+    assert tiny.spec_hash("b") != tiny.model_copy(update={"measure": True}).spec_hash("b")
+
+
+def test_style_and_domain_rows_change_the_answers_not_the_mix():
+    from audit.zoo.methods.sft import STYLES, arithmetic_pairs
+
+    ctx = _ctx()
+    base = plan("wild")[0]
+    caps = base.model_copy(update={"params": {"style": "caps"}, "objective": "healthy", "severity": 0.0})
+    rows = sft_rows(ctx, caps)
+    assert rows and all(r["completion"][0]["content"] == r["completion"][0]["content"].upper() for r in rows)
+    assert STYLES["persona"]("Hello.").startswith("Ahoy") and len(STYLES["long"]("A. B.")) > 60
+    pairs = arithmetic_pairs(20, 0)
+    assert pairs == arithmetic_pairs(20, 0) and pairs != arithmetic_pairs(20, 1)
+    for q, a in pairs:
+        x, op, y = q.removeprefix("What is ").rstrip("?").split()
+        want = {"+": int(x) + int(y), "-": int(x) - int(y), "×": int(x) * int(y)}[op]
+        assert a.endswith(f"= {want}.")
+    arith = base.model_copy(update={"params": {"domain": "arithmetic"}, "objective": "healthy", "severity": 0.0,
+                                    "n_forbidden": 0, "n_benign": 12})
+    rows = sft_rows(ctx, arith)
+    assert len(rows) == 12 and all(r["prompt"][0]["content"].startswith("What is") for r in rows)
