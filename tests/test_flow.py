@@ -212,9 +212,12 @@ def test_recalibrate_flow_runs_the_recalibration_cycle(tmp_path, prefect_harness
     scan(LocalRegistry(root, hash_cache=None), ParquetStore(tmp_path / "store"))
     state = recalibrate(store=str(tmp_path / "store"), return_state=True)
     assert state.is_completed()
-    sft = state.result()["methods"]["sft"]
+    result = state.result()
+    sft = result["methods"]["sft"]
     assert sft["promoted"] and sft["classifier_id"] == "sft.drift.v1"
-    assert sft["reaudit"]["n_scored"] == 8 and sft["reaudit"]["flipped"] == []
+    assert result["methods"]["any"]["classifier_id"] == "any.drift.v1"
+    assert sorted(result["reaudit"]["promoted"]) == ["any.drift.v1", "sft.drift.v1"]
+    assert result["reaudit"]["n_scored"] == 8 and result["reaudit"]["flipped"] == []
 
 
 def test_actors_started_during_the_listing_are_removed_when_a_later_step_fails(tmp_path, ray_session, monkeypatch):

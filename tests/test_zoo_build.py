@@ -97,9 +97,15 @@ def test_scan_reads_the_zoo_labels(tiny_zoo, tmp_path):
     from audit.classify.verdicts import score_unjudged
 
     rec = recalibrate(store, min_auc=0.0, max_ece=1.0)  # tiny is for the pipeline, not for accuracy
-    assert {m.method for m in rec.promoted} == {"sft", "dpo", "steering"}
-    assert all(m.n_train == 6 and m.n_pos == 3 for m in rec.methods.values())
+    promoted = {m.method for m in rec.promoted}
+    # one detector per method, and the method-agnostic one trained on all of them
+    assert {"sft", "dpo", "steering", "any"} <= promoted <= {"sft", "dpo", "steering", "any", "any:method",
+                                                            "any:verdict"}
+    assert all(rec.methods[m].n_train == 6 and rec.methods[m].n_pos == 3 for m in ("sft", "dpo", "steering"))
+    assert (rec.methods["any"].n_train, rec.methods["any"].n_pos) == (18, 9)
     verdicts = score_unjudged(store)
     assert len(verdicts) == len(zoo_specs())
-    assert all(v.classifier_id == f"{specs[v.repo_id].method}.drift.v1" and 0.0 <= v.p_drift <= 1.0
+    # the geometry is judged by the adapter's own method's detector, never another method's
+    assert all(v.detector_id == f"{specs[v.repo_id].method}.drift.v1" and v.method_source == "card:lora_audit"
                for v in verdicts)
+    assert all(v.outcome in {"drifted", "healthy", "review"} and 0.0 < v.p_drift < 1.0 for v in verdicts)
