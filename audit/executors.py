@@ -131,7 +131,7 @@ class InProcessExecutor:
         if not items:
             return
         if self._workers is None:
-            device = self.device or pick_device(1 if any(s.name != "spectra" for s in self.specs) else 0)
+            device = self.device or pick_device(1 if any(s.kind.needs_base or s.kind.resources.num_gpus > 0 for s in self.specs) else 0)
             ctx = AnalyzerContext(store=self.store, registry=self.registry, limits=self.limits, device=device)
             self._workers = Analyzers(self.specs, ctx)
         with limit_blas_threads(1) if not any(s.kind.needs_base for s in self.specs) else contextlib.nullcontext():

@@ -5,12 +5,17 @@ decorator; :meth:`Plugins.create` builds an object from a name and keyword argum
 both on it (:func:`plugin_info`), so any stored result can say exactly what produced it and be
 reproduced (``params`` columns hold :func:`plugin_info` as JSON). One lookup error,
 :class:`UnknownPluginError`, lists the names that exist.
+
+A factory may also be registered by reference, ``"package.module:Name"``, imported on first use
+(a scan that runs the spectra alone never imports the probes' torch), and a kind may name an
+``importlib.metadata`` entry-point group through which installed packages add plugins.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from importlib.metadata import entry_points
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -51,12 +56,17 @@ class Plugins(Generic[T]):
     Args:
         kind: what the plugins are, for messages (``analyzer``, ``judge``...).
         builtins: modules imported on first lookup, whose import registers the built-in plugins.
+        entry_points: an ``importlib.metadata`` entry-point group (``lora_audit.analyzers``):
+            after the built-ins, each installed entry point of the group is loaded once; loading
+            it registers its plugins (an entry point that names a function is called).
     """
 
-    def __init__(self, kind: str, builtins: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, builtins: tuple[str, ...] = (), entry_points: str | None = None) -> None:
         self.kind = kind
         self._builtins = builtins
-        self._factories: dict[str, Callable[..., T]] = {}
+        self._group = entry_points
+        self._factories: dict[str, Callable[..., T] | str] = {}
+        self._loaded = False
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: register ``factory`` (a class or a function returning the plugin) as ``name``."""
@@ -67,13 +77,24 @@ class Plugins(Generic[T]):
 
         return add
 
+    def add(self, name: str, factory: Callable[..., T] | str) -> None:
+        """Register ``factory`` as ``name``: a class or function, or a ``"package.module:Name"``
+        reference imported on first use."""
+        if isinstance(factory, str) and ":" not in factory:
+            raise ValueError(f"{self.kind} {name!r}: a factory reference is 'package.module:Name', got {factory!r}")
+        self._factories[name] = factory
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a plugin package's tests, or a replaced built-in)."""
+        self._factories.pop(name, None)
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
         self._load_builtins()
         return sorted(self._factories)
 
     def factory(self, name: str) -> Callable[..., T]:
-        """The factory registered as ``name``.
+        """The factory registered as ``name`` (a reference is imported now).
 
         Raises:
             UnknownPluginError: no such name (the message lists the known ones).
@@ -83,8 +104,14 @@ class Plugins(Generic[T]):
                 break
             importlib.import_module(module)
         if name not in self._factories:
+            self._load_builtins()
+        if name not in self._factories:
             raise UnknownPluginError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._factories))}")
-        return self._factories[name]
+        factory = self._factories[name]
+        if isinstance(factory, str):
+            module, _, attr = factory.partition(":")
+            factory = self._factories[name] = getattr(importlib.import_module(module), attr)
+        return factory
 
     def create(self, name: str, **params: Any) -> T:
         """Build the plugin ``name`` with ``params`` and record both on it (see :func:`plugin_info`).
@@ -102,6 +129,12 @@ class Plugins(Generic[T]):
     def _load_builtins(self) -> None:
         for module in self._builtins:
             importlib.import_module(module)
+        if self._group and not self._loaded:
+            self._loaded = True
+            for ep in entry_points(group=self._group):
+                loaded = ep.load()
+                if callable(loaded) and not isinstance(loaded, type):
+                    loaded()
 
 
 def plugin_info(obj: object) -> PluginInfo | None:

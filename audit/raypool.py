@@ -29,13 +29,11 @@ from typing import Any
 import ray
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
-from audit.errors import PermanentAuditError
 from audit.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef
 from audit.registry.base import Registry
 from audit.store.parquet import ParquetStore
-from audit.unit import failed_result
 from audit.version import ANALYZER_VERSION
 from audit.worker import Deferred, Reported, commit
 
@@ -272,22 +270,19 @@ class RayExecutor:
             self.close()
 
     def _crashed(self, job: Job, exc: Exception) -> list[Any]:
-        from audit.findings import Note
-        from audit.probes.units import make_unit
+        from audit.analyzers.base import failed_output
 
         message = (f"the worker running this job died {self.options['max_restarts'] + 1} times "
                    f"({type(exc).__name__}); not retried until the analyzer changes")
         out: list[Any] = []
-        for target in job.targets:
-            for spec in self.specs:
-                if spec.name not in job.analyzers:
-                    continue
-                if spec.name == "spectra" and target.ref is not None:
-                    err = PermanentAuditError(message, code="worker_crashed")
-                    out.append(failed_result(target.ref, err, "audit", analyzer_version=self.analyzer_version))
-                elif spec.name != "spectra":
-                    note = Note("probe", "worker_crashed", message, "error")
-                    out.append(make_unit(spec.create(), target, "failed", notes=[note]))
+        for spec in self.specs:
+            if spec.name not in job.analyzers:
+                continue
+            analyzer = spec.create()
+            for target in job.targets:
+                if target.ref is None and not spec.kind.needs_base:
+                    continue  # an analyzer of adapters alone has no record of a bare base
+                out.append(failed_output(analyzer, target, "worker_crashed", message))
         return out
 
 

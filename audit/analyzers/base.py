@@ -80,10 +80,36 @@ class AnalyzerContext:
 
 @runtime_checkable
 class Analyzer(Protocol):
+    """One analysis step of a scan: built once per actor, ``setup`` once, ``run`` per target.
+
+    A new analyzer is a class with these members and one :func:`register_analyzer` call; results
+    are an ``AnalysisUnit`` (:mod:`audit.analyzers.records`, committed whole) and, for rows of its
+    own, a table written just before the unit (``ctx.store.write_rows``). Example::
+
+        class AdapterFiles:
+            name, version, needs_base = "adapter_files", "adapter-files-1", False
+            resources = Resources(num_cpus=1)
+
+            def setup(self, ctx: AnalyzerContext) -> None:
+                self.ctx = ctx
+
+            def run(self, target: Target):
+                rows = [ProbeRow(metric="n_files", value=float(len(target.ref.files)))]
+                return make_unit(self, target, "ok", probes=rows)
+
+        register_analyzer("adapter_files", AdapterFiles)
+
+    ``tests/toy_analyzer.py`` is a complete one, with a table, a view and a feature set.
+    """
+
     name: str
     """Registered name; the ``analyzer``/``probe`` column of its rows."""
     version: str
-    """Bump when the same input would give other rows: its rows are then computed again."""
+    """Bump when the same input would give other rows: its rows are then computed again.
+
+    Optional: ``params_in_identity = False`` (its creation arguments do not key its results: the
+    spectra) and ``failed(target, code, message)`` (its record of a target it could not run on;
+    default: a failed analysis unit, :func:`failed_output`)."""
     needs_base: bool
     """True when ``run`` needs the adapter's base model (targets without one are skipped)."""
     resources: Resources
@@ -97,11 +123,68 @@ class Analyzer(Protocol):
         raises for a bad adapter: problems become findings in the result."""
 
 
-ANALYZERS: Plugins[Analyzer] = Plugins("analyzer", builtins=("audit.analyzers.spectra", "audit.probes.analyzers", "audit.directions.analyzer"))
-"""Every analyzer, by name."""
+ANALYZERS: Plugins[Analyzer] = Plugins("analyzer", builtins=("audit.analyzers.builtin",),
+                                       entry_points="lora_audit.analyzers")
+"""Every analyzer, by name: the built-ins (:mod:`audit.analyzers.builtin`) and those of installed
+packages (entry-point group ``lora_audit.analyzers``). Add one with :func:`register_analyzer`."""
 
-analyzer = ANALYZERS.register
-"""Decorator: register an analyzer class (or factory) under a name."""
+
+@dataclass(frozen=True)
+class Registration:
+    """What :func:`register_analyzer` recorded of one analyzer besides its factory."""
+
+    name: str
+    tables: tuple[str, ...] = ()
+    """Modules whose import registers the analyzer's store tables and views
+    (``audit.store.schema.register_table``, ``audit.store.views.register_view``)."""
+    feature_set: str | None = None
+    """``"package.module:NAME"`` of its :class:`audit.features.base.FeatureSet` (the classifiers'
+    input computed from its tables), if it has one."""
+
+
+_REGISTRATIONS: dict[str, Registration] = {}
+
+
+def register_analyzer(name: str, factory: Any, *, tables: Sequence[str] = (), feature_set: str | None = None) -> None:
+    """Add an analyzer: its class (or ``"package.module:Class"``, imported only when a scan builds
+    it), the modules that register its tables and views, and its feature set. The one call a new
+    analyzer needs, as ``peft.register_peft_method`` binds a method; the class itself carries its
+    ``version``, ``needs_base`` and ``resources``.
+
+    Example (a plugin package's entry point, group ``lora_audit.analyzers``)::
+
+        def register():
+            register_analyzer("activations", "my_audit.activations:ActivationAnalyzer",
+                              tables=("my_audit.activations_table",),
+                              feature_set="my_audit.activations_features:FEATURES")
+
+    Raises:
+        ValueError: a factory reference without ``:``.
+    """
+    ANALYZERS.add(name, factory)
+    _REGISTRATIONS[name] = Registration(name, tuple(tables), feature_set)
+
+
+def unregister_analyzer(name: str) -> None:
+    """Remove ``name`` (its tables stay registered in this process)."""
+    ANALYZERS.remove(name)
+    _REGISTRATIONS.pop(name, None)
+
+
+def registrations() -> dict[str, Registration]:
+    """Every analyzer's registration, built-ins and entry points loaded."""
+    ANALYZERS.names()
+    return dict(_REGISTRATIONS)
+
+
+def analyzer(name: str, **registration: Any):
+    """Decorator form of :func:`register_analyzer` for a class defined where it is registered."""
+
+    def add(cls):
+        register_analyzer(name, cls, **registration)
+        return cls
+
+    return add
 
 
 @dataclass(frozen=True)
@@ -139,11 +222,24 @@ def params_json(a: Analyzer) -> str:
 
 
 def params_sha256(a: Analyzer) -> str:
-    """sha256 of :func:`params_json` (part of a result's identity); empty for spectra, whose
-    identity is its version alone."""
-    if a.name == "spectra":
+    """sha256 of :func:`params_json` (part of a result's identity); empty for an analyzer whose
+    identity is its version alone (``params_in_identity = False``: the spectra)."""
+    if not getattr(a, "params_in_identity", True):
         return ""
     return hashlib.sha256(params_json(a).encode()).hexdigest()
+
+
+def failed_output(a: Analyzer, target: Target, code: str, message: str) -> Any:
+    """What ``a`` records for ``target`` when it could not run at all (its worker died): the
+    analyzer's own ``failed(target, code, message)`` where it has one, else a failed
+    ``AnalysisUnit`` with an error finding."""
+    own = getattr(a, "failed", None)
+    if own is not None:
+        return own(target, code, message)
+    from audit.findings import Note
+    from audit.probes.units import make_unit
+
+    return make_unit(a, target, "failed", notes=[Note("probe", code, message, "error")])
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from audit.analyzers.base import AnalyzerContext, Resources, Target, analyzer
+from audit.analyzers.base import AnalyzerContext, Resources, Target
 from audit.version import ANALYZER_VERSION
 
 
-@analyzer("spectra")
 class SpectraAnalyzer:
     """Exact delta spectra of every LoRA module (top-k spectra of ``W_ft - W_base`` for full fine-tunes).
 
@@ -18,6 +17,8 @@ class SpectraAnalyzer:
     name = "spectra"
     needs_base = False
     resources = Resources(num_cpus=1)
+    params_in_identity = False
+    """A result's identity is the spectra version alone (``analysis_done`` rows with empty params)."""
 
     def __init__(self, version: str = ANALYZER_VERSION) -> None:
         self.version = version
@@ -36,3 +37,14 @@ class SpectraAnalyzer:
         if target.ref is None:
             raise ValueError("the spectra analyzer runs on adapters, not on bare base models")
         return process_ref(self.ctx.registry, target.ref, limits=self.ctx.limits, analyzer_version=self.version)
+
+    def failed(self, target: Target, code: str, message: str):
+        """The ``AuditResult`` of an adapter that could not be audited at all (``status = failed``,
+        one error finding with ``code``)."""
+        from audit.errors import PermanentAuditError
+        from audit.unit import failed_result
+
+        if target.ref is None:
+            raise ValueError("the spectra analyzer runs on adapters, not on bare base models")
+        return failed_result(target.ref, PermanentAuditError(message, code=code), "audit",
+                             analyzer_version=self.version)

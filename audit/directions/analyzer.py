@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import time
 
-from audit.analyzers.base import AnalyzerContext, Target, analyzer
+from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.records import ProbeRow
 from audit.errors import AuditError, TransientAuditError
 from audit.probes.generation import PROBE_RESOURCES
 from audit.probes.units import error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
 
 
-@analyzer("directions")
 class DirectionsAnalyzer:
     """Per-module energy share along the refusal direction and reversion component.
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from audit.arrow import pa
 
+from audit.features.base import FeatureSet
+
 from audit.features.spectral import fill_groups
 
 FEATURE_SET = "directional-v1"
@@ -120,3 +122,7 @@ def directional_features(con, adapter_ids: list[str], *, view: str = "latest_mod
 def has_directions(X: np.ndarray) -> np.ndarray:
     """``[n]`` bool: which rows of a ``directional-v1`` matrix have directional measures."""
     return ~np.isnan(X[:, 0])
+
+
+FEATURES = FeatureSet(FEATURE_SET, feature_names, directional_features, has_directions)
+"""The ``directional-v1`` feature set (registered with the ``directions`` analyzer)."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from audit.arrow import pa
 
+from audit.features.base import FeatureSet
+
 FEATURE_SET = "spectral-v1"
 
 
@@ -139,3 +141,11 @@ def spectral_features(con, adapter_ids: list[str] | None = None, *, modules_view
     finally:
         con.unregister("_wanted")
     return adapter_ids, X
+
+
+def _features_of(con, adapter_ids: list[str]) -> tuple[list[str], np.ndarray]:
+    return spectral_features(con, list(adapter_ids))
+
+
+FEATURES = FeatureSet(FEATURE_SET, feature_names, _features_of)
+"""The ``spectral-v1`` feature set (registered with the ``spectra`` analyzer)."""

@@ -66,8 +66,21 @@ _DERIVED = {
 :func:`register_view`."""
 
 
-TABLE_MODULES = ("audit.classify.tables", "audit.analyzers.table", "audit.directions.table", "audit.report.explain")
-"""Modules that register more tables and views (imported before the views are made)."""
+TABLE_MODULES = ("audit.classify.tables", "audit.report.explain")
+"""Modules besides the analyzers' that register more tables and views (the verdicts, the report's
+explanations); each analyzer's come with its registration (``register_analyzer(..., tables=)``).
+All are imported before the views are made."""
+
+
+def table_modules() -> tuple[str, ...]:
+    """Every module that registers tables and views: the analyzers' (registered ones, built-in and
+    from entry points), then :data:`TABLE_MODULES`."""
+    from audit.analyzers.base import registrations
+
+    out: list[str] = []
+    for reg in registrations().values():
+        out += [m for m in reg.tables if m not in out]
+    return (*out, *(m for m in TABLE_MODULES if m not in out))
 
 
 def register_view(name: str, sql: str) -> None:
@@ -139,7 +152,7 @@ def _define(store: ParquetStore, con: duckdb.DuckDBPyConnection, for_sql: str | 
 
     from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
-    for module in TABLE_MODULES:  # features that add tables register them on import
+    for module in table_modules():  # features that add tables register them on import
         importlib.import_module(module)
     wanted = None if for_sql is None else _needed(for_sql)
     columns_of = {"{module_columns}": ", ".join(names(MODULE_FIELDS)),
@@ -169,12 +182,28 @@ def _define(store: ParquetStore, con: duckdb.DuckDBPyConnection, for_sql: str | 
         con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {src} "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
         defined[view] = has_files
-    for name, sql in _DERIVED.items():
+    for name in _creation_order():
         if (wanted is None or name in wanted) and name not in defined:
+            sql = _DERIVED[name]
             for placeholder, columns in columns_of.items():
                 sql = sql.replace(placeholder, columns)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
             defined[name] = True
+
+
+def _creation_order() -> list[str]:
+    """The derived views, each after the views it reads (``graphlib``'s topological order of what
+    DuckDB's parser names in their SQL), so a plugin's view may read a built-in one whatever the
+    order the modules were imported in; registration order where the names form a cycle."""
+    from graphlib import CycleError, TopologicalSorter
+
+    lower = {name.lower(): name for name in _DERIVED}
+    graph = {name: {lower[w.lower()] for w in _names_in(sql) if w.lower() in lower and lower[w.lower()] != name}
+             for name, sql in _DERIVED.items()}
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError:
+        return list(_DERIVED)
 
 
 def _mentions_a_table(sql: str) -> bool:
@@ -187,9 +216,9 @@ def view_names() -> list[str]:
     """Every view :func:`connect` defines, in the order it defines them."""
     from audit.store.schema import TABLES
 
-    for module in TABLE_MODULES:
+    for module in table_modules():
         importlib.import_module(module)
-    return [f"{t}_all" for t in TABLES] + list(_DERIVED)
+    return [f"{t}_all" for t in TABLES] + _creation_order()
 
 
 def _needed(sql: str) -> set[str]:
