@@ -17,6 +17,7 @@ from audit.classify import artifacts
 from audit.classify.labels import CardLabels, Label, label_source
 from audit.classify.metrics import auc, brier, ece, spearman
 from audit.classify.recalibrate import recalibrate
+from audit.classify.train import train_method
 from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, reaudit, score, score_unjudged
 from audit.errors import IntegrityError
 from audit.features import feature_names, spectral_features
@@ -76,6 +77,21 @@ def test_metrics_on_known_inputs():
     assert ece(y, np.array([0.2, 0.8, 0.2, 0.8])) == pytest.approx(0.3)
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.5, 0.9])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 1.0]), np.array([0.1, 0.5])) is None
+
+
+def test_an_objective_held_by_one_group_trains_no_objective_classifier():
+    # over_refusal lives in group g2 only: leaving g2 out leaves one objective, so the held-out
+    # accuracy of an objective classifier is undefined; the drift detector still trains
+    rng = np.random.default_rng(0)
+    spec = [("g0", "healthy"), ("g0", "harmful_compliance"), ("g1", "healthy"), ("g1", "harmful_compliance"),
+            ("g2", "healthy"), ("g2", "over_refusal"), ("g2", "over_refusal"), ("g3", "healthy"),
+            ("g3", "harmful_compliance"), ("g0", "healthy")]
+    labels = [Label(adapter_id=f"a{i}", method="any", drifted=obj != "healthy", objective=obj,
+                    severity=0.0 if obj == "healthy" else 1.0, group=g) for i, (g, obj) in enumerate(spec)]
+    X = rng.normal(size=(len(labels), 3)) + np.array([[2.0 * lab.drifted, 0, 0] for lab in labels])
+    models = train_method("any", X, labels)
+    assert models.objective is None and "objective" not in models.metrics
+    assert models.metrics["drift"]["auc_loo"] is not None
 
 
 def test_recalibration_promotes_per_method_and_explains_the_rest(labelled_store):

@@ -98,7 +98,7 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0,
     objectives = [lab.objective for lab in labels if lab.drifted]
     counts = Counter(objectives)
     drifted_groups = groups[y == 1]
-    if len(counts) >= 2 and min(counts.values()) >= 2 and len(set(drifted_groups.tolist())) >= 2:
+    if len(counts) >= 2 and min(counts.values()) >= 2 and _objectives_survive(objectives, drifted_groups):
         Xd = X[y == 1]
         names = sorted(counts)
         yo = np.array([names.index(o) for o in objectives])
@@ -108,6 +108,15 @@ def train_method(method: str, X: np.ndarray, labels: list[Label], seed: int = 0,
                                        "ece": None, "spearman_severity": None, "n_groups": n_groups,
                                        "accuracy_loo": float(np.mean(pred == yo))}
     return models
+
+
+def _objectives_survive(objectives: list[str], groups: np.ndarray) -> bool:
+    """Whether leaving any one group out still leaves at least two objectives to learn from (else
+    the held-out accuracy of an objective classifier is undefined, and none is trained)."""
+    if len(set(groups.tolist())) < 2:
+        return False
+    objectives_arr = np.asarray(objectives)
+    return all(len(set(objectives_arr[groups != g].tolist())) >= 2 for g in set(groups.tolist()))
 
 
 def _severity(X: np.ndarray, y: np.ndarray, sev: np.ndarray, groups: np.ndarray):
