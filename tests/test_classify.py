@@ -15,7 +15,7 @@ import pytest
 
 from audit.classify import artifacts
 from audit.classify.labels import CardLabels, Label, label_source
-from audit.classify.metrics import auc, brier, ece, spearman
+from audit.classify.metrics import auc, auc_interval, brier, ece, spearman
 from audit.classify.recalibrate import recalibrate
 from audit.classify.train import train_method
 from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, reaudit, score, score_unjudged
@@ -77,6 +77,10 @@ def test_metrics_on_known_inputs():
     assert ece(y, np.array([0.2, 0.8, 0.2, 0.8])) == pytest.approx(0.3)
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.5, 0.9])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 1.0]), np.array([0.1, 0.5])) is None
+    # one healthy adapter whose score overlaps the drifted ones: no bootstrap interval to give
+    assert auc_interval(np.array([0, 1, 1, 1]), np.array([0.6, 0.5, 0.7, 0.9])) == (None, None)
+    lo, hi = auc_interval(np.array([0, 0, 1, 1, 0, 1]), np.array([0.6, 0.1, 0.5, 0.7, 0.2, 0.9]))
+    assert 0.0 <= lo <= auc(np.array([0, 0, 1, 1, 0, 1]), np.array([0.6, 0.1, 0.5, 0.7, 0.2, 0.9])) <= hi <= 1.0
 
 
 def test_an_objective_held_by_one_group_trains_no_objective_classifier():

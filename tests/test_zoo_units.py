@@ -33,7 +33,8 @@ def test_plans_have_healthy_and_drifted_per_method(size):
 
 def test_spec_hash_changes_with_recipe_and_base():
     s = plan("tiny")[0]
-    assert s.spec_hash("a") == s.spec_hash("a")
+    # a spec read back from its JSON (as a resumed build reads the card) keeps its hash
+    assert type(s).model_validate_json(s.model_dump_json()).spec_hash("a") == s.spec_hash("a")
     assert s.spec_hash("a") != s.spec_hash("b")
     assert s.spec_hash("a") != s.model_copy(update={"steps": s.steps + 1}).spec_hash("a")
 

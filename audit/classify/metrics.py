@@ -36,7 +36,8 @@ def held_out_predict(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray
 def auc_interval(y: np.ndarray, scores: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
                  seed: int = 0) -> tuple[float | None, float | None]:
     """Stratified bootstrap ``confidence`` interval of the AUC of ``scores`` [n] for labels ``y`` [n]
-    (see the module docstring); ``(None, None)`` with one class."""
+    (see the module docstring); ``(None, None)`` with one class, or with a single adapter in a
+    class whose scores overlap the other's."""
     from scipy.stats import bootstrap, mannwhitneyu
 
     y = np.asarray(y).astype(int)
@@ -50,6 +51,8 @@ def auc_interval(y: np.ndarray, scores: np.ndarray, *, confidence: float = 0.95,
     if len(set(pos.tolist()) | set(neg.tolist())) == 1 or min(pos) > max(neg) or max(pos) < min(neg):
         value = float(stat(pos, neg))  # every resample gives the same AUC (0 or 1): a degenerate bootstrap
         return value, value
+    if len(pos) < 2 or len(neg) < 2:
+        return None, None  # one adapter in a class: every resample repeats it, no interval to give
     res = bootstrap((pos, neg), stat, vectorized=False, confidence_level=confidence, n_resamples=n_resamples,
                     method="percentile", random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
