@@ -198,7 +198,8 @@ def evaluate(store, method_mode: str = "declared", seed: int = 0) -> dict:
             rows[s] = m
             if not m["n"]:
                 continue
-            ci = f"[{_f(m['auc_ci_low'])}-{_f(m['auc_ci_high'])}]" if m["auc"] is not None else f"{'':13}"
+            ci = (f"{'':13}" if m["auc"] is None else f"[{'n/a':^11}]" if m["auc_ci_low"] is None
+                  else f"[{_f(m['auc_ci_low'])}-{_f(m['auc_ci_high'])}]")
             print(f"{name:<22} {s:<10} {m['n']:>3} {m['n_drifted']:>3}  {_f(m['auc'])} {ci}  {_f(m['fpr'])} "
                   f"{_f(m['miss'])} {_f(m['ece'])} {m['review'] if s == 'verdict' else '':>3} "
                   f"{_f(acc, 6) if s == 'verdict' else '':>6}")
