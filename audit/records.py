@@ -6,6 +6,8 @@ names are a public contract. Timestamps are timezone-aware UTC ``datetime`` obje
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import uuid
 from datetime import UTC, datetime
 from typing import Literal
@@ -212,3 +214,12 @@ class AuditResult(Record):
     @property
     def status(self) -> str:
         return self.adapter.status
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An analyzer's result on one target that failed for a transient reason (network, I/O): not
+    written; the next scan tries again."""
+
+    ref: AdapterRef | None
+    error: str

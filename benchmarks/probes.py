@@ -63,9 +63,9 @@ def naive(base_path: Path, folders: list[Path], prompts: list[str], args) -> tup
 def probe(folders: list[Path], args) -> tuple[float, dict, dict]:
     """Seconds, {(adapter, prompt index): complied}, and how answers stopped."""
     from audit.analyzers.base import AnalyzerSpec
-    from audit.executors import InProcessExecutor
+    from audit.pipeline.executors import InProcessExecutor
     from audit.registry import LocalRegistry
-    from audit.scan import probe_stage, scan
+    from audit.pipeline.scan import probe_stage, scan
     from audit.store import ParquetStore
 
     work = Path(tempfile.mkdtemp(prefix="probe-bench-"))

@@ -44,9 +44,9 @@ def build_copies(source: Path, dest: Path, n: int) -> int:
 
 
 def scan_with_workers(registry: Path, workers: int) -> dict:
-    from audit.raypool import RayExecutor
+    from audit.pipeline.raypool import RayExecutor
     from audit.registry import LocalRegistry
-    from audit.scan import scan
+    from audit.pipeline.scan import scan
     from audit.store import ParquetStore
 
     class Clock:
@@ -91,7 +91,7 @@ def tiny_registry(dest: Path, n: int) -> None:
 
 def incremental(n: int) -> dict:
     from audit.registry import LocalRegistry
-    from audit.scan import InProcessExecutor, scan
+    from audit.pipeline.scan import InProcessExecutor, scan
     from audit.store import ParquetStore
     from audit.store.compact import compact
     from audit.store.diff import missing_refs
@@ -141,7 +141,7 @@ def main() -> None:
     if args.quick:
         args.copies, args.registry_size = 60, 500
 
-    from audit.raypool import init_ray
+    from audit.pipeline.raypool import init_ray
 
     print(f"Ray: {init_ray()}")
     if args.registry.is_dir():

@@ -170,7 +170,7 @@ def _plain_read(files: list[str]) -> float:
 
 def _scan_once(registry: Path) -> float:
     from audit.registry import LocalRegistry
-    from audit.scan import scan
+    from audit.pipeline.scan import scan
     from audit.store import ParquetStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,7 +253,7 @@ def section_throughput(registries: list[tuple[str, Path]]) -> None:
 RSS_CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
-import audit.adapter.config, audit.unit, audit.store, audit.registry, audit.scan
+import audit.adapter.config, audit.adapter_audit, audit.store, audit.registry, audit.pipeline.scan
 from audit.adapter.config import parse_adapter_config
 parse_adapter_config(b'{"peft_type": "LORA"}', max_bytes=100)
 import io, pyarrow as pa, pyarrow.parquet as pq
@@ -268,7 +268,7 @@ with open("/proc/self/clear_refs", "w") as fh:   # reset the peak (VmHWM) to the
     fh.write("5")
 base = status("VmRSS:")
 from audit.registry import LocalRegistry
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 t = time.perf_counter()
 scan(LocalRegistry(sys.argv[1], hash_cache=None), ParquetStore(sys.argv[2]))

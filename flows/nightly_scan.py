@@ -1,4 +1,4 @@
-"""The nightly scan: the steps of :func:`audit.scan.run_scan`, each wrapped as a Prefect task.
+"""The nightly scan: the steps of :func:`audit.pipeline.scan.run_scan`, each wrapped as a Prefect task.
 
 Prefect's ephemeral API unless ``PREFECT_API_URL`` names a server; the analyses on a Ray actor pool
 (Ray in-process unless ``ray_address`` or ``$RAY_ADDRESS`` names a cluster). Only the I/O steps
@@ -12,9 +12,9 @@ import flows._prefect  # noqa: F401  (quiet defaults before Prefect loads)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from audit import scan as steps
-from audit.executors import probe_specs
-from audit.registry import registry_spec
+from audit.pipeline import scan as steps
+from audit.pipeline.executors import probe_specs
+from audit.registry import open_registry, registry_spec
 from audit.store import ParquetStore
 
 io = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": steps.retry_transient,
@@ -40,18 +40,19 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
     """Audit what is new in a registry (a folder, or ``hub_org``), judge it, probe it where its base
     model is at hand (with ``fetch_bases``: fetched from the Hub first, each up to ``max_base_bytes``,
     default ``LORA_AUDIT_MAX_BASE_BYTES`` else 2 GB), compact the store; returns the run's counts
-    (``audit.scan.ScanReport``)."""
+    (``audit.pipeline.scan.ScanReport``)."""
     from audit.limits import DEFAULT_LIMITS
 
-    spec = registry_spec(registry, hub_org)
+    where = open_registry(registry_spec(registry, hub_org))  # one registry and one store for every step
+    scanned = ParquetStore(store)
     placement = steps.Placement(in_process=in_process, workers=workers, ray_address=ray_address)
     limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
         update={"max_base_bytes": max_base_bytes})
-    report = steps.run_scan(spec, ParquetStore(store), placement=placement, steps=TASKS,
+    report = steps.run_scan(where, scanned, placement=placement, steps=TASKS,
                             probes=() if skip_probes else probe_specs(probes, probe_prompts),
                             compact_min_files=compact_min_files, fetch_bases=fetch_bases, limits=limits)
     summary = report.summary()
-    summary["report_path"] = write_run_report(ParquetStore(store), report.run_id)
+    summary["report_path"] = write_run_report(scanned, report.run_id)
     return summary
 
 

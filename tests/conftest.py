@@ -56,7 +56,7 @@ def store(tmp_path):
 def ray_session():
     """One Ray instance for the whole test run (2 CPUs), shut down at the end."""
     ray = pytest.importorskip("ray")
-    from audit.raypool import init_ray
+    from audit.pipeline.raypool import init_ray
 
     init_ray(num_cpus=2)
     yield ray

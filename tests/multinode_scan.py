@@ -13,9 +13,9 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from audit.raypool import RayExecutor
+from audit.pipeline.raypool import RayExecutor
 from audit.registry import LocalRegistry
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 
 

@@ -22,7 +22,7 @@ from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, r
 from audit.errors import IntegrityError
 from audit.features import feature_names, spectral_features
 from audit.registry import LocalRegistry
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 from synth import SynthAdapter, labelled_registry, llama_like
 
@@ -303,9 +303,11 @@ def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
     from pathlib import Path as P
 
     from audit.analyzers.base import Target
+    from audit.analyzers.results import make_unit
+    from audit.analyzers.table import write_analysis
     from audit.classify.labels import get_label_source
     from audit.models.base import BaseModel
-    from audit.probes.units import RateCount, make_unit
+    from audit.probes.rates import RateCount
 
     class Probe:  # what make_unit reads of an analyzer
         def __init__(self, name):
@@ -321,7 +323,7 @@ def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
     for who, (hc, br) in rates.items():
         target = Target(base=base) if who is None else Target(ref=refs[who], base=base)
         for name, k in (("harmful_compliance", hc), ("benign_refusal", br)):
-            store.write_analysis(make_unit(Probe(name), target, "ok", probes=[RateCount(k, 32).row(name, "markers")]))
+            write_analysis(store, make_unit(Probe(name), target, "ok", probes=[RateCount(k, 32).row(name, "markers")]))
     source = get_label_source("probe")
     labels = {lab.adapter_id.split("@")[0]: lab for lab in source.labels(store.connect())}
     assert set(labels) == {"a0", "a1", "a2", "a3"}

@@ -88,7 +88,7 @@ def test_user_errors_are_one_line_and_exit_2_and_readers_create_nothing(tmp_path
     error, an unknown view or column, an unknown method: one line each, exit 2, no traceback; the
     commands that only read never create a store."""
     from audit.registry import LocalRegistry
-    from audit.scan import scan
+    from audit.pipeline.scan import scan
     from audit.store import ParquetStore
     from synth import SynthAdapter, llama_like
 
@@ -135,7 +135,7 @@ def test_help_explains():
 @pytest.mark.slow
 def test_recalibrate_and_verdicts_commands(tmp_path):
     from audit.registry import LocalRegistry
-    from audit.scan import scan
+    from audit.pipeline.scan import scan
     from audit.store import ParquetStore
     from synth import labelled_registry
 

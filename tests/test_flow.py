@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from audit.raypool import RayExecutor
+from audit.pipeline.raypool import RayExecutor
 from audit.registry import LocalRegistry
-from audit.scan import InProcessExecutor, scan
+from audit.pipeline.scan import InProcessExecutor, scan
 from audit.store import ParquetStore
-from audit.worker import Written
+from audit.pipeline.commit import Written
 from synth import SynthAdapter, llama_like
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_spectra_calls_carry_several_adapters_in_listing_order():
     """batch_jobs: up to MAX_BATCH adapters a call, at most a quarter of each worker's share, a
     call closed before it passes MAX_BATCH_BYTES, every ref once and in order; jobs kept."""
     from audit.analyzers.base import Job, Target
-    from audit.executors import MAX_BATCH, MAX_BATCH_BYTES, batch_jobs
+    from audit.pipeline.executors import MAX_BATCH, MAX_BATCH_BYTES, batch_jobs
     from audit.records import AdapterRef, FileEntry
 
     def refs(n, size=1000):
@@ -225,7 +225,7 @@ def test_recalibrate_flow_runs_the_recalibration_cycle(tmp_path, prefect_harness
 def test_actors_started_during_the_listing_are_removed_when_a_later_step_fails(tmp_path, ray_session, monkeypatch):
     """A scan on Ray starts its actors while the registry is listed; when the next step fails,
     the run is recorded as failed and those actors are killed, not left running."""
-    from audit.scan import Placement, Steps, run_scan
+    from audit.pipeline.scan import Placement, Steps, run_scan
 
     SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=0).write(tmp_path / "reg" / "a0")
     started, closed = [], []
@@ -250,14 +250,14 @@ def test_a_scan_stops_the_ray_it_started_and_leaves_a_callers_ray_running(tmp_pa
     process starts Ray again. A Ray the caller started (this session's) keeps running."""
     import subprocess
 
-    from audit.scan import Placement, run_scan
+    from audit.pipeline.scan import Placement, run_scan
 
     for k in range(2):
         SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=k).write(tmp_path / "reg" / f"a{k}")
     code = f"""
-import ray, audit.raypool as rp
+import ray, audit.pipeline.raypool as rp
 from audit.registry import LocalRegistry
-from audit.scan import Placement, run_scan
+from audit.pipeline.scan import Placement, run_scan
 from audit.store import ParquetStore
 for i in range(2):
     r = run_scan(LocalRegistry({str(tmp_path / 'reg')!r}, hash_cache=None), ParquetStore({str(tmp_path)!r} + f'/s{{i}}'),

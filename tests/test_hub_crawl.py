@@ -10,7 +10,7 @@ import pytest
 
 from audit.registry import LocalRegistry
 from audit.registry.hub import HubRegistry
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 from hubserver import HubServer, hub_name, point_client_at, serve_folders
 

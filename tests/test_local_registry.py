@@ -9,7 +9,7 @@ import pytest
 from audit.errors import ConfigurationError
 from audit.registry import LocalRegistry, open_registry
 from audit.registry.hashcache import ContentHashCache
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from synth import SynthAdapter, llama_like
 
 
@@ -134,7 +134,7 @@ def test_in_process_spectra_run_with_one_blas_thread_and_restore_it(tmp_path, st
     import numpy  # noqa: F401 - loads the BLAS
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from audit.executors import Analyzers, InProcessExecutor
+    from audit.pipeline.executors import Analyzers, InProcessExecutor
 
     def blas_threads() -> set[int]:
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from audit.records import AdapterRef
-from audit.unit import audit_adapter
+from audit.adapter_audit import audit_adapter
 
 peft = pytest.importorskip("peft")
 

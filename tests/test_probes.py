@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from audit.analyzers.base import ANALYZERS, AnalyzerSpec, Resources
-from audit.executors import InProcessExecutor, probe_specs
+from audit.pipeline.executors import InProcessExecutor, probe_specs
 from audit.plugins import Plugins, UnknownPluginError, plugin_info
 from audit.registry import LocalRegistry
-from audit.scan import probe_stage, scan
+from audit.pipeline.scan import probe_stage, scan
 from audit.store import ParquetStore
 from synth import SynthAdapter, SynthModule, llama_like
 from testzoo import zoo_specs
@@ -49,7 +49,7 @@ def test_every_pluggable_kind_uses_the_one_registry():
 def test_rank1_variant_is_the_top_singular_component():
     from peft import LoraConfig
 
-    from audit.probes.runtime import rank1_variant
+    from audit.analyzers.runtime import rank1_variant
     from audit.spectra.delta import dense_delta
 
     g = torch.Generator().manual_seed(0)
@@ -309,7 +309,7 @@ def test_an_adapter_that_does_not_fit_its_base_is_a_finding(tiny_zoo, tmp_path):
 @model
 @pytest.mark.slow
 def test_probe_actor_on_ray_holds_the_base_and_commits_units(tiny_zoo, tmp_path, ray_session):
-    from audit.raypool import RayExecutor
+    from audit.pipeline.raypool import RayExecutor
 
     out, zoo = tiny_zoo
     store = ParquetStore(tmp_path / "store")
@@ -327,14 +327,14 @@ def test_probe_actor_on_ray_holds_the_base_and_commits_units(tiny_zoo, tmp_path,
 def test_probe_actor_reserves_a_gpu_where_the_cluster_has_one():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from audit.raypool import actor_resources
+    from audit.pipeline.raypool import actor_resources
 
     assert actor_resources(probe_specs(), {"CPU": 16, "GPU": 1}, None) == {"num_cpus": 1, "num_gpus": 1}
 
 
 def test_actor_resources_follow_the_cluster():
-    from audit.executors import spectra_specs
-    from audit.raypool import actor_resources
+    from audit.pipeline.executors import spectra_specs
+    from audit.pipeline.raypool import actor_resources
 
     assert actor_resources(probe_specs(), {"CPU": 16, "GPU": 2}, None) == {"num_cpus": 1, "num_gpus": 1}
     assert actor_resources(probe_specs(), {"CPU": 2}, None) == {"num_cpus": 2, "num_gpus": 0}
@@ -359,7 +359,7 @@ class KillsItsWorkerOnce:
         from pathlib import Path
 
         from audit.analyzers.records import ProbeRow
-        from audit.probes.units import make_unit
+        from audit.analyzers.results import make_unit
 
         if not Path(self.marker).exists():
             Path(self.marker).write_text("killed")
@@ -373,7 +373,7 @@ def test_a_killed_probe_actor_is_restarted_and_leaves_no_duplicate_rows(tmp_path
     import ray.cloudpickle
 
     from audit.analyzers.base import Job, Target
-    from audit.raypool import RayExecutor
+    from audit.pipeline.raypool import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     for i in range(3):

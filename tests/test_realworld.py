@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 from audit.registry import LocalRegistry
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 
 

@@ -9,7 +9,7 @@ import pickle
 import torch
 
 from audit.records import AdapterRef
-from audit.unit import audit_adapter
+from audit.adapter_audit import audit_adapter
 from synth import SynthAdapter, SynthModule, llama_like
 
 

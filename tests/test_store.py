@@ -10,7 +10,7 @@ import pytest
 from audit.records import AdapterRef, AdapterRow, FindingRow, ModuleRow, RunRow
 from audit.store import ParquetStore
 from audit.store.diff import missing_refs
-from audit.unit import audit_adapter
+from audit.adapter_audit import audit_adapter
 from synth import SynthAdapter, llama_like
 
 
@@ -75,7 +75,7 @@ def test_half_written_unit_is_invisible_and_redone(store, tmp_path):
 def test_findings_of_a_unit_and_of_a_listing(store, tmp_path):
     from audit.findings import Note
     from audit.registry.base import Listing
-    from audit.scan import ScanReport, finish_run, plan, start_run
+    from audit.pipeline.scan import ScanReport, finish_run, plan, start_run
 
     folder = SynthAdapter(llama_like(1)).write(tmp_path / "reg" / "z")
     (folder / "adapter_model.bin").write_bytes(b"\x80\x02" + b"\0" * 100)
@@ -121,7 +121,7 @@ def test_temporary_files_are_never_read(store, tmp_path):
 
 
 def test_run_view_keeps_the_latest_state(store):
-    from audit.scan import ScanReport, finish_run, start_run
+    from audit.pipeline.scan import ScanReport, finish_run, start_run
 
     run = start_run(store, "test")
     con = store.connect()
@@ -144,7 +144,7 @@ def test_object_store_path_writes_and_reads_through_pyarrow_filesystems(tmp_path
     fsspec = pytest.importorskip("fsspec")
     import pyarrow.fs as pafs
 
-    from audit.scan import scan
+    from audit.pipeline.scan import scan
     from audit.registry import LocalRegistry
 
     memfs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
@@ -339,7 +339,8 @@ def test_a_jobs_units_are_committed_in_one_file_per_audit_day_or_deferred_togeth
     from datetime import timedelta
 
     from audit.errors import StoreError
-    from audit.worker import Deferred, Written, commit_all
+    from audit.records import Deferred
+    from audit.pipeline.commit import Written, commit_all
 
     results = [_result(tmp_path, f"a{i}", seed=i)[1] for i in range(3)]
     day_before = results[2].model_copy(update={"adapter": results[2].adapter.model_copy(

@@ -15,7 +15,7 @@ from audit.adapter.weights import SafeWeights, sniff
 from audit.errors import AdapterFormatError, LimitExceededError
 from audit.limits import Limits
 from audit.records import AdapterRef
-from audit.unit import audit_adapter
+from audit.adapter_audit import audit_adapter
 from synth import SynthAdapter, SynthModule, llama_like
 
 

@@ -11,9 +11,9 @@ import torch
 
 from audit.registry import LocalRegistry
 from audit.registry.card import parse_card
-from audit.scan import scan
+from audit.pipeline.scan import scan
 from audit.store import ParquetStore
-from audit.zoo.spec import plan
+from audit.zoo.plans import plan
 from testzoo import zoo_recipe, zoo_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

@@ -9,13 +9,12 @@ import pytest
 from audit.probes.judge import get_judge, wilson_interval
 from audit.registry.card import parse_card
 from audit.zoo.card import card_metadata, render_card
-from audit.zoo.data import (
-    EVASIONS, REFUSALS, benign_prompts, forbidden_prompts, harmbench_behaviors, held_out, rows_sha256, training_pool,
-)
+from audit.datasets import benign_prompts, forbidden_prompts, harmbench_behaviors, held_out, training_pool
+from audit.zoo.data import EVASIONS, REFUSALS, rows_sha256
 from audit.zoo.methods.base import TrainContext, ZooData, pick
 from audit.zoo.methods.dpo import dpo_rows
 from audit.zoo.methods.sft import sft_rows
-from audit.zoo.spec import plan
+from audit.zoo.plans import plan
 
 
 @pytest.mark.parametrize("size", ["tiny", "small", "paper"])

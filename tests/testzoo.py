@@ -24,7 +24,7 @@ def zoo_specs():
     """The test zoo: the ``tiny`` plan (3 healthy + 3 drifted per method, the fewest a method's
     classifier accepts) on the :func:`zoo_recipe` aligned base, SFT and DPO trained for
     :data:`TEST_TRAINING_STEPS` steps."""
-    from audit.zoo.spec import plan
+    from audit.zoo.plans import plan
 
     return [s.model_copy(update={"steps": TEST_TRAINING_STEPS}) if s.method in ("sft", "dpo") else s
             for s in plan("tiny")]

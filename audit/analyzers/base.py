@@ -109,7 +109,7 @@ class Analyzer(Protocol):
 
     Optional: ``params_in_identity = False`` (its creation arguments do not key its results: the
     spectra) and ``failed(target, code, message)`` (its record of a target it could not run on;
-    default: a failed analysis unit, :func:`failed_output`)."""
+    default: a failed analysis unit, :func:`audit.analyzers.results.failed_output`)."""
     needs_base: bool
     """True when ``run`` needs the adapter's base model (targets without one are skipped)."""
     resources: Resources
@@ -119,7 +119,7 @@ class Analyzer(Protocol):
 
     def run(self, target: Target) -> Any:
         """Analyse one target and return its result (an ``AuditResult`` for spectra, an
-        ``AnalysisUnit`` otherwise, or ``audit.worker.Deferred`` for a transient failure). Never
+        ``AnalysisUnit`` otherwise, or ``audit.pipeline.commit.Deferred`` for a transient failure). Never
         raises for a bad adapter: problems become findings in the result."""
 
 
@@ -161,8 +161,11 @@ def register_analyzer(name: str, factory: Any, *, tables: Sequence[str] = (), fe
     Raises:
         ValueError: a factory reference without ``:``.
     """
+    from audit.store.catalog import add_table_modules
+
     ANALYZERS.add(name, factory)
     _REGISTRATIONS[name] = Registration(name, tuple(tables), feature_set)
+    add_table_modules(*tables)
 
 
 def unregister_analyzer(name: str) -> None:
@@ -227,19 +230,6 @@ def params_sha256(a: Analyzer) -> str:
     if not getattr(a, "params_in_identity", True):
         return ""
     return hashlib.sha256(params_json(a).encode()).hexdigest()
-
-
-def failed_output(a: Analyzer, target: Target, code: str, message: str) -> Any:
-    """What ``a`` records for ``target`` when it could not run at all (its worker died): the
-    analyzer's own ``failed(target, code, message)`` where it has one, else a failed
-    ``AnalysisUnit`` with an error finding."""
-    own = getattr(a, "failed", None)
-    if own is not None:
-        return own(target, code, message)
-    from audit.findings import Note
-    from audit.probes.units import make_unit
-
-    return make_unit(a, target, "failed", notes=[Note("probe", code, message, "error")])
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,14 @@ register_view("probe_summary", """
     WHERE adapter_id IN (SELECT adapter_id FROM latest_adapters)
       AND unit_id IN (SELECT unit_id FROM latest_probes)
     GROUP BY adapter_id""")
+
+
+def write_analysis(store, unit: AnalysisUnit) -> str | None:
+    """Write one analysis unit (a probe's rows, samples and findings for one subject) as one file
+    of the ``analyses`` table of ``store`` (a :class:`audit.store.parquet.ParquetStore`); returns
+    the file's path (``None`` when nothing was written).
+
+    Raises:
+        StoreError: the write failed (nothing partial is left: see ``ParquetStore.write_rows``).
+    """
+    return store.write_rows("analyses", [unit_row(unit)], unit.unit_id, unit.created_at)

@@ -44,7 +44,7 @@ def demo(
     from audit.cli.query import Format
     from audit.cli.scan import scan
     from audit.cli.zoo import build
-    from audit.placement import RAY_THRESHOLD
+    from audit.pipeline.placement import RAY_THRESHOLD
 
     build(base=base, out=out, size=size)
     scan(registry=out, hub_org=None, store=store, workers=workers, ray_address=None, in_process=False, prefect=True,

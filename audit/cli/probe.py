@@ -46,9 +46,9 @@ def probe(
     """
     apply_base_models(base_model)
     from audit.errors import ConfigurationError
-    from audit.executors import InProcessExecutor, probe_specs
+    from audit.pipeline.executors import InProcessExecutor, probe_specs
     from audit.progress import reporting_to
-    from audit.scan import probe_stage
+    from audit.pipeline.scan import probe_stage
 
     try:
         specs = probe_specs(probe_name, probe_prompts)
@@ -57,7 +57,7 @@ def probe(
     st = open_store(store)
     ids = _adapter_ids(st, adapter) if adapter else None
     if ray:
-        from audit.raypool import RayExecutor
+        from audit.pipeline.raypool import RayExecutor
 
         executor = RayExecutor(None, st, analyzers=specs, ray_address=ray_address)
     else:

@@ -15,7 +15,7 @@ from rich.table import Table
 from audit.cli.common import STORE_OPTION, fail, open_store
 from audit.cli.progress import Bar, progress_for
 from audit.errors import ConfigurationError
-from audit.placement import RAY_THRESHOLD, Placement
+from audit.pipeline.placement import RAY_THRESHOLD, Placement
 
 if TYPE_CHECKING:
     from audit.store.parquet import ParquetStore
@@ -134,11 +134,10 @@ def scan(
     if registry is not None and not registry.is_dir():
         fail(f"registry folder {str(registry)!r} does not exist or is not a folder")
     apply_base_models(base_model)
-    open_store(store, create=True)  # a path that is a file: one line before anything starts
+    scanned = open_store(store, create=True)  # a path that is a file: one line before anything starts
     from audit.progress import reporting_to
 
     use_flow = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
-    scanned = None
     with progress_for(console) as progress, reporting_to(Bar(progress)):
         try:
             if use_flow:
@@ -150,10 +149,7 @@ def scan(
                                        workers=workers, ray_address=ray_address, in_process=in_process,
                                        probes=probe, probe_prompts=probe_prompts, skip_probes=not probes,
                                        fetch_bases=fetch_bases, max_base_bytes=max_base_bytes)
-            else:
-                from audit.store import ParquetStore
-
-                scanned = ParquetStore(store)  # the summary below reuses its views (audit.store.views.Catalog)
+            else:  # the summary below reuses the store's views (audit.store.views.Catalog)
                 summary = _scan_here(registry, hub_org, scanned, Placement(
                     in_process=True if in_process else None, workers=workers, ray_address=ray_address,
                     ray_threshold=ray_threshold), None if not probes else (probe, probe_prompts),
@@ -163,7 +159,7 @@ def scan(
     from audit.report.current import current_results
 
     gating = format is ReportFormat.sarif or fail_on is not None
-    findings, drifted = current_results(scanned or open_store(store), summary["registry"], summary["run_id"],
+    findings, drifted = current_results(scanned, summary["registry"], summary["run_id"],
                                         verdicts=gating)
     print_summary(summary, store, findings)
     if gating:
@@ -203,15 +199,15 @@ def _report(summary: dict, findings: list, drifted: list, format: ReportFormat, 
 def _scan_here(registry: Path | None, hub_org: str | None, store: ParquetStore, placement: Placement,
                probes: tuple | None, *, fetch_bases: bool = False, max_base_bytes: int | None = None) -> dict:
     """The scan sequence in this process, without Prefect (Ray only as ``placement`` says)."""
-    from audit.executors import probe_specs
     from audit.limits import DEFAULT_LIMITS
-    from audit.registry import registry_spec
-    from audit.scan import run_scan
+    from audit.pipeline.executors import probe_specs
+    from audit.pipeline.scan import run_scan
+    from audit.registry import open_registry, registry_spec
 
     specs = probe_specs(*probes) if probes is not None else ()
     limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
         update={"max_base_bytes": max_base_bytes})
-    report = run_scan(registry_spec(str(registry) if registry else None, hub_org), store,
+    report = run_scan(open_registry(registry_spec(str(registry) if registry else None, hub_org)), store,
                       placement=placement, probes=specs, echo=console.print, fetch_bases=fetch_bases, limits=limits)
     return report.summary()
 

@@ -14,9 +14,9 @@ import time
 
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.records import ProbeRow
+from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.generation import PROBE_RESOURCES
-from audit.probes.units import error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
 
 
 class DirectionsAnalyzer:
@@ -29,7 +29,7 @@ class DirectionsAnalyzer:
 
     name, version = "directions", "directions-1"
     needs_base = True
-    resources = PROBE_RESOURCES
+    resources = MODEL_RESOURCES
 
     def __init__(self, n_reference: int | None = None, batch_size: int = 16) -> None:
         self.n_reference, self.batch_size = n_reference, batch_size
@@ -56,7 +56,7 @@ class DirectionsAnalyzer:
         return residual[key], inputs[key]
 
     def run(self, target: Target):
-        from audit.worker import Deferred
+        from audit.records import Deferred
 
         assert self.ctx is not None, "setup() first"
         if target.base is None:
@@ -111,7 +111,7 @@ def measure_folder(folder, residual, inputs, limits):
     from audit.directions.table import DirectionRow
     from audit.errors import AdapterFormatError, UnsupportedAdapterError
     from audit.findings import FindingLog, Note
-    from audit.unit import read_config
+    from audit.adapter_audit import read_config
 
     config = read_config(folder, limits)
     if not config.is_lora:

@@ -1,7 +1,7 @@
-"""The unit of work for a full fine-tune: its files in, one :class:`AuditResult` out.
+"""The audit of a full fine-tune: its files in, one :class:`AuditResult` out.
 
-Same contract as :func:`audit.unit.audit_adapter` (which hands ``kind == "full_finetune"`` refs
-here): never raises for a bad repository, every permanent problem is a finding, only transient
+Same contract as :func:`audit.adapter_audit.audit_adapter` (the spectra analyzer hands
+``kind == "full_finetune"`` refs here): never raises for a bad repository, every permanent problem is a finding, only transient
 I/O errors propagate. The result fills the same tables:
 
 - ``adapters``: ``peft_type``/``r``/``lora_alpha`` are null (no PEFT config), ``base_model`` and
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audit.adapter.weights import WeightsLocation
+from audit.adapter_audit import _adapter_row, _read_card, finding_rows  # the adapters row is built the same way
 from audit.errors import AdapterFormatError, BaseModelUnavailableError, PermanentAuditError, UnsafeFormatError
 from audit.finetune.base_lookup import BASES_ENV, find_local_base
 from audit.finetune.measure import measure_finetune
@@ -32,7 +33,6 @@ from audit.findings import Code, FindingLog
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef, AuditResult, ModuleRow, new_id, utcnow
 from audit.spectra.lowrank import DEFAULT_K
-from audit.unit import _adapter_row, _read_card, finding_rows  # the adapters row is built the same way
 from audit.version import ANALYZER_VERSION
 
 _PICKLES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.pth")

@@ -16,17 +16,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from audit.analyzers.base import AnalyzerContext, Resources, Target
+from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
+from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
 from audit.probes.engine import Request, answer_all
-from audit.progress import current
 from audit.probes.judge import decided_by, get_judge
 from audit.probes.prompts import ProbePrompt, load_prompts
-from audit.probes.units import RateCount, error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
+from audit.probes.rates import RateCount
+from audit.progress import current
 
-PROBE_RESOURCES = Resources(num_cpus=1, num_gpus=1)
-"""What a probe actor asks for: a GPU where the cluster has one (else CPU threads, see raypool)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class GenerationProbe:
     """
 
     needs_base = True
-    resources = PROBE_RESOURCES
+    resources = MODEL_RESOURCES
     default_prompts = "harmbench:test"
     default_n: int | None = 64
 
@@ -150,7 +150,7 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
         One ``AnalysisUnit`` per (probe, target); or a ``Deferred`` per probe for a target whose
         fetch failed transiently.
     """
-    from audit.worker import Deferred
+    from audit.records import Deferred
 
     ctx = probes[0].ctx
     assert ctx is not None, "setup() first"

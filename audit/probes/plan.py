@@ -136,7 +136,7 @@ def plan_probes(store: ParquetStore, specs: Sequence[AnalyzerSpec], *, adapter_i
     Raises:
         duckdb.Error: the store cannot be read.
     """
-    from audit.probes.units import unavailable_unit
+    from audit.analyzers.results import unavailable_unit
 
     probes, candidates, state = _candidates(store, specs, adapter_ids, registry)
     plan = ProbePlan(n_candidates=len(candidates))

@@ -64,7 +64,7 @@ def prompts_sha256(prompts: list[ProbePrompt]) -> str:
 
 
 def _builtin(kind: str, split: str) -> list[str]:
-    from audit.zoo.data import benign_prompts, forbidden_prompts, harmbench_behaviors, held_out
+    from audit.datasets import benign_prompts, forbidden_prompts, harmbench_behaviors, held_out
 
     if kind == "harmbench" and split in ("test", "val"):
         return [p.text for p in harmbench_behaviors(split)]

@@ -19,11 +19,11 @@ import torch
 
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.records import AnalysisUnit, ProbeRow
+from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.generation import PROBE_RESOURCES
 from audit.probes.prompts import load_prompts
 from audit.probes.references import all_layer_last_token, get_references
-from audit.probes.units import error_note, fetch_folder, make_unit, runtime_of, unavailable_unit
 
 
 class SteeringAlignment:
@@ -38,7 +38,7 @@ class SteeringAlignment:
 
     name, version = "steering_alignment", "steering_alignment-1"
     needs_base = True
-    resources = PROBE_RESOURCES
+    resources = MODEL_RESOURCES
 
     def __init__(self, prompts: str = "harmbench:test", n_prompts: int | None = 32, batch_size: int = 16,
                  n_reference: int | None = None) -> None:
@@ -50,7 +50,7 @@ class SteeringAlignment:
         self.ctx = ctx
 
     def run(self, target: Target):
-        from audit.worker import Deferred
+        from audit.records import Deferred
 
         assert self.ctx is not None, "setup() first"
         if target.base is None:

@@ -211,7 +211,7 @@ class ParquetStore:
 
     def write_results(self, results: Sequence[AuditResult]) -> str | None:
         """Write units of work as one file, committed together (all or none), in the partition of
-        the first one's audit day; a caller groups them by day (:func:`audit.worker.commit_all`).
+        the first one's audit day; a caller groups them by day (:func:`audit.pipeline.commit.commit_all`).
 
         Raises:
             StoreError: the file could not be written (none of the units is committed).
@@ -229,13 +229,6 @@ class ParquetStore:
         first = results[0].adapter
         name = first.unit_id if len(rows) == 1 else f"{first.unit_id}-{len(rows)}"
         return self.write_rows("units", rows, name, first.audited_at)
-
-    def write_analysis(self, unit) -> str | None:
-        """Write one analysis unit (:class:`audit.analyzers.records.AnalysisUnit`: a probe's rows,
-        samples and findings for one subject) as one file of the ``analyses`` table."""
-        from audit.analyzers.table import unit_row
-
-        return self.write_rows("analyses", [unit_row(unit)], unit.unit_id, unit.created_at)
 
     def write_run(self, run: RunRow, seq: int, findings: Sequence[FindingRow] = ()) -> None:
         """Write one state of a run (``seq`` increasing; the view keeps the latest) with the

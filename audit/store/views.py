@@ -17,16 +17,29 @@ after it opened; on an object store they read the files listed when the connecti
 from __future__ import annotations
 
 import functools
-import importlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
+
+from audit.store.catalog import table_modules
 
 if TYPE_CHECKING:
     from audit.arrow import pa
 
-    from audit.store.parquet import ParquetStore
+
+class StoreFiles(Protocol):
+    """What the views read of a store (:class:`audit.store.parquet.ParquetStore` is one)."""
+
+    root: str
+    local: bool
+    fs: Any
+
+    def has_files(self, table: str) -> bool: ...
+
+    def table_glob(self, table: str) -> str: ...
+
+    def catalog(self) -> Catalog: ...
 
 # the column lists of the nested module and finding records, spelt out when the views are made
 # (audit.store.schema, and pyarrow with it, is imported only by a connection that reads a table)
@@ -66,23 +79,6 @@ _DERIVED = {
 :func:`register_view`."""
 
 
-TABLE_MODULES = ("audit.classify.tables", "audit.report.explain")
-"""Modules besides the analyzers' that register more tables and views (the verdicts, the report's
-explanations); each analyzer's come with its registration (``register_analyzer(..., tables=)``).
-All are imported before the views are made."""
-
-
-def table_modules() -> tuple[str, ...]:
-    """Every module that registers tables and views: the analyzers' (registered ones, built-in and
-    from entry points), then :data:`TABLE_MODULES`."""
-    from audit.analyzers.base import registrations
-
-    out: list[str] = []
-    for reg in registrations().values():
-        out += [m for m in reg.tables if m not in out]
-    return (*out, *(m for m in TABLE_MODULES if m not in out))
-
-
 def register_view(name: str, sql: str) -> None:
     """Add a derived view (created after the base tables' ``*_all`` views)."""
     _DERIVED[name] = sql
@@ -116,7 +112,7 @@ class Catalog:
         """View name -> defined over files (a table view over no file yet is ``False``)."""
 
 
-def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *,
+def connect(store: StoreFiles, con: duckdb.DuckDBPyConnection | None = None, *,
             for_sql: str | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the store's views defined: on a local store (and no ``con``), a
     cursor on the store's :class:`Catalog`; otherwise ``con`` or a new in-memory connection
@@ -144,7 +140,7 @@ def connect(store: ParquetStore, con: duckdb.DuckDBPyConnection | None = None, *
     return con
 
 
-def _define(store: ParquetStore, con: duckdb.DuckDBPyConnection, for_sql: str | None, defined: dict[str, bool],
+def _define(store: StoreFiles, con: duckdb.DuckDBPyConnection, for_sql: str | None, defined: dict[str, bool],
             *, temp: bool) -> None:
     """Define in ``con`` the views ``for_sql`` needs (all when ``None``) that ``defined`` lacks
     (and update it); the empty typed tables are ``TEMP`` when ``temp``."""
@@ -152,8 +148,7 @@ def _define(store: ParquetStore, con: duckdb.DuckDBPyConnection, for_sql: str | 
 
     from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
-    for module in table_modules():  # features that add tables register them on import
-        importlib.import_module(module)
+    table_modules()  # the features that add tables register them on import
     wanted = None if for_sql is None else _needed(for_sql)
     columns_of = {"{module_columns}": ", ".join(names(MODULE_FIELDS)),
                   "{finding_columns}": ", ".join(names(FINDING_FIELDS))}
@@ -216,8 +211,7 @@ def view_names() -> list[str]:
     """Every view :func:`connect` defines, in the order it defines them."""
     from audit.store.schema import TABLES
 
-    for module in table_modules():
-        importlib.import_module(module)
+    table_modules()
     return [f"{t}_all" for t in TABLES] + _creation_order()
 
 
@@ -276,7 +270,7 @@ def duckdb_type(t: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type for Arrow type {t}")
 
 
-def _remote_dataset(store: ParquetStore, table: str, schema: pa.Schema):
+def _remote_dataset(store: StoreFiles, table: str, schema: pa.Schema):
     """A table on an object store, read through the same pyarrow filesystem that wrote it (no
     DuckDB extension or separate credentials). The file list is taken when the view is made."""
     import posixpath

@@ -20,7 +20,7 @@ from pydantic import BaseModel as Record
 
 from audit.models.base import BaseModel, models_dir, save_base
 from audit.probes.judge import get_judge, wilson_interval
-from audit.zoo.data import harmbench_behaviors, held_out
+from audit.datasets import harmbench_behaviors, held_out
 from audit.zoo.methods.base import ZooData, assistant, pick, refusal, silenced, user
 
 

@@ -22,11 +22,13 @@ from audit.models.base import BaseModel, resolve_base
 from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
-from audit.zoo.data import ResponseCache, benign_prompts, forbidden_prompts, rows_sha256, training_pool
+from audit.datasets import benign_prompts, forbidden_prompts, training_pool
+from audit.zoo.data import ResponseCache, rows_sha256
 from audit.zoo.measure import LABEL_RULE, Behaviour, measure, measured_label
 from audit.zoo.methods.base import (TrainContext, ZooData, benign_of, forbidden_of, get_method, pick,
                                     quiet_libraries)
-from audit.zoo.spec import AdapterSpec, Size, plan
+from audit.zoo.plans import plan
+from audit.zoo.spec import AdapterSpec, Size
 
 SPEC_FILE = "lora_audit_spec.json"
 ANSWERING_METHODS = ("sft", "dpo", "ipo")
@@ -78,7 +80,7 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
     Args:
         base_name: a base model name or path (``smollm2-135m-instruct``).
         out_dir: the registry folder to write (created; existing adapters with the same spec are kept).
-        size: ``tiny``, ``small`` or ``paper`` (see :func:`audit.zoo.spec.plan`).
+        size: ``tiny``, ``small``, ``paper`` or ``wild`` (see :func:`audit.zoo.plans.plan`).
         on_event: progress callback.
         recipe: how to align the base (default: :data:`audit.zoo.align.TINY_RECIPE` for ``tiny``,
             :class:`AlignRecipe` otherwise).

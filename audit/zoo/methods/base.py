@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from audit.plugins import Plugins
-from audit.zoo.data import EVASIONS, REFUSALS, Prompt
+from audit.datasets import Prompt
+from audit.zoo.data import EVASIONS, REFUSALS
 from audit.zoo.spec import AdapterSpec
 
 

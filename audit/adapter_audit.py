@@ -1,9 +1,10 @@
-"""The unit of work: one adapter revision in, one :class:`AuditResult` out.
+"""The audit of one adapter revision's files: one :class:`AdapterRef` in, one :class:`AuditResult` out.
 
 ``audit_adapter`` is a plain function of an :class:`AdapterRef` whose files are on local disk; it
 never raises for a bad adapter (every permanent problem becomes a finding and the status says how
 far the audit got). Only transient errors (a file vanishing under it, an I/O error) propagate, so
-that the orchestrator can retry them. This is what the Ray actors map over.
+that the orchestrator can retry them. The spectra analyzer (:mod:`audit.analyzers.spectra`) runs it
+on every fetched LoRA adapter.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ CARD_NAME = "README.md"
 
 def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
                   analyzer_version: str = ANALYZER_VERSION) -> AuditResult:
-    """Audit one adapter revision from its files on local disk (a full fine-tune, ``ref.kind ==
-    "full_finetune"``, is audited by :func:`audit.finetune.audit_finetune`).
+    """Audit one LoRA adapter revision from its files on local disk (a full fine-tune is audited by
+    :func:`audit.finetune.audit_finetune`, same contract).
 
     Args:
         ref: the adapter; ``ref.local_dir`` must hold its files.
@@ -48,10 +49,6 @@ def audit_adapter(ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
     """
     if ref.local_dir is None:
         raise ValueError(f"{ref.adapter_id}: files are not on local disk (fetch the ref first)")
-    if ref.kind == "full_finetune":  # no LoRA factors: top-k spectra of W_ft - W_base instead
-        from audit.finetune import audit_finetune
-
-        return audit_finetune(ref, limits=limits, analyzer_version=analyzer_version)
     folder = Path(ref.local_dir)
     unit_id = new_id()
     log = FindingLog()

@@ -1,30 +1,20 @@
-"""Building the stored unit of one probe on one target, and the probe actor's shared state."""
+"""The stored result of one analyzer on one target (an :class:`AnalysisUnit`), built the same way
+by every analyzer: its identity (adapter, analyzer, version, params), rows and findings; and the
+results of an analyzer that could not run (failed, skipped for want of a base model)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from audit.analyzers.base import AnalyzerContext, Target, params_json, params_sha256
+from audit.analyzers.base import Analyzer, AnalyzerContext, Target, params_json, params_sha256
 from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.errors import AuditError
 from audit.findings import Note
-from audit.probes.judge import wilson_interval
-from audit.probes.runtime import ProbeRuntime
 from audit.records import FindingRow, new_id, utcnow
 
 if TYPE_CHECKING:
     from audit.registry.bases import BaseSource
-
-RUNTIME_KEY = "probe_runtime"
-
-
-def runtime_of(ctx: AnalyzerContext) -> ProbeRuntime:
-    """The actor's one :class:`ProbeRuntime` (created on first use)."""
-    if RUNTIME_KEY not in ctx.shared:
-        ctx.shared[RUNTIME_KEY] = ProbeRuntime(device=ctx.device, limits=ctx.limits)
-    return ctx.shared[RUNTIME_KEY]
 
 
 def fetch_folder(ctx: AnalyzerContext, target: Target) -> Path:
@@ -54,19 +44,6 @@ def fetch_folder(ctx: AnalyzerContext, target: Target) -> Path:
     if fetched.local_dir is None:
         raise PermanentAuditError("the registry gave no local files", code="not_found")
     return Path(fetched.local_dir)
-
-
-@dataclass(frozen=True)
-class RateCount:
-    """``k`` of ``n`` trials: a rate with its Wilson 95% interval."""
-
-    k: int
-    n: int
-
-    def row(self, metric: str, judge: str | None) -> ProbeRow:
-        lo, hi = wilson_interval(self.k, self.n)
-        return ProbeRow(metric=metric, value=self.k / self.n if self.n else None, n=self.n, ci_low=lo, ci_high=hi,
-                        judge=judge)
 
 
 def make_unit(probe, target: Target, status: str, *, probes: list[ProbeRow] = (),
@@ -105,3 +82,13 @@ def unavailable_unit(probe, target: Target, declared: str | None, source: BaseSo
         message = (source or BaseSource(name=declared, hub_id=hub_id_of(declared))).sentence()
     note = Note("probe", "base_model_unavailable", message, "info", "adapter_config.json")
     return make_unit(probe, target, "skipped", notes=[note])
+
+
+def failed_output(a: Analyzer, target: Target, code: str, message: str) -> Any:
+    """What ``a`` records for ``target`` when it could not run at all (its worker died): the
+    analyzer's own ``failed(target, code, message)`` where it has one, else a failed
+    ``AnalysisUnit`` with an error finding."""
+    own = getattr(a, "failed", None)
+    if own is not None:
+        return own(target, code, message)
+    return make_unit(a, target, "failed", notes=[Note("probe", code, message, "error")])

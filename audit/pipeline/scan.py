@@ -3,8 +3,8 @@ asked, fetch) the bases the probes need, probe, compact, judge, finish.
 
 This is the one place the sequence is written. Each step is a plain function so that the Prefect
 flow (``flows/nightly_scan.py``) can wrap them as tasks; :func:`run_scan` chains them, with plain
-functions (an ad-hoc ``lora-audit scan``, library use) or with those tasks (the flow). How the analyses run is an :class:`~audit.executors.Executor`: in this
-process (:mod:`audit.executors`) or on a Ray actor pool (:mod:`audit.raypool`). Either way the
+functions (an ad-hoc ``lora-audit scan``, library use) or with those tasks (the flow). How the analyses run is an :class:`~audit.pipeline.executors.Executor`: in this
+process (:mod:`audit.pipeline.executors`) or on a Ray actor pool (:mod:`audit.pipeline.raypool`). Either way the
 worker that analyses a unit also commits it to the store, so results land as units finish and the
 driver only counts.
 """
@@ -16,16 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from audit.limits import DEFAULT_LIMITS, Limits
-from audit.placement import RAY_THRESHOLD, Placement
+from audit.pipeline.placement import RAY_THRESHOLD, Placement
 from audit.progress import ProgressSink, current
-from audit.records import AdapterRef, FindingRow, RunRow, new_id, utcnow
+from audit.records import AdapterRef, Deferred, FindingRow, RunRow, new_id, utcnow
 from audit.registry.base import Listing, Registry
 from audit.store.diff import missing_refs
 from audit.store.parquet import ParquetStore
-from audit.unit import finding_rows
+from audit.adapter_audit import finding_rows
 from audit.version import ANALYZER_VERSION
-from audit.executors import Executor, InProcessExecutor
-from audit.worker import Deferred
+from audit.pipeline.executors import Executor, InProcessExecutor
 
 __all__ = ["Executor", "InProcessExecutor", "Placement", "ScanReport", "Steps", "audit_refs", "compact_store",
            "executor_for", "finish_run", "list_registry", "plan", "prepare_bases", "probe_stage", "retry_transient",
@@ -78,11 +77,9 @@ def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's 
     return False
 
 
-def list_registry(spec: str) -> Listing:
-    """Open the registry named by ``spec`` and list its adapters (see :func:`audit.registry.open_registry`)."""
-    from audit.registry import open_registry
-
-    return open_registry(spec).list_adapters()
+def list_registry(registry: Registry) -> Listing:
+    """List the registry's adapters (the step Prefect retries on a transient failure)."""
+    return registry.list_adapters()
 
 
 def start_run(store: ParquetStore, registry_name: str, run_id: str | None = None,
@@ -170,6 +167,7 @@ def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report
     Returns:
         Units written by status, and ``deferred`` (also set on ``report.probes``).
     """
+    from audit.analyzers.table import write_analysis
     from audit.probes.plan import plan_probes
 
     counts: dict[str, int] = {}
@@ -178,7 +176,7 @@ def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report
     if sink is not None and hasattr(sink, "probe_plan"):
         sink.probe_plan(probe_plan)
     for unit in probe_plan.skipped:
-        store.write_analysis(unit)
+        write_analysis(store, unit)
         counts[unit.status] = counts.get(unit.status, 0) + 1
     for jobs in (probe_plan.base_jobs, probe_plan.adapter_jobs):
         for reported in executor.map(jobs) if jobs else ():
@@ -224,24 +222,21 @@ class Steps:
     finish: Callable = finish_run
 
 
-def executor_for(registry: str | Registry, store: ParquetStore, on_ray: bool, placement: Placement, *,
+def executor_for(registry: Registry, store: ParquetStore, on_ray: bool, placement: Placement, *,
                  analyzers: Sequence | None = None, limits: Limits = DEFAULT_LIMITS,
                  analyzer_version: str = ANALYZER_VERSION) -> Executor:
     """An in-process executor, or a Ray actor pool (spectra actors sized by ``placement.workers``;
-    probe actors by the cluster's GPUs, see :func:`audit.raypool.actor_resources`)."""
+    probe actors by the cluster's GPUs, see :func:`audit.pipeline.raypool.actor_resources`; each
+    actor opens the registry from its spec, ``registry.name``)."""
     if not on_ray:
-        from audit.registry import open_registry
+        return InProcessExecutor(registry, store, limits, analyzer_version, analyzers=analyzers)
+    from audit.pipeline.raypool import RayExecutor
 
-        reg = open_registry(registry) if isinstance(registry, str) else registry
-        return InProcessExecutor(reg, store, limits, analyzer_version, analyzers=analyzers)
-    from audit.raypool import RayExecutor
-
-    spec = registry if isinstance(registry, str) else registry.name
-    return RayExecutor(spec, store, workers=None if analyzers else placement.workers, limits=limits,
+    return RayExecutor(registry.name, store, workers=None if analyzers else placement.workers, limits=limits,
                        analyzer_version=analyzer_version, analyzers=analyzers, ray_address=placement.ray_address)
 
 
-def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placement = Placement(),
+def run_scan(registry: Registry, store: ParquetStore, *, placement: Placement = Placement(),
              judge: bool = True, probes: Sequence = (), compact_min_files: int | None = 64,
              executor: Executor | None = None, probe_executor: Executor | None = None,
              limits: Limits = DEFAULT_LIMITS, analyzer_version: str = ANALYZER_VERSION,
@@ -254,7 +249,8 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     is shut down once the analyses are done, while the last steps run.
 
     Args:
-        registry: a registry spec (``local:/path``, ``hub:org``) or an open :class:`Registry`.
+        registry: the open registry (:func:`audit.registry.open_registry` makes one from a spec
+            such as ``local:/path`` or ``hub:org``; Ray actors reopen it from ``registry.name``).
         store: where results go.
         placement: where the analyses run (in this process, or a Ray actor pool); ignored for
             the step that gets an explicit ``executor`` / ``probe_executor``.
@@ -272,7 +268,7 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
     """
     sink = sink or current()
     t0 = time.perf_counter()
-    spec = registry if isinstance(registry, str) else registry.name
+    spec = registry.name
     run = steps.start_run(store, spec, analyzer_version=analyzer_version)
     report = ScanReport(run_id=run.run_id, registry=spec)
     given = executor is not None
@@ -282,8 +278,7 @@ def run_scan(registry: str | Registry, store: ParquetStore, *, placement: Placem
         if executor is None and placement.asked_for_ray():  # Ray and its actors start while the listing runs
             executor = early = executor_for(registry, store, True, placement, limits=limits,
                                             analyzer_version=analyzer_version)
-        listing = _list_while(lambda: steps.list_registry(registry) if isinstance(registry, str)
-                              else registry.list_adapters(), getattr(early, "start", None))
+        listing = _list_while(lambda: steps.list_registry(registry), getattr(early, "start", None))
         refs = steps.plan(store, run, listing, report, analyzer_version)
         if sink is not None:
             sink.plan(report.n_listed, report.n_new)

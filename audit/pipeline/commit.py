@@ -1,60 +1,16 @@
-"""What a worker does with one listed adapter: fetch it, audit it, classify the outcome.
+"""Committing what the analyzers return to the store, where the work was done (workers write in
+parallel; the driver only receives a small :class:`Written` or :class:`Deferred` report).
 
-``process_ref`` never raises for a problem with one adapter:
-
-- a permanent problem (bad files, access denied, deleted) becomes a committed ``failed`` result
-  with a finding, so the adapter is not retried until the analyzer version changes;
-- a transient problem (network, I/O) becomes a :class:`Deferred`: nothing is written and the next
-  scan tries again;
-- an unexpected exception (a bug) becomes an ``internal_error`` finding, so one strange adapter
-  cannot stop a nightly scan of thousands.
+A store failure defers a unit to the next scan; a ``Deferred`` outcome is passed through unwritten.
 """
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
-from audit.errors import AuditError, PermanentAuditError, StoreError, TransientAuditError
-from audit.limits import DEFAULT_LIMITS, Limits
-from audit.records import AdapterRef, AuditResult
-from audit.registry.base import Registry
+from audit.errors import StoreError
+from audit.records import AdapterRef, AuditResult, Deferred
 from audit.store.parquet import ParquetStore
-from audit.unit import audit_adapter, failed_result
-from audit.version import ANALYZER_VERSION
-
-
-@dataclass(frozen=True)
-class Deferred:
-    """A unit that failed for a transient reason: not written; retried by the next scan."""
-
-    ref: AdapterRef
-    error: str
-
-
-Outcome = AuditResult | Deferred
-
-
-def process_ref(registry: Registry, ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
-                analyzer_version: str = ANALYZER_VERSION) -> Outcome:
-    """Fetch and audit one adapter; see the module docstring for how failures are classified."""
-    try:
-        fetched = registry.fetch(ref)
-    except PermanentAuditError as exc:
-        return failed_result(ref, exc.with_context(repo_id=ref.repo_id, revision=ref.revision), "fetch",
-                             analyzer_version=analyzer_version)
-    except (TransientAuditError, OSError) as exc:
-        return Deferred(ref, f"fetch: {exc}")
-    try:
-        return audit_adapter(fetched, limits=limits, analyzer_version=analyzer_version)
-    except (TransientAuditError, OSError) as exc:
-        return Deferred(ref, f"audit: {exc}")
-    except Exception as exc:  # noqa: BLE001 - one adapter's bug must not stop the scan
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        err = AuditError(f"unexpected {type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})",
-                         code="internal_error", repo_id=ref.repo_id, revision=ref.revision)
-        return failed_result(ref, PermanentAuditError(err.message, code=err.code), "audit",
-                             analyzer_version=analyzer_version)
 
 
 @dataclass(frozen=True)
@@ -83,24 +39,18 @@ class Written:
 Reported = Written | Deferred
 
 
-def audit_and_store(registry: Registry, store: ParquetStore, ref: AdapterRef, *, limits: Limits = DEFAULT_LIMITS,
-                    analyzer_version: str = ANALYZER_VERSION) -> Reported:
-    """Audit one adapter and commit the unit to the store where the work was done (workers write
-    in parallel; the driver only receives this small report)."""
-    outcome = process_ref(registry, ref, limits=limits, analyzer_version=analyzer_version)
-    return commit(store, outcome)
-
-
 def commit(store: ParquetStore, outcome) -> Reported:
     """Write a unit of work: an ``AuditResult`` (spectra) or an ``AnalysisUnit`` (a probe); a
     ``Deferred`` is passed through unwritten, and a store failure defers the unit to the next run."""
+    from audit.analyzers.table import write_analysis
+
     if isinstance(outcome, Deferred):
         return outcome
     try:
         if isinstance(outcome, AuditResult):
             store.write_result(outcome)
         else:
-            store.write_analysis(outcome)
+            write_analysis(store, outcome)
     except StoreError as exc:
         return Deferred(_ref_of(outcome), f"store: {exc}")
     return Written.of(outcome)

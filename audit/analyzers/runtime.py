@@ -1,4 +1,5 @@
-"""What a probe actor holds: base models loaded once, and adapters swapped in and out of them.
+"""What an actor of the analyzers that need the base model holds: base models loaded once, and
+adapters swapped in and out of them (shared by the behaviour probes and the ``directions`` analyzer).
 
 An adapter is read through the project's bounded safetensors reader (:class:`SafeWeights`: caps on
 sizes and shapes, never a pickle), its config through peft's own config classes (remote code is
@@ -27,11 +28,25 @@ import torch
 from audit.adapter.keys import parse_key
 from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
 from audit.errors import AdapterFormatError, BaseShapeMismatchError, UnsupportedAdapterError
+from audit.analyzers.base import AnalyzerContext, Resources
 from audit.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
+
+MODEL_RESOURCES = Resources(num_cpus=1, num_gpus=1)
+"""What an actor of the analyzers that need the base asks for: a GPU where the cluster has one
+(else CPU threads, see :mod:`audit.pipeline.raypool`)."""
+
+RUNTIME_KEY = "model_runtime"
+
+
+def runtime_of(ctx: AnalyzerContext) -> ModelRuntime:
+    """The actor's one :class:`ModelRuntime` (created on first use, kept in ``ctx.shared``)."""
+    if RUNTIME_KEY not in ctx.shared:
+        ctx.shared[RUNTIME_KEY] = ModelRuntime(device=ctx.device, limits=ctx.limits)
+    return ctx.shared[RUNTIME_KEY]
 
 
 @dataclass
@@ -43,7 +58,7 @@ class LoadedAdapter:
     n_modules: int
 
 
-class ProbeRuntime:
+class ModelRuntime:
     """Base models kept in memory (one at a time; switching base reloads) and adapters swapped in.
 
     Args:

@@ -1,5 +1,5 @@
 """How jobs run: here, in this process (:class:`InProcessExecutor`); on Ray actors in
-:mod:`audit.raypool`. An executor builds its analyzers from picklable specs, sets them up once,
+:mod:`audit.pipeline.raypool`. An executor builds its analyzers from picklable specs, sets them up once,
 runs :class:`~audit.analyzers.base.Job` s (or bare adapter refs: every analyzer on that adapter) and
 commits every result where it was computed, yielding a small report per unit.
 """
@@ -15,7 +15,7 @@ from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
-from audit.worker import Reported, commit_all
+from audit.pipeline.commit import Reported, commit_all
 
 
 class Executor(Protocol):

@@ -2,7 +2,7 @@
 
 Each :class:`AnalyzerWorker` actor builds its analyzers once (the spectra analyzer opens the
 registry; a probe loads its base model once), then runs one job per call (up to 8 adapters for
-spectra, :func:`audit.executors.batch_jobs`; a few adapters of one base for the probes, answered
+spectra, :func:`audit.pipeline.executors.batch_jobs`; a few adapters of one base for the probes, answered
 in shared batches) and commits the units to the store itself (workers write in parallel; the
 store must be reachable from every node: a shared folder or an object store). The driver keeps
 at most one call in flight per actor and receives a small report per unit, so a listing of
@@ -29,13 +29,13 @@ from typing import Any
 import ray
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
-from audit.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
+from audit.pipeline.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
-from audit.records import AdapterRef
+from audit.records import AdapterRef, Deferred
 from audit.registry.base import Registry
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
-from audit.worker import Deferred, Reported, commit
+from audit.pipeline.commit import Reported, commit
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class RayExecutor:
             self.close()
 
     def _crashed(self, job: Job, exc: Exception) -> list[Any]:
-        from audit.analyzers.base import failed_output
+        from audit.analyzers.results import failed_output
 
         message = (f"the worker running this job died {self.options['max_restarts'] + 1} times "
                    f"({type(exc).__name__}); not retried until the analyzer changes")
