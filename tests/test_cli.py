@@ -132,6 +132,25 @@ def test_help_explains():
     assert "<bool>" not in res.output  # on/off flags take none
 
 
+@pytest.mark.parametrize("command", [["scan"], ["recalibrate"], ["zoo", "build"]])
+def test_help_wraps_sentences_at_the_terminal_width(command):
+    """At 80 columns a description's lines are full up to its paragraph's last one: the terminal
+    wraps the sentences, not the docstring's own line breaks."""
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    description = res.output.split("╭")[0]  # the text before the option panels
+    paragraphs: list[list[str]] = [[]]
+    for line in description.splitlines():  # rich pads every line, blank ones too
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    lines = [line for p in paragraphs[1:] for line in p[:-1] if not line.startswith(("-", "Usage"))]
+    assert lines, "the help has no paragraph of several lines to check"
+    short = [line for line in lines if len(line) < 55]
+    assert not short, f"lines cut before the terminal's width: {short}"
+
+
 @pytest.mark.slow
 def test_recalibrate_and_verdicts_commands(tmp_path):
     from audit.registry import LocalRegistry

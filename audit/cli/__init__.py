@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from audit.cli.common import reflow
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("audit.cli.scan", "scan"),
     "query": ("audit.cli.query", "query"),
@@ -37,9 +39,11 @@ def build_app(only: str | None = None) -> typer.Typer:
             continue
         thing = getattr(importlib.import_module(module), attr)
         if isinstance(thing, typer.Typer):
+            for command in thing.registered_commands:
+                command.help = command.help or reflow(command.callback.__doc__)
             app.add_typer(thing, name=name)
         else:
-            app.command(name)(thing)
+            app.command(name, help=reflow(thing.__doc__))(thing)
     return app
 
 

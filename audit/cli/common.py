@@ -42,3 +42,24 @@ def one_line(message: str) -> str:
     """A multi-line library message (DuckDB's caret diagrams) as one line."""
     parts = [p.strip() for p in str(message).splitlines()]
     return " ".join(p for p in parts if p and set(p) != {"^"})
+
+
+def reflow(doc: str | None) -> str | None:
+    """A command's docstring as help text the terminal wraps: each paragraph's lines joined into
+    one (Typer keeps a docstring's line breaks, which at another width break sentences in the
+    middle); a list item (``- ``, ``1. ``) starts its own line."""
+    import inspect
+    import re
+
+    if not doc:
+        return doc
+    out = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not re.match(r"\s*(?:[-*]|\d+\.)\s", line):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
