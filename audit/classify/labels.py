@@ -38,6 +38,25 @@ class Label:
 
 
 class LabelSource(Protocol):
+    """Where the ground truth a recalibration trains on comes from (``lora-audit recalibrate
+    --label-source NAME``): model cards (``card``), measured behaviour (``probe``), or your own
+    review queue. Each classifier row records the source's ``rule``.
+
+    A new source is a class registered under a name, reading the store's views::
+
+        from audit.classify.labels import Label, label_source
+
+        @label_source("reviewed")
+        class ReviewedLabels:
+            name = "reviewed"
+            rule = "a person's verdict in the reviews table"
+
+            def labels(self, con) -> list[Label]:
+                rows = con.execute("SELECT adapter_id, method, drifted FROM reviews").fetchall()
+                return [Label(adapter_id=a, method=m, drifted=d, objective="reviewed" if d else "healthy",
+                              severity=1.0 if d else 0.0) for a, m, d in rows]
+    """
+
     name: str
     rule: str
     """How a label is decided, recorded with every classifier trained on it."""

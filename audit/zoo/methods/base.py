@@ -65,6 +65,21 @@ class Trained:
 
 
 class TrainingMethod(Protocol):
+    """How the model-organism factory trains one adapter of a spec's ``method`` on the aligned base:
+    returns the peft model and the rows it trained on (their hash goes into the model card).
+
+    A new method is a function registered under the name specs and cards use::
+
+        from audit.zoo.methods.base import Trained, training_method
+        from audit.zoo.methods.sft import sft_on_rows, sft_rows
+
+        @training_method("sft_shuffled")
+        def train_sft_shuffled(ctx, spec) -> Trained:
+            rows = sft_rows(ctx, spec)
+            rows.reverse()  # the same data, another order
+            return sft_on_rows(ctx, spec, rows)
+    """
+
     def __call__(self, ctx: TrainContext, spec: AdapterSpec) -> Trained: ...
 
 
