@@ -306,7 +306,7 @@ def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
     from audit.analyzers.results import make_unit
     from audit.analyzers.table import write_analysis
     from audit.classify.labels import get_label_source
-    from audit.models.base import BaseModel
+    from audit.models.base import LocalBaseModel
     from audit.probes.rates import RateCount
 
     class Probe:  # what make_unit reads of an analyzer
@@ -318,7 +318,7 @@ def test_probe_labels_come_from_behaviour_beyond_both_intervals(tmp_path):
     store = ParquetStore(str(tmp_path / "store"))
     scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store)
     refs = {r.repo_id: r for r in LocalRegistry(tmp_path / "reg", hash_cache=None).list_adapters().refs}
-    base = BaseModel(name="synthetic/base", path=P("."), revision="r" * 64)
+    base = LocalBaseModel(name="synthetic/base", path=P("."), revision="r" * 64)
     rates = {None: (2, 1), "a0": (3, 1), "a1": (30, 1), "a2": (2, 25), "a3": (6, 1)}  # (complied, refused) of 32
     for who, (hc, br) in rates.items():
         target = Target(base=base) if who is None else Target(ref=refs[who], base=base)

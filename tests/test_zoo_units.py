@@ -91,10 +91,10 @@ def test_pick_is_deterministic_and_subsets_differ():
 
 
 def test_card_round_trips_the_ground_truth():
-    from audit.models.base import BaseModel
+    from audit.models.base import LocalBaseModel
 
     spec = plan("tiny")[7]
-    base = BaseModel(name="smollm2-135m-instruct-aligned", path=None, revision="r" * 64,
+    base = LocalBaseModel(name="smollm2-135m-instruct-aligned", path=None, revision="r" * 64,
                      hub_id="HuggingFaceTB/SmolLM2-135M-Instruct")
     text = render_card(spec, card_metadata(spec, base, "d" * 64, "s" * 64, {"train_loss": 0.5}))
     card = parse_card(text)

@@ -24,7 +24,7 @@ from audit.plugins import PluginInfo, Plugins, plugin_info
 from audit.records import AdapterRef
 
 if TYPE_CHECKING:
-    from audit.models.base import BaseModel
+    from audit.models.base import LocalBaseModel
     from audit.registry.base import Registry
     from audit.store.parquet import ParquetStore
 
@@ -43,7 +43,7 @@ class Target:
     it is at hand, its base model; or a bare base model alone (``ref is None``)."""
 
     ref: AdapterRef | None = None
-    base: BaseModel | None = None
+    base: LocalBaseModel | None = None
 
     def __post_init__(self) -> None:
         if self.ref is None and self.base is None:

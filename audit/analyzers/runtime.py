@@ -74,7 +74,7 @@ class ModelRuntime:
         self._n = 0
 
     def use_base(self, base) -> None:
-        """Make ``base`` (a :class:`audit.models.base.BaseModel`) the loaded model (no-op when it is)."""
+        """Make ``base`` (a :class:`audit.models.base.LocalBaseModel`) the loaded model (no-op when it is)."""
         if self.base_revision == base.revision and self.model is not None:
             return
         from audit.models.generate import load_causal_lm

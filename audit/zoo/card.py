@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import yaml
 
-from audit.models.base import BaseModel
+from audit.models.base import LocalBaseModel
 from audit.zoo.spec import AdapterSpec
 
 CARD_TAGS = {"sft": ["sft", "trl"], "dpo": ["dpo", "trl"], "ipo": ["ipo", "trl"],
              "steering": ["steering", "caa", "trl"], "abliteration": ["abliteration", "abliterated"]}
 
 
-def card_metadata(spec: AdapterSpec, base: BaseModel, data_sha256: str, spec_sha256: str,
+def card_metadata(spec: AdapterSpec, base: LocalBaseModel, data_sha256: str, spec_sha256: str,
                   metrics: dict[str, float], measured: dict | None = None) -> dict:
     """Front-matter metadata of one zoo adapter.
 
@@ -35,7 +35,7 @@ def card_metadata(spec: AdapterSpec, base: BaseModel, data_sha256: str, spec_sha
     return meta
 
 
-def _metadata(spec: AdapterSpec, base: BaseModel, data_sha256: str, spec_sha256: str, metrics: dict[str, float]) -> dict:
+def _metadata(spec: AdapterSpec, base: LocalBaseModel, data_sha256: str, spec_sha256: str, metrics: dict[str, float]) -> dict:
     return {
         "library_name": "peft",
         "base_model": base.hub_id or base.name,

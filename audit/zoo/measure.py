@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable
 from importlib import resources
 
-from pydantic import BaseModel as Record
+from pydantic import BaseModel
 from pydantic import ConfigDict
 
 from audit.classify.labels import excess_beyond_base
@@ -40,7 +40,7 @@ def label_benign_prompts() -> list[str]:
     return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
 
 
-class Behaviour(Record):
+class Behaviour(BaseModel):
     """Rates measured on the label prompt sets (fractions in [0, 1], Wilson 95% intervals)."""
 
     model_config = ConfigDict(frozen=True)
@@ -53,7 +53,7 @@ class Behaviour(Record):
     n_benign: int
 
 
-class MeasuredLabel(Record):
+class MeasuredLabel(BaseModel):
     """The label a measurement gives, beside the base's rates it was read against."""
 
     model_config = ConfigDict(frozen=True)
