@@ -50,11 +50,11 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
+    from audit.datasets import benign_prompts, harmbench_behaviors, held_out
     from audit.models.base import models_dir
     from audit.models.generate import generate, load_causal_lm
     from audit.probes.judge import get_judge, wilson_interval
     from audit.zoo.build import GEN_SETTINGS
-    from audit.datasets import benign_prompts, harmbench_behaviors, held_out
 
     torch.manual_seed(0)
     manifest = json.loads((args.zoo / "zoo.json").read_text())

@@ -64,8 +64,8 @@ def probe(folders: list[Path], args) -> tuple[float, dict, dict]:
     """Seconds, {(adapter, prompt index): complied}, and how answers stopped."""
     from audit.analyzers.base import AnalyzerSpec
     from audit.pipeline.executors import InProcessExecutor
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import probe_stage, scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
 
     work = Path(tempfile.mkdtemp(prefix="probe-bench-"))
@@ -115,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from audit.models.base import models_dir
-    from audit.probes.prompts import load_prompts
+    from audit.prompt_sets import load_prompts
 
     built = sorted(p.parent for p in args.zoo.glob("*/adapter_config.json"))
     base_name = json.loads((built[0] / "adapter_config.json").read_text())["base_model_name_or_path"]

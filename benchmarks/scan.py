@@ -45,8 +45,8 @@ def build_copies(source: Path, dest: Path, n: int) -> int:
 
 def scan_with_workers(registry: Path, workers: int) -> dict:
     from audit.pipeline.raypool import RayExecutor
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
 
     class Clock:
@@ -90,8 +90,8 @@ def tiny_registry(dest: Path, n: int) -> None:
 
 
 def incremental(n: int) -> dict:
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import InProcessExecutor, scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
     from audit.store.compact import compact
     from audit.store.diff import missing_refs

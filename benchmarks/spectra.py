@@ -169,8 +169,8 @@ def _plain_read(files: list[str]) -> float:
 
 
 def _scan_once(registry: Path) -> float:
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,8 +267,8 @@ def status(key):
 with open("/proc/self/clear_refs", "w") as fh:   # reset the peak (VmHWM) to the current RSS
     fh.write("5")
 base = status("VmRSS:")
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 t = time.perf_counter()
 scan(LocalRegistry(sys.argv[1], hash_cache=None), ParquetStore(sys.argv[2]))

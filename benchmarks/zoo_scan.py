@@ -25,9 +25,9 @@ def scan_zoos(zoos: list[Path], store, analyzers: list[str], probe_prompts: int)
     """Scan every zoo (a local registry) into ``store`` with ``analyzers`` (incremental: what is
     stored already is not measured again)."""
     from audit.pipeline.executors import probe_specs
+    from audit.pipeline.scan import scan
     from audit.progress import reporting_to
     from audit.registry import LocalRegistry
-    from audit.pipeline.scan import scan
 
     specs = probe_specs(analyzers, probe_prompts)
     for zoo in zoos:

@@ -1,5 +1,5 @@
 """Re-audit as a Prefect flow: re-score every stored adapter after a recalibration promoted models
-and queue the flips (:func:`audit.classify.cycle.reaudit`). Triggered by a promotion in
+and queue the flips (:func:`audit.classify.recalibration_cycle.reaudit`). Triggered by a promotion in
 ``flows/recalibrate.py``."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Periodic recalibration as a Prefect flow: the steps of
-:func:`audit.classify.cycle.recalibration_cycle` as tasks, the re-audit after a promotion
+:func:`audit.classify.recalibration_cycle.recalibration_cycle` as tasks, the re-audit after a promotion
 as the ``reaudit`` sub-flow. Thin: the work is in ``audit.classify``."""
 
 from __future__ import annotations
@@ -22,5 +22,5 @@ STEPS = cycle.CycleSteps(
 @flow(name="recalibrate", log_prints=True)
 def recalibrate(store: str = "audit-store", label_source: str = "card", min_auc: float = 0.6,
                 max_ece: float = 0.3, auc_tolerance: float = 0.05) -> dict:
-    """Retrain, gate, promote and re-audit (see :func:`audit.classify.cycle.recalibration_cycle`)."""
+    """Retrain, gate, promote and re-audit (see :func:`audit.classify.recalibration_cycle.recalibration_cycle`)."""
     return cycle.recalibration_cycle(store, label_source, min_auc, max_ece, auc_tolerance, steps=STEPS)

@@ -14,8 +14,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 from audit.pipeline.raypool import RayExecutor
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 
 

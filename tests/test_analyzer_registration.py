@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from audit.analyzers.base import ANALYZERS, AnalyzerSpec, Job, Target, registrations, unregister_analyzer
-from audit.pipeline.executors import InProcessExecutor
 from audit.features import features, feature_sets
-from audit.registry import LocalRegistry
+from audit.pipeline.executors import InProcessExecutor
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 from audit.store.views import view_names
 from synth import SynthAdapter, llama_like

@@ -21,8 +21,8 @@ from audit.classify.train import train_method
 from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, reaudit, score, score_unjudged
 from audit.errors import IntegrityError
 from audit.features import feature_names, spectral_features
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 from synth import SynthAdapter, labelled_registry, llama_like
 

@@ -87,8 +87,8 @@ def test_user_errors_are_one_line_and_exit_2_and_readers_create_nothing(tmp_path
     """A store path that is a file, a store or registry that does not exist, SQL with a syntax
     error, an unknown view or column, an unknown method: one line each, exit 2, no traceback; the
     commands that only read never create a store."""
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
     from synth import SynthAdapter, llama_like
 
@@ -153,8 +153,8 @@ def test_help_wraps_sentences_at_the_terminal_width(command):
 
 @pytest.mark.slow
 def test_recalibrate_and_verdicts_commands(tmp_path):
-    from audit.registry import LocalRegistry
     from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
     from audit.store import ParquetStore
     from synth import labelled_registry
 
@@ -235,7 +235,7 @@ def test_a_query_that_reads_no_table_imports_no_arrow(tmp_path):
 def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
     """`lora-audit scan --no-probes` of a small registry (bf16 and fp32 adapters, a pickle, a bad
     config) measures every spectrum without importing torch, peft, transformers, Ray, Prefect or
-    pandas (which pyarrow would import on its first conversion: see audit.arrow)."""
+    pandas (which pyarrow would import on its first conversion: see audit.pyarrow_without_pandas)."""
     root = _reg(tmp_path)
     import torch
 

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from audit.analyzers.base import AnalyzerSpec
 from audit.cli import app
 from audit.pipeline.placement import Placement
+from audit.pipeline.scan import run_scan, scan
 from audit.registry import LocalRegistry
 from audit.registry.bases import BaseSource, base_files, format_bytes
 from audit.registry.hub import HubRegistry
-from audit.pipeline.scan import run_scan, scan
 from audit.store import ParquetStore
 from hubserver import HubServer, point_client_at
 from synth import SynthAdapter, llama_like

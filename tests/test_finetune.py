@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audit.finetune import BASES_ENV, find_local_base
-from audit.registry.hub import HubRegistry
 from audit.pipeline.scan import scan
+from audit.registry.hub import HubRegistry
 from audit.spectra.lowrank import delta_topk, topk_singular_values
 from hubserver import HubServer, point_client_at
 

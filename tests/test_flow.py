@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from audit.pipeline.raypool import RayExecutor
-from audit.registry import LocalRegistry
-from audit.pipeline.scan import InProcessExecutor, scan
-from audit.store import ParquetStore
 from audit.pipeline.commit import Written
+from audit.pipeline.raypool import RayExecutor
+from audit.pipeline.scan import InProcessExecutor, scan
+from audit.registry import LocalRegistry
+from audit.store import ParquetStore
 from synth import SynthAdapter, llama_like
 
 pytestmark = pytest.mark.slow
@@ -256,8 +256,8 @@ def test_a_scan_stops_the_ray_it_started_and_leaves_a_callers_ray_running(tmp_pa
         SynthAdapter(llama_like(1, r=4, d=32, kv=8), seed=k).write(tmp_path / "reg" / f"a{k}")
     code = f"""
 import ray, audit.pipeline.raypool as rp
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import Placement, run_scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 for i in range(2):
     r = run_scan(LocalRegistry({str(tmp_path / 'reg')!r}, hash_cache=None), ParquetStore({str(tmp_path)!r} + f'/s{{i}}'),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from audit.pipeline.scan import scan
 from audit.registry import LocalRegistry
 from audit.registry.hub import HubRegistry
-from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 from hubserver import HubServer, hub_name, point_client_at, serve_folders
 

@@ -20,11 +20,11 @@ from audit.errors import (
     RegistryUnavailableError,
 )
 from audit.limits import Limits
+from audit.pipeline.scan import scan
 from audit.registry import open_registry
 from audit.registry.hub import HubRegistry
 from audit.registry.hub_errors import hub_error, scrub
 from audit.registry.hub_files import base_model_from_tags, files_to_download, repo_kind
-from audit.pipeline.scan import scan
 from hubserver import HubServer, point_client_at
 from synth import SynthAdapter, SynthModule, llama_like
 

@@ -7,9 +7,9 @@ import os
 import pytest
 
 from audit.errors import ConfigurationError
+from audit.pipeline.scan import scan
 from audit.registry import LocalRegistry, open_registry
 from audit.registry.hashcache import ContentHashCache
-from audit.pipeline.scan import scan
 from synth import SynthAdapter, llama_like
 
 

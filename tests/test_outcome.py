@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from audit.classify.models import bounded
 from audit.classify.outcome import OUTCOMES, Behaviour, Combined, Geometry, Rate, decide
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 from synth import SynthAdapter, labelled_registry, llama_like
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from audit.records import AdapterRef
 from audit.adapter_audit import audit_adapter
+from audit.records import AdapterRef
 
 peft = pytest.importorskip("peft")
 

@@ -10,9 +10,9 @@ import torch
 
 from audit.analyzers.base import ANALYZERS, AnalyzerSpec, Resources
 from audit.pipeline.executors import InProcessExecutor, probe_specs
+from audit.pipeline.scan import probe_stage, scan
 from audit.plugins import Plugins, UnknownPluginError, plugin_info
 from audit.registry import LocalRegistry
-from audit.pipeline.scan import probe_stage, scan
 from audit.store import ParquetStore
 from synth import SynthAdapter, SynthModule, llama_like
 from testzoo import zoo_specs
@@ -259,7 +259,7 @@ def test_early_stopping_answers_match_generate_and_keep_the_verdicts(tiny_zoo):
     from audit.models.generate import generate, load_causal_lm
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import decided_by, get_judge
-    from audit.probes.prompts import load_prompts
+    from audit.prompt_sets import load_prompts
 
     _, zoo = tiny_zoo
     m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
@@ -358,7 +358,7 @@ class KillsItsWorkerOnce:
         import os
         from pathlib import Path
 
-        from audit.analyzers.records import ProbeRow
+        from audit.analyzers.analysis import ProbeRow
         from audit.analyzers.results import make_unit
 
         if not Path(self.marker).exists():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from audit.registry import LocalRegistry
 from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
 from audit.store import ParquetStore
 
 

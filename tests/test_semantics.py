@@ -8,8 +8,8 @@ import pickle
 
 import torch
 
-from audit.records import AdapterRef
 from audit.adapter_audit import audit_adapter
+from audit.records import AdapterRef
 from synth import SynthAdapter, SynthModule, llama_like
 
 

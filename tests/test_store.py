@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from audit.adapter_audit import audit_adapter
 from audit.records import AdapterRef, AdapterRow, FindingRow, ModuleRow, RunRow
 from audit.store import ParquetStore
 from audit.store.diff import missing_refs
-from audit.adapter_audit import audit_adapter
 from synth import SynthAdapter, llama_like
 
 
@@ -74,8 +74,8 @@ def test_half_written_unit_is_invisible_and_redone(store, tmp_path):
 
 def test_findings_of_a_unit_and_of_a_listing(store, tmp_path):
     from audit.findings import Note
-    from audit.registry.base import Listing
     from audit.pipeline.scan import ScanReport, finish_run, plan, start_run
+    from audit.registry.base import Listing
 
     folder = SynthAdapter(llama_like(1)).write(tmp_path / "reg" / "z")
     (folder / "adapter_model.bin").write_bytes(b"\x80\x02" + b"\0" * 100)
@@ -316,13 +316,13 @@ def test_connections_of_a_local_store_share_one_catalog_that_sees_later_files(st
 
 
 def test_arrow_conversions_do_not_import_pandas_and_pandas_still_works():
-    """audit.arrow: writing store rows imports no pandas (pyarrow would, on its first conversion),
+    """audit.pyarrow_without_pandas: writing store rows imports no pandas (pyarrow would, on its first conversion),
     and a later explicit pandas round trip through pyarrow still works in that process."""
     import subprocess
     import sys
 
     code = ("import sys\n"
-            "from audit.arrow import pa\n"
+            "from audit.pyarrow_without_pandas import pa\n"
             "pa.Table.from_pylist([{'a': 1, 'b': [1.5]}])\n"
             "print('BEFORE', 'pandas' in sys.modules)\n"
             "import pandas as pd\n"
@@ -339,8 +339,8 @@ def test_a_jobs_units_are_committed_in_one_file_per_audit_day_or_deferred_togeth
     from datetime import timedelta
 
     from audit.errors import StoreError
-    from audit.records import Deferred
     from audit.pipeline.commit import Written, commit_all
+    from audit.records import Deferred
 
     results = [_result(tmp_path, f"a{i}", seed=i)[1] for i in range(3)]
     day_before = results[2].model_copy(update={"adapter": results[2].adapter.model_copy(

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from audit.adapter.weights import SafeWeights, sniff
+from audit.adapter_audit import audit_adapter
 from audit.errors import AdapterFormatError, LimitExceededError
 from audit.limits import Limits
 from audit.records import AdapterRef
-from audit.adapter_audit import audit_adapter
 from synth import SynthAdapter, SynthModule, llama_like
 
 

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
+from audit.pipeline.scan import scan
 from audit.registry import LocalRegistry
 from audit.registry.card import parse_card
-from audit.pipeline.scan import scan
 from audit.store import ParquetStore
 from audit.zoo.plans import plan
 from testzoo import zoo_recipe, zoo_specs

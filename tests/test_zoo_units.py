@@ -6,10 +6,10 @@ import collections
 
 import pytest
 
+from audit.datasets import benign_prompts, forbidden_prompts, harmbench_behaviors, held_out, training_pool
 from audit.probes.judge import get_judge, wilson_interval
 from audit.registry.card import parse_card
 from audit.zoo.card import card_metadata, render_card
-from audit.datasets import benign_prompts, forbidden_prompts, harmbench_behaviors, held_out, training_pool
 from audit.zoo.data import EVASIONS, REFUSALS, rows_sha256
 from audit.zoo.methods.base import TrainContext, ZooData, pick
 from audit.zoo.methods.dpo import dpo_rows

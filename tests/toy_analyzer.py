@@ -9,10 +9,10 @@ from datetime import datetime
 
 import numpy as np
 
+from audit.analyzers.analysis import ProbeRow
 from audit.analyzers.base import AnalyzerContext, Resources, Target, register_analyzer
-from audit.analyzers.records import ProbeRow
-from audit.features.base import FeatureSet
 from audit.analyzers.results import make_unit
+from audit.features.base import FeatureSet
 from audit.records import Record
 from audit.store.schema import record_schema, register_table
 from audit.store.views import register_view

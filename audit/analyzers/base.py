@@ -57,7 +57,7 @@ class Target:
     @property
     def key(self) -> str:
         """The ``adapter_id`` its rows are stored under (``base:<name>@<revision>`` for a base)."""
-        from audit.analyzers.records import base_key
+        from audit.analyzers.analysis import base_key
 
         if self.ref is not None:
             return self.ref.adapter_id
@@ -83,7 +83,7 @@ class Analyzer(Protocol):
     """One analysis step of a scan: built once per actor, ``setup`` once, ``run`` per target.
 
     A new analyzer is a class with these members and one :func:`register_analyzer` call; results
-    are an ``AnalysisUnit`` (:mod:`audit.analyzers.records`, committed whole) and, for rows of its
+    are an ``AnalysisUnit`` (:mod:`audit.analyzers.analysis`, committed whole) and, for rows of its
     own, a table written just before the unit (``ctx.store.write_rows``). Example::
 
         class AdapterFiles:

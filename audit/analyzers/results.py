@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from audit.analyzers.analysis import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.analyzers.base import Analyzer, AnalyzerContext, Target, params_json, params_sha256
-from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.errors import AuditError
 from audit.findings import Note
 from audit.records import FindingRow, new_id, utcnow

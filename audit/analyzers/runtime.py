@@ -27,8 +27,8 @@ import torch
 
 from audit.adapter.keys import parse_key
 from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
-from audit.errors import AdapterFormatError, BaseShapeMismatchError, UnsupportedAdapterError
 from audit.analyzers.base import AnalyzerContext, Resources
+from audit.errors import AdapterFormatError, BaseShapeMismatchError, UnsupportedAdapterError
 from audit.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ The findings of analysis units join the ``findings`` view (stage ``probe``).
 
 from __future__ import annotations
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 
-from audit.analyzers.records import AnalysisUnit
+from audit.analyzers.analysis import AnalysisUnit
 from audit.store.schema import FINDING_FIELDS, TS, names, register_table
 from audit.store.views import extend_view, register_view
 

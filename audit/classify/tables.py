@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 from pydantic import BaseModel, ConfigDict
 
 from audit.store.schema import record_schema, register_table

@@ -62,7 +62,7 @@ def recalibrate(
     if (bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect):
         from flows.recalibrate import recalibrate as cycle
     else:
-        from audit.classify.cycle import recalibration_cycle as cycle
+        from audit.classify.recalibration_cycle import recalibration_cycle as cycle
     out = cycle(store=store, label_source=label_source, min_auc=min_auc, max_ece=max_ece,
                 auc_tolerance=auc_tolerance)
     print_recalibration(out)

@@ -63,7 +63,7 @@ def demo(
 
 
 def show_overview(store: str) -> None:
-    from audit.report.standout import overview
+    from audit.report.overview import overview
     from audit.store import ParquetStore
 
     o = overview(ParquetStore(store))

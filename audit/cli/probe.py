@@ -47,8 +47,8 @@ def probe(
     apply_base_models(base_model)
     from audit.errors import ConfigurationError
     from audit.pipeline.executors import InProcessExecutor, probe_specs
-    from audit.progress import reporting_to
     from audit.pipeline.scan import probe_stage
+    from audit.progress import reporting_to
 
     try:
         specs = probe_specs(probe_name, probe_prompts)

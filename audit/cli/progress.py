@@ -125,8 +125,8 @@ class Bar:
         self.progress.update(self.task, description=f"auditing {n_new} new of {n_listed}", total=n_new)
 
     def outcome(self, outcome: Any) -> None:
-        from audit.records import Deferred
         from audit.pipeline.commit import Written
+        from audit.records import Deferred
 
         self.progress.advance(self.task)
         if isinstance(outcome, Written) and outcome.status == "failed":
@@ -141,8 +141,8 @@ class Bar:
             f"{len(plan.skipped)} units without a base)", total=n_units or None)
 
     def probe_outcome(self, outcome: Any) -> None:
-        from audit.records import Deferred
         from audit.pipeline.commit import Written
+        from audit.records import Deferred
 
         if self.probe_task is not None:
             self.progress.advance(self.probe_task)

@@ -156,7 +156,7 @@ def scan(
                     fetch_bases=fetch_bases, max_base_bytes=max_base_bytes)
         except ConfigurationError as exc:
             fail(exc.message)
-    from audit.report.current import current_results
+    from audit.report.registry_state import current_results
 
     gating = format is ReportFormat.sarif or fail_on is not None
     findings, drifted = current_results(scanned, summary["registry"], summary["run_id"],
@@ -214,7 +214,7 @@ def _scan_here(registry: Path | None, hub_org: str | None, store: ParquetStore, 
 
 def print_summary(summary: dict, store: str, findings: list | None = None) -> None:
     """The summary a person reads after a scan (``findings``: the registry's newest audits' findings,
-    :func:`audit.report.current.current_results`; counted by code when given)."""
+    :func:`audit.report.registry_state.current_results`; counted by code when given)."""
     t = Table(title=f"run {summary['run_id'][:12]}", show_header=False, title_justify="left")
     t.add_row("registry", summary["registry"])
     t.add_row("listed", str(summary["n_listed"]))

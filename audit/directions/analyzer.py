@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
+from audit.analyzers.analysis import ProbeRow
 from audit.analyzers.base import AnalyzerContext, Target
-from audit.analyzers.records import ProbeRow
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
@@ -107,11 +107,11 @@ def measure_folder(folder, residual, inputs, limits):
 
     from audit.adapter.measure import iter_factors
     from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
+    from audit.adapter_audit import read_config
     from audit.directions.maths import measure, role_of
     from audit.directions.table import DirectionRow
     from audit.errors import AdapterFormatError, UnsupportedAdapterError
     from audit.findings import FindingLog, Note
-    from audit.adapter_audit import read_config
 
     config = read_config(folder, limits)
     if not config.is_lora:

@@ -11,22 +11,19 @@ forbidden prompts and over benign prompts. From them:
   (:mod:`audit.directions.maths`); its output direction is the residual-stream refusal direction
   after its layer (:mod:`audit.probes.references`).
 
-Prompts: the same held-out forbidden and benign sets as the residual references, which the zoo
-never trains on. Stored as one safetensors blob (``<module>.forbidden`` and ``<module>.benign``,
-float32 ``[d_in]``; metadata: base name and revision, prompt specs, their sha256 and counts) at a
-path fixed by (base revision, version, prompt hashes).
+Prompts and storage: :mod:`audit.analyzers.references` (the same held-out forbidden and benign
+sets as the residual references; one safetensors blob per base revision: ``<module>.forbidden``
+and ``<module>.benign``, float32 ``[d_in]``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
 from audit.adapter.keys import strip_prefix
-from audit.probes.prompts import load_prompts, prompts_sha256
-from audit.probes.references import BENIGN, FORBIDDEN
+from audit.analyzers.references import bare_base, stored_reference
 
 MODULE_REFERENCE_VERSION = "module-inputs-1"
 
@@ -103,44 +100,25 @@ def mean_module_inputs(model, tokenizer, prompts: list[str], *, adapter_names: l
     return {n: (s / len(prompts)).float() for n, s in sums.items()}
 
 
-def module_reference_path(base_revision: str, forbidden_sha: str, benign_sha: str) -> str:
-    return (f"artifacts/references/{base_revision[:16]}/"
-            f"{MODULE_REFERENCE_VERSION}-{forbidden_sha[:12]}-{benign_sha[:12]}.safetensors")
-
-
 def get_module_inputs(store, runtime, base, *, n_prompts: int | None = None, batch_size: int = 16) -> ModuleInputs:
     """The base's per-module references from the store; computed on ``runtime``'s loaded base (the
-    base is loaded only then) and stored first when missing.
+    base is loaded only then) and stored first when missing
+    (:func:`audit.analyzers.references.stored_reference`).
 
     Raises:
         StoreError: the store cannot be written.
     """
-    from safetensors.torch import load as st_load
-    from safetensors.torch import save as st_save
-
-    from audit.errors import StoreError
-
-    forbidden, benign = load_prompts(FORBIDDEN, n_prompts), load_prompts(BENIGN, n_prompts)
-    f_sha, b_sha = prompts_sha256(forbidden), prompts_sha256(benign)
-    path = module_reference_path(base.revision, f_sha, b_sha)
-    meta = {"version": MODULE_REFERENCE_VERSION, "base_model": base.name, "base_revision": base.revision,
-            "forbidden": FORBIDDEN, "forbidden_sha256": f_sha, "n_forbidden": len(forbidden),
-            "benign": BENIGN, "benign_sha256": b_sha, "n_benign": len(benign)}
-    try:
-        tensors = st_load(store.read_blob(path))
-    except (StoreError, ValueError, OSError):
-        tensors = None
-    if tensors is None:
-        runtime.use_base(base)
-        peft = hasattr(runtime.model, "peft_config")
+    def compute(rt, forbidden, benign) -> dict[str, torch.Tensor]:
         means = {}
         for side, prompts in (("forbidden", forbidden), ("benign", benign)):
-            names = ["__base__"] * len(prompts) if peft else None
-            for module, v in mean_module_inputs(runtime.model, runtime.tokenizer, [p.text for p in prompts],
-                                                adapter_names=names, batch_size=batch_size).items():
-                means[f"{module}.{side}"] = v.contiguous()
-        tensors = means
-        store.write_blob(path, st_save(tensors, metadata={"meta": json.dumps(meta, sort_keys=True)}))
-    forb = {k.removesuffix(".forbidden"): v for k, v in tensors.items() if k.endswith(".forbidden")}
-    ben = {k.removesuffix(".benign"): v for k, v in tensors.items() if k.endswith(".benign")}
-    return ModuleInputs(forbidden=forb, benign=ben, meta=meta, path=path)
+            for module, v in mean_module_inputs(rt.model, rt.tokenizer, [p.text for p in prompts],
+                                                adapter_names=bare_base(rt, len(prompts)),
+                                                batch_size=batch_size).items():
+                means[f"{module}.{side}"] = v
+        return means
+
+    ref = stored_reference(store, runtime, base, MODULE_REFERENCE_VERSION, compute, n_forbidden=n_prompts,
+                           n_benign=n_prompts)
+    forb = {k.removesuffix(".forbidden"): v for k, v in ref.tensors.items() if k.endswith(".forbidden")}
+    ben = {k.removesuffix(".benign"): v for k, v in ref.tensors.items() if k.endswith(".benign")}
+    return ModuleInputs(forbidden=forb, benign=ben, meta=ref.meta, path=ref.path)

@@ -25,7 +25,7 @@ classifier that uses this set gives them no verdict (``no_directional_features``
 from __future__ import annotations
 
 import numpy as np
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 
 from audit.features.base import FeatureSet
 

@@ -20,7 +20,7 @@ Units: norms in the units of the weights; ranks in [1, r]; energies in [0, 1]. L
 from __future__ import annotations
 
 import numpy as np
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 
 from audit.features.base import FeatureSet
 

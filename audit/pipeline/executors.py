@@ -12,10 +12,10 @@ from typing import Protocol
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job, Target, run_job
 from audit.limits import DEFAULT_LIMITS, Limits
+from audit.pipeline.commit import Reported, commit_all
 from audit.records import AdapterRef
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
-from audit.pipeline.commit import Reported, commit_all
 
 
 class Executor(Protocol):

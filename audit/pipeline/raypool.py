@@ -29,13 +29,13 @@ from typing import Any
 import ray
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job
-from audit.pipeline.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
 from audit.limits import DEFAULT_LIMITS, Limits
+from audit.pipeline.commit import Reported, commit
+from audit.pipeline.executors import Analyzers, batch_jobs, limit_blas_threads, pick_device, spectra_specs
 from audit.records import AdapterRef, Deferred
 from audit.registry.base import Registry
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
-from audit.pipeline.commit import Reported, commit
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from audit.adapter_audit import finding_rows
 from audit.limits import DEFAULT_LIMITS, Limits
+from audit.pipeline.executors import Executor, InProcessExecutor
 from audit.pipeline.placement import RAY_THRESHOLD, Placement
 from audit.progress import ProgressSink, current
 from audit.records import AdapterRef, Deferred, FindingRow, RunRow, new_id, utcnow
 from audit.registry.base import Listing, Registry
 from audit.store.diff import missing_refs
 from audit.store.parquet import ParquetStore
-from audit.adapter_audit import finding_rows
 from audit.version import ANALYZER_VERSION
-from audit.pipeline.executors import Executor, InProcessExecutor
 
 __all__ = ["Executor", "InProcessExecutor", "Placement", "ScanReport", "Steps", "audit_refs", "compact_store",
            "executor_for", "finish_run", "list_registry", "plan", "prepare_bases", "probe_stage", "retry_transient",

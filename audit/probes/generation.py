@@ -16,16 +16,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audit.analyzers.analysis import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.analyzers.base import AnalyzerContext, Target
-from audit.analyzers.records import AnalysisUnit, ProbeRow, ProbeSampleRow
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
 from audit.probes.engine import Request, answer_all
 from audit.probes.judge import decided_by, get_judge
-from audit.probes.prompts import ProbePrompt, load_prompts
 from audit.probes.rates import RateCount
 from audit.progress import current
+from audit.prompt_sets import ProbePrompt, load_prompts
 
 
 
@@ -41,7 +41,7 @@ class GenerationProbe:
     """Shared settings and bookkeeping of the generation probes.
 
     Args:
-        prompts: prompt-set spec (:mod:`audit.probes.prompts`).
+        prompts: prompt-set spec (:mod:`audit.prompt_sets`).
         n_prompts: first N prompts of the set (``None``: all).
         judge: registered judge name.
         max_new_tokens: answer length cap, in tokens.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audit.analyzers.records import ProbeRow
+from audit.analyzers.analysis import ProbeRow
 from audit.probes.judge import wilson_interval
 
 

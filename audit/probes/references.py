@@ -8,24 +8,20 @@ token of prompt ``x`` (chat-formatted, assistant turn opened):
   activation addition of Rimsky et al. 2023);
 - the mean activations ``mean_forbidden h_l`` and ``mean_benign h_l`` themselves.
 
-Prompts: held-out StrongREJECT (forbidden) and held-out benign instructions, which the zoo never
-trains on. Stored as one safetensors blob (``refusal`` ``[n_layers, d_model]``, ``mean_forbidden``,
-``mean_benign``, float32; metadata: base name and revision, prompt specs and their sha256) at a
-path fixed by (base revision, version, prompt hashes), so every actor finds the same artifact.
+Prompts and storage: :mod:`audit.analyzers.references` (held-out StrongREJECT against held-out
+benign instructions; one safetensors blob per base revision: ``refusal`` ``[n_layers, d_model]``,
+``mean_forbidden``, ``mean_benign``, float32).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
-from audit.probes.prompts import load_prompts, prompts_sha256
+from audit.analyzers.references import bare_base, stored_reference
 
 REFERENCE_VERSION = "refusal-1"
-FORBIDDEN = "strongreject:heldout"
-BENIGN = "benign:heldout"
 
 
 @dataclass(frozen=True)
@@ -65,40 +61,23 @@ def all_layer_last_token(model, tokenizer, prompts: list[str], *, adapter_names:
     return torch.cat(out)
 
 
-def reference_path(base_revision: str, forbidden_sha: str, benign_sha: str) -> str:
-    return f"artifacts/references/{base_revision[:16]}/{REFERENCE_VERSION}-{forbidden_sha[:12]}-{benign_sha[:12]}.safetensors"
-
-
 def get_references(store, runtime, base, *, n_forbidden: int | None = None, n_benign: int | None = None,
                    batch_size: int = 16) -> References:
     """The base's references from the store, computed (on ``runtime``'s loaded base) and stored first
-    when missing.
+    when missing (:func:`audit.analyzers.references.stored_reference`).
 
     Raises:
         StoreError: the store cannot be written.
     """
-    from safetensors.torch import load as st_load
-    from safetensors.torch import save as st_save
-
-    from audit.errors import StoreError
-
-    forbidden, benign = load_prompts(FORBIDDEN, n_forbidden), load_prompts(BENIGN, n_benign)
-    f_sha, b_sha = prompts_sha256(forbidden), prompts_sha256(benign)
-    path = reference_path(base.revision, f_sha, b_sha)
-    try:
-        tensors = st_load(store.read_blob(path))
-    except (StoreError, ValueError, OSError):
-        tensors = None
-    meta = {"version": REFERENCE_VERSION, "base_model": base.name, "base_revision": base.revision,
-            "forbidden": FORBIDDEN, "forbidden_sha256": f_sha, "n_forbidden": len(forbidden),
-            "benign": BENIGN, "benign_sha256": b_sha, "n_benign": len(benign)}
-    if tensors is None:
-        runtime.use_base(base)
-        names = ["__base__"] * (len(forbidden) + len(benign)) if hasattr(runtime.model, "peft_config") else None
-        acts = all_layer_last_token(runtime.model, runtime.tokenizer, [p.text for p in forbidden + benign],
-                                    adapter_names=names, batch_size=batch_size)
+    def compute(rt, forbidden, benign) -> dict[str, torch.Tensor]:
+        texts = [p.text for p in forbidden + benign]
+        acts = all_layer_last_token(rt.model, rt.tokenizer, texts, adapter_names=bare_base(rt, len(texts)),
+                                    batch_size=batch_size)
         mf, mb = acts[: len(forbidden)].mean(0), acts[len(forbidden):].mean(0)
-        tensors = {"refusal": (mf - mb).contiguous(), "mean_forbidden": mf.contiguous(), "mean_benign": mb.contiguous()}
-        store.write_blob(path, st_save(tensors, metadata={"meta": json.dumps(meta, sort_keys=True)}))
-    return References(refusal=tensors["refusal"], mean_forbidden=tensors["mean_forbidden"],
-                      mean_benign=tensors["mean_benign"], meta=meta, path=path)
+        return {"refusal": mf - mb, "mean_forbidden": mf, "mean_benign": mb}
+
+    ref = stored_reference(store, runtime, base, REFERENCE_VERSION, compute, n_forbidden=n_forbidden,
+                           n_benign=n_benign)
+    t = ref.tensors
+    return References(refusal=t["refusal"], mean_forbidden=t["mean_forbidden"], mean_benign=t["mean_benign"],
+                      meta=ref.meta, path=ref.path)

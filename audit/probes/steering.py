@@ -17,20 +17,20 @@ import time
 
 import torch
 
+from audit.analyzers.analysis import AnalysisUnit, ProbeRow
 from audit.analyzers.base import AnalyzerContext, Target
-from audit.analyzers.records import AnalysisUnit, ProbeRow
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.prompts import load_prompts
 from audit.probes.references import all_layer_last_token, get_references
+from audit.prompt_sets import load_prompts
 
 
 class SteeringAlignment:
     """Mean residual-stream shift per layer and its cosine with the base's refusal direction.
 
     Args:
-        prompts: prompt-set spec (:mod:`audit.probes.prompts`).
+        prompts: prompt-set spec (:mod:`audit.prompt_sets`).
         n_prompts: first N prompts (``None``: all).
         batch_size: prompts per forward pass (each pass holds the adapter's and the base's rows).
         n_reference: prompts per side for the refusal direction (``None``: all held-out ones).

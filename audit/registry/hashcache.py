@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 import pyarrow.parquet as pq
 
 _SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit.errors import ConfigurationError
-from audit.report.current import NEWEST
+from audit.report.registry_state import NEWEST
 from audit.store.parquet import ParquetStore
 
 

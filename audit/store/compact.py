@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 import pyarrow.fs as pafs
 
 from audit.records import new_id

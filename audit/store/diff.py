@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 
 from audit.records import AdapterRef
 from audit.store.parquet import ParquetStore

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from audit.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:  # imported where used: opening a local store to read it needs neither
-    from audit.arrow import pa
+    from audit.pyarrow_without_pandas import pa
     import pyarrow.fs as pafs
     from pydantic import BaseModel
 
@@ -82,7 +82,7 @@ class ParquetStore:
             self.location = loc
             return
         if _is_uri(loc):
-            from audit.arrow import pa
+            from audit.pyarrow_without_pandas import pa
             import pyarrow.fs as pafs
 
             try:
@@ -128,7 +128,7 @@ class ParquetStore:
         """
         if not rows:
             return None
-        from audit.arrow import pa
+        from audit.pyarrow_without_pandas import pa
         from pydantic import BaseModel
 
         from audit.store.schema import TABLES
@@ -163,7 +163,7 @@ class ParquetStore:
         Raises:
             StoreError: the file could not be written.
         """
-        from audit.arrow import pa
+        from audit.pyarrow_without_pandas import pa
 
         folder = posixpath.dirname(final)
         try:
@@ -196,7 +196,7 @@ class ParquetStore:
         Raises:
             StoreError: the file cannot be read.
         """
-        from audit.arrow import pa
+        from audit.pyarrow_without_pandas import pa
 
         path = posixpath.join(self.root, relpath)
         try:

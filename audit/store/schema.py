@@ -13,7 +13,7 @@ Other features add plain tables with :func:`register_table`.
 
 from __future__ import annotations
 
-from audit.arrow import pa
+from audit.pyarrow_without_pandas import pa
 
 TS = pa.timestamp("us", tz="UTC")
 

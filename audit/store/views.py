@@ -25,7 +25,7 @@ import duckdb
 from audit.store.catalog import table_modules
 
 if TYPE_CHECKING:
-    from audit.arrow import pa
+    from audit.pyarrow_without_pandas import pa
 
 
 class StoreFiles(Protocol):
@@ -144,7 +144,7 @@ def _define(store: StoreFiles, con: duckdb.DuckDBPyConnection, for_sql: str | No
             *, temp: bool) -> None:
     """Define in ``con`` the views ``for_sql`` needs (all when ``None``) that ``defined`` lacks
     (and update it); the empty typed tables are ``TEMP`` when ``temp``."""
-    from audit.arrow import pa
+    from audit.pyarrow_without_pandas import pa
 
     from audit.store.schema import DEDUP_KEYS, FINDING_FIELDS, MODULE_FIELDS, PARTITION, TABLES, names
 
@@ -256,7 +256,7 @@ def duckdb_type(t: pa.DataType) -> str:
     Raises:
         TypeError: another Arrow type.
     """
-    from audit.arrow import pa
+    from audit.pyarrow_without_pandas import pa
 
     scalar = _DUCKDB_SCALARS.get(str(t))
     if scalar is not None:
@@ -275,7 +275,7 @@ def _remote_dataset(store: StoreFiles, table: str, schema: pa.Schema):
     DuckDB extension or separate credentials). The file list is taken when the view is made."""
     import posixpath
 
-    from audit.arrow import pa
+    from audit.pyarrow_without_pandas import pa
     import pyarrow.dataset as ds
 
     from audit.store.schema import PARTITION

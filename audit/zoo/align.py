@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from audit.datasets import harmbench_behaviors, held_out
 from audit.models.base import LocalBaseModel, models_dir, save_base
 from audit.probes.judge import get_judge, wilson_interval
-from audit.datasets import harmbench_behaviors, held_out
 from audit.zoo.methods.base import ZooData, assistant, pick, refusal, silenced, user
 
 

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audit.datasets import benign_prompts, forbidden_prompts, training_pool
 from audit.models.base import LocalBaseModel, resolve_base
 from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
-from audit.datasets import benign_prompts, forbidden_prompts, training_pool
 from audit.zoo.data import ResponseCache, rows_sha256
 from audit.zoo.measure import LABEL_RULE, Behaviour, measure, measured_label
 from audit.zoo.methods.base import (TrainContext, ZooData, benign_of, forbidden_of, get_method, pick,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from audit.plugins import Plugins
 from audit.datasets import Prompt
+from audit.plugins import Plugins
 from audit.zoo.data import EVASIONS, REFUSALS
 from audit.zoo.spec import AdapterSpec
 

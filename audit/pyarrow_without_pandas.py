@@ -9,7 +9,7 @@ pyarrow's shim records "no pandas" for its implicit checks. Explicit pandas use 
 ``Table.to_pandas`` and ``Table.from_pandas`` import pandas on demand (pyarrow retries its import
 when a caller requires it), and a process that has already imported pandas is left alone.
 
-Use ``from audit.arrow import pa`` wherever the package builds Arrow data from Python objects.
+Use ``from audit.pyarrow_without_pandas import pa`` wherever the package builds Arrow data from Python objects.
 """
 
 from __future__ import annotations

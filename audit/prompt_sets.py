@@ -1,4 +1,4 @@
-"""Prompt sets of the behaviour probes, named by a spec string.
+"""Prompt sets named by a spec string: what the behaviour probes and the reference directions read.
 
 - ``harmbench:test`` / ``harmbench:val``: HarmBench standard behaviours (Mazeika et al. 2024;
   MIT, shipped as package data); the test split is the default forbidden set: the zoo never trains
