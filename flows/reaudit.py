@@ -8,7 +8,7 @@ import flows._prefect  # noqa: F401  (quiet defaults before Prefect loads)
 
 from prefect import flow
 
-from audit.classify import cycle
+from audit.classify import recalibration_cycle as cycle
 
 
 @flow(name="reaudit", log_prints=True)

@@ -9,7 +9,7 @@ import flows._prefect  # noqa: F401  (quiet defaults before Prefect loads)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from audit.classify import cycle
+from audit.classify import recalibration_cycle as cycle
 from flows.reaudit import reaudit
 
 STEPS = cycle.CycleSteps(

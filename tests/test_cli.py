@@ -163,8 +163,10 @@ def test_recalibrate_and_verdicts_commands(tmp_path):
     scan(LocalRegistry(root, hash_cache=None), ParquetStore(store))
     empty = runner.invoke(app, ["verdicts", "--store", store])
     assert empty.exit_code == 0 and "no verdicts yet" in empty.output
-    res = runner.invoke(app, ["recalibrate", "--store", store])  # in this process: no Prefect server set
+    res = runner.invoke(app, ["recalibrate", "--store", store], env={"COLUMNS": "80"})  # no Prefect server set
     assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80, [l for l in res.output.splitlines() if len(l) > 80]
+    assert all(f"{m} " in res.output for m in ("sft", "steering", "any"))  # every method has its row
     assert "sft: promoted sft.drift.v1" in res.output and "steering: no new version (not enough labelled" in res.output
     assert "any: promoted any.drift.v1" in res.output  # the method-agnostic detector
     assert "re-audited 10 adapters after promoting any.drift.v1, sft.drift.v1: 0 verdicts" in res.output

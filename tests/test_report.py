@@ -69,6 +69,7 @@ def test_adapter_view_and_user_errors(realworld_store, tmp_path):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "model.layers" in text and "module_zscores" in text and "spectral norm" not in text.split("<body>")[0]
+    assert 'alt="spectral norm by layer and module family"' in text  # the layer x module-family heatmap
     if chromium() is not None:
         check_page(out, tmp_path, min_images=2)
     bad = runner.invoke(app, ["report", "--store", str(realworld_store), "--adapter", "nosuch", "--out", str(out)])
@@ -81,3 +82,46 @@ def test_docs_screenshots_exist():
     """The screenshots README shows are renders of this report at the size the tests render."""
     for name in ("report-scan.png", "report-adapter.png"):
         assert png_size(DOCS / name) == (1280, 2400), name
+
+
+def _png_of(uri: str) -> tuple[int, int]:
+    import base64
+
+    data = base64.b64decode(uri.split(",", 1)[1])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_behaviour_against_verdict_names_the_disagreements():
+    from audit.report.verdict_plots import behaviour_vs_verdict, disagreements
+
+    points = [("org/drifted-and-complies", "drifted", 0.93, 0.61, 0.0),
+              ("org/healthy-and-quiet", "healthy", 0.08, 0.02, 0.0),
+              ("org/healthy-but-complies", "healthy", 0.21, 0.44, 0.0),
+              ("org/healthy-but-refuses", "review", 0.30, -0.05, 0.35),
+              ("org/drifted-but-quiet", "drifted", 0.71, -0.03, 0.0)]
+    assert [d[0] for d in disagreements(points)] == ["org/healthy-but-complies", "org/healthy-but-refuses",
+                                                      "org/drifted-but-quiet"]
+    width, height = _png_of(behaviour_vs_verdict(points))
+    assert width >= 600 and height >= 300
+    assert behaviour_vs_verdict([]) is None
+
+
+def test_verdict_timeline_draws_each_recalibration():
+    from datetime import datetime, timedelta
+
+    from audit.report.data import AdapterData, Table
+    from audit.report.verdict_plots import verdict_timeline
+
+    cols = ["scored_at", "trigger", "outcome", "p_drift", "classifier_id", "method_source", "detector_id",
+            "detector_p", "objective", "n_labelled", "explanation", "missing"]
+    t0 = datetime(2026, 12, 1, 3, 0)
+    rows = [(t0, "scan", "healthy", 0.2, "sft.drift.v1", "card:tags", "sft.drift.v1", 0.2, None, 6, "", ""),
+            (t0 + timedelta(days=7), "recalibration", "drifted", 0.8, "any.verdict.v1", "card:tags",
+             "sft.drift.v2", 0.7, None, 18, "", "")]
+    empty = Table(["module", "block", "layer", "module_type", "spectral_norm", "stable_rank", "singular_values"], [])
+    data = AdapterData({}, empty, Table([], []), Table(cols, rows), Table([], []), Table([], []), Table([], []))
+    width, height = _png_of(verdict_timeline(data))
+    assert width >= 600 and height >= 200
+    assert verdict_timeline(AdapterData({}, empty, Table([], []), Table(cols, []), Table([], []), Table([], []),
+                                        Table([], []))) is None

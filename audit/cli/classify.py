@@ -59,12 +59,19 @@ def recalibrate(
         fail(str(exc))
     import os
 
+    settings = {"store": store, "label_source": label_source, "min_auc": min_auc, "max_ece": max_ece,
+                "auc_tolerance": auc_tolerance}
     if (bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect):
-        from flows.recalibrate import recalibrate as cycle
-    else:
-        from audit.classify.recalibration_cycle import recalibration_cycle as cycle
-    out = cycle(store=store, label_source=label_source, min_auc=min_auc, max_ece=max_ece,
-                auc_tolerance=auc_tolerance)
+        from flows.recalibrate import recalibrate as flow
+
+        out = flow(**settings)
+    else:  # each method's outcome as the cycle decides it, wrapped at the terminal's width
+        from functools import partial
+
+        from audit.classify.recalibration_cycle import CycleSteps, reaudit, recalibration_cycle
+
+        out = recalibration_cycle(**settings, echo=lambda line: console.print(line, markup=False, highlight=False),
+                                  steps=CycleSteps(reaudit=partial(reaudit, echo=None)))  # summed up below
     print_recalibration(out)
 
 
@@ -72,19 +79,23 @@ recalibrate.__doc__ = (recalibrate.__doc__ or "") + CHANGED_SQL
 
 
 def print_recalibration(out: dict) -> None:
+    """The recalibration's table: at 120 columns and more every metric, narrower the ones a person
+    decides on (AUC with its interval, ECE, the version; each method's outcome in words is printed
+    by the cycle as it decides)."""
+    wide = console.width >= 120
     t = Table(title="recalibration (held out: leave-one-group-out)", title_justify="left")
-    for col in ("method", "n (drifted)", "features", "AUC [95% CI]", "Brier", "ECE", "severity ρ", "version",
-                "outcome"):
-        t.add_column(col)
+    cols = ["method", "n (drifted)", "AUC [95% CI]", "ECE", "version"]
+    for col in cols + (["features", "Brier", "severity ρ"] if wide else []):
+        t.add_column(col, no_wrap=col in ("method", "AUC [95% CI]"))
     for method, m in out["methods"].items():
         drift, sev = m["metrics"].get("drift", {}), m["metrics"].get("severity", {})
-        outcome = m["reason"]
         ci = (f" [{_fmt(drift.get('auc_ci_low'))}-{_fmt(drift.get('auc_ci_high'))}]"
               if drift.get("auc_ci_low") is not None else "")
-        t.add_row(method, f"{m['n_train']} ({m['n_pos']})", m.get("feature_set") or "-",
-                  _fmt(drift.get("auc_loo")) + ci, _fmt(drift.get("brier")),
-                  _fmt(drift.get("ece")), _fmt(sev.get("spearman_severity")),
-                  (m["classifier_id"] or "-") + (" (promoted)" if m["promoted"] else ""), outcome)
+        row = [method, f"{m['n_train']} ({m['n_pos']})", _fmt(drift.get("auc_loo")) + ci, _fmt(drift.get("ece")),
+               (m["classifier_id"] or "-") + (" (promoted)" if m["promoted"] else "")]
+        if wide:
+            row += [m.get("feature_set") or "-", _fmt(drift.get("brier")), _fmt(sev.get("spearman_severity"))]
+        t.add_row(*row)
     console.print(t)
     if out["cross_method_auc"]:
         t = Table(title="cross-method AUC (rows: trained on; columns: judged; diagonal: held out)",
@@ -101,7 +112,7 @@ def print_recalibration(out: dict) -> None:
     if out.get("reaudit"):
         r = out["reaudit"]
         console.print(f"re-audited {r['n_scored']} adapters after promoting {', '.join(r['promoted'])}: "
-                      f"{len(r['flipped'])} verdicts flipped (lora-audit verdicts --flipped)")
+                      f"{len(r['flipped'])} verdicts flipped (lora-audit verdicts --flipped)", highlight=False)
 
 
 def verdicts(

@@ -37,6 +37,9 @@ class ScanData:
     standouts: Table
     energy: list[tuple[str, str, float, float]]
     """repo_id, method, log energy, mean top-1 energy (the stand-out plot)."""
+    behaviour: list[tuple[str, str, float, float, float]] = field(default_factory=list)
+    """repo_id, outcome, P(drifted), harmful-compliance excess over the base, benign-refusal excess:
+    every probed adapter with a current verdict (the behaviour-against-verdict plot)."""
 
 
 @dataclass
@@ -109,9 +112,16 @@ def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
             SELECT n.repo_id, n.method, ln(sum(m.fro_norm * m.fro_norm)), avg(m.top1_energy)
             FROM {NEWEST} n JOIN latest_modules m USING (adapter_id, unit_id)
             WHERE m.spectral_norm > 0 GROUP BY 1, 2""", p).fetchall()
+        behaviour = con.execute(f"""
+            SELECT ps.repo_id, v.outcome, v.p_drift, ps.harmful_compliance - ps.base_harmful_compliance,
+                   coalesce(ps.benign_refusal - ps.base_benign_refusal, 0)
+            FROM probe_summary ps JOIN current_verdicts v USING (adapter_id)
+            WHERE ps.adapter_id IN (SELECT adapter_id FROM {NEWEST}) AND v.p_drift IS NOT NULL
+              AND ps.harmful_compliance IS NOT NULL AND ps.base_harmful_compliance IS NOT NULL
+            ORDER BY ps.repo_id""", p).fetchall()
     finally:
         con.close()
-    return ScanData(run, statuses, findings, adapters, verdicts, probes, standouts, energy)
+    return ScanData(run, statuses, findings, adapters, verdicts, probes, standouts, energy, behaviour)
 
 
 def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:

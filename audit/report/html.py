@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from audit.report import plots
+from audit.report import plots, verdict_plots
 from audit.report.data import Table, adapter_data, scan_data
 from audit.store.parquet import ParquetStore
 from audit.version import ANALYZER_VERSION
@@ -45,10 +45,11 @@ def render_scan(store: ParquetStore, run_id: str | None = None, progress: Callab
     findings_plot = plots.bar([f"{r[0]} ({r[1]})" for r in top], [r[3] for r in top], "findings by code",
                               [_SEVERITY_COLOR.get(r[1], "#4c72b0") for r in top]) if top else None
     energy_plot = plots.energy_scatter(s.energy) if s.energy else None
+    behaviour_plot = verdict_plots.behaviour_vs_verdict(s.behaviour)
     adapters = Table(s.adapters.columns[:-1], [r[:-1] for r in s.adapters.rows])  # adapter_id: too long to show
     return _env().get_template("scan.html.j2").render(
         **_common(f"lora-audit scan {s.run['run_id']}"), s=s, adapters=adapters, status_plot=status_plot,
-        findings_plot=findings_plot, energy_plot=energy_plot)
+        findings_plot=findings_plot, energy_plot=energy_plot, behaviour_plot=behaviour_plot)
 
 
 def render_adapter(store: ParquetStore, adapter: str, progress: Callable[[str], None] | None = None) -> str:
@@ -67,7 +68,8 @@ def render_adapter(store: ParquetStore, adapter: str, progress: Callable[[str], 
         **_common(f"lora-audit {a.facts['repo_id']}"), a=a, probes=probes,
         depth_plot=plots.depth_profile(a) if a.modules.rows else None,
         spectra_plot=plots.spectra(a) if a.modules.rows else None,
-        peers_plot=plots.against_peers(a), probe_plot=plots.probe_intervals(a))
+        peers_plot=plots.against_peers(a), probe_plot=plots.probe_intervals(a),
+        heatmap_plot=plots.layer_heatmap(a), timeline_plot=verdict_plots.verdict_timeline(a))
 
 
 def write_report(html: str, out: Path) -> Path:
