@@ -235,7 +235,7 @@ def test_a_query_that_reads_no_table_imports_no_arrow(tmp_path):
 
 
 def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
-    """`lora-audit scan --no-probes` of a small registry (bf16 and fp32 adapters, a pickle, a bad
+    """`lora-audit scan --no-probes` (and `lora-audit scan`, where no base is at hand) of a small registry (bf16 and fp32 adapters, a pickle, a bad
     config) measures every spectrum without importing torch, peft, transformers, Ray, Prefect or
     pandas (which pyarrow would import on its first conversion: see audit.pyarrow_without_pandas)."""
     root = _reg(tmp_path)
@@ -247,6 +247,13 @@ def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
     res = subprocess.run([sys.executable, "-c", code, "scan", "--registry", str(root), "--store",
                           str(tmp_path / "s"), "--no-probes"], capture_output=True, text=True, timeout=300, env=env)
     assert "IMPORTED []" in res.stdout, (res.stdout[-1500:], res.stderr[-2000:])
+    # the command as a person types it: probes on, but no adapter's base is at hand, so nothing
+    # that runs a model is imported either (their analyzers' classes are, to plan the stage)
+    res = subprocess.run([sys.executable, "-c", code, "scan", "--registry", str(root), "--store",
+                          str(tmp_path / "s2")], capture_output=True, text=True, timeout=300, env=env)
+    assert "IMPORTED []" in res.stdout, (res.stdout[-1500:], res.stderr[-2000:])
+    assert "base_model_unavailable" in runner.invoke(app, [
+        "query", "--store", str(tmp_path / "s2"), "SELECT DISTINCT code FROM findings"]).output
     out = runner.invoke(app, ["query", "--store", str(tmp_path / "s"), "--format", "json",
                               "SELECT repo_id, status, n_modules FROM adapters ORDER BY repo_id"])
     rows = [json.loads(line) for line in out.output.splitlines()]

@@ -21,15 +21,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from audit.adapter.keys import parse_key
 from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
 from audit.analyzers.base import AnalyzerContext, Resources
 from audit.errors import AdapterFormatError, BaseShapeMismatchError, UnsupportedAdapterError
 from audit.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: the classes that use this stay light
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class ModelRuntime:
         if loc is None:
             raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
         refuse_unreadable(loc)
+        import torch
+
         with SafeWeights(loc.path, self.limits) as weights:
             state = {n: weights.read(n).to(torch.float32) for n in weights.tensors if parse_key(n) is not None}
         if not state:
@@ -177,6 +180,8 @@ def rank1_variant(config, state: dict[str, torch.Tensor]) -> tuple[Any, dict[str
     Raises:
         AdapterFormatError: factors that do not pair into products.
     """
+    import torch
+
     import copy
     import math
 

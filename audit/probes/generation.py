@@ -21,7 +21,6 @@ from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.engine import Request, answer_all
 from audit.probes.judge import decided_by, get_judge
 from audit.probes.rates import RateCount
 from audit.progress import current
@@ -189,6 +188,8 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
 
 def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> list[AnalysisUnit]:
     """Pool every (probe, target) ask, answer each distinct one once, and build the units."""
+    from audit.probes.engine import Request, answer_all  # torch: only once there is something to answer
+
     t0 = time.perf_counter()
     pool: dict[tuple, Request] = {}
     needs: list[tuple[GenerationProbe, Target, list[tuple, ...]]] = []

@@ -14,16 +14,17 @@ Rows: ``shift_norm`` and ``caa_cosine`` per layer, and the summaries ``shift_nor
 from __future__ import annotations
 
 import time
-
-import torch
+from typing import TYPE_CHECKING
 
 from audit.analyzers.analysis import AnalysisUnit, ProbeRow
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
-from audit.probes.references import all_layer_last_token, get_references
 from audit.prompt_sets import load_prompts
+
+if TYPE_CHECKING:  # torch is imported when a target is analysed: the class stays light
+    import torch
 
 
 class SteeringAlignment:
@@ -55,6 +56,8 @@ class SteeringAlignment:
         assert self.ctx is not None, "setup() first"
         if target.base is None:
             return unavailable_unit(self, target, None)
+        from audit.probes.references import all_layer_last_token, get_references
+
         t0 = time.perf_counter()
         runtime = runtime_of(self.ctx)
         runtime.use_base(target.base)
@@ -90,6 +93,8 @@ class SteeringAlignment:
 def alignment_rows(adapted: torch.Tensor, base: torch.Tensor, direction: torch.Tensor) -> list[ProbeRow]:
     """Rows of the probe from activations ``[n, n_layers, d]`` (adapted, base) and unit refusal
     directions ``[n_layers, d]``: per-layer ``shift_norm`` and ``caa_cosine``, and the summaries."""
+    import torch
+
     shift = (adapted - base).mean(dim=0)                     # [n_layers, d]
     norms = shift.norm(dim=1)
     cos = (shift * direction).sum(dim=1) / norms.clamp_min(1e-12)
