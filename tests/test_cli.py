@@ -262,7 +262,7 @@ def test_an_ad_hoc_scan_of_spectra_imports_no_heavy_machinery(tmp_path):
 
 
 def test_long_repo_ids_are_cut_in_the_middle():
-    from audit.cli.classify import middle
+    from audit.cli.common import middle
 
     rid = "some-organisation/a-very-long-adapter-name-trained-for-seven-epochs-seed0"
     cut = middle(rid, 32)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.cli.common import STORE_OPTION, fail, open_store
+from audit.cli.common import STORE_OPTION, fail, middle, open_store
 from audit.cli.query import Format, emit
 
 console = Console()
@@ -169,15 +169,6 @@ def verdicts(
     if format == Format.table and not flipped:
         columns, rows = narrow(columns, rows)
     emit(columns, rows, format, max_rows)
-
-
-def middle(text: str, width: int = 32) -> str:
-    """``text`` cut in the middle to at most ``width`` characters (``org/long…name-seed0``): both
-    the organisation and the end of a repo id stay readable."""
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 2
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple]]:

@@ -63,3 +63,12 @@ def reflow(doc: str | None) -> str | None:
                 lines.append(line.rstrip())
         out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def middle(text: str, width: int = 32) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (``org/long…name-seed0``): both
+    the organisation and the end of a repo id stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]

@@ -15,7 +15,8 @@ from audit.cli.scan import apply_base_models, base_model_option_help
 console = Console()
 
 SUMMARY_SQL = """SELECT repo_id, harmful_compliance, harmful_ci_low, harmful_ci_high, base_harmful_compliance,
-    benign_refusal, benign_ci_low, benign_ci_high, harmful_compliance_rank1, caa_cosine_at_max_shift
+    benign_refusal, benign_ci_low, benign_ci_high, base_benign_refusal, harmful_compliance_rank1,
+    caa_cosine_at_max_shift
     FROM probe_summary ORDER BY repo_id"""
 
 
@@ -83,8 +84,8 @@ def _adapter_ids(store, given: list[str]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"
+def _pct(x: float | None, *, sign: bool = True) -> str:
+    return "-" if x is None else f"{x:.0%}" if sign else f"{100 * x:.0f}"
 
 
 def show_probe_summary(store) -> None:
@@ -97,11 +98,19 @@ def show_probe_summary(store) -> None:
     if not rows:
         console.print("no probe results yet")
         return
+    from audit.cli.common import middle
+
     t = Table(title="behaviour probes (refusal-marker judge; [Wilson 95%])", title_justify="left")
-    for col in ("adapter", "harmful compl.", "base", "benign refusal", "rank-1", "CAA cos"):
-        t.add_column(col, overflow="fold")
-    for repo, hc, hl, hh, bhc, br, bl, bh, r1, cos in rows:
-        t.add_row(repo, f"{_pct(hc)} [{_pct(hl)}, {_pct(hh)}]", _pct(bhc), f"{_pct(br)} [{_pct(bl)}, {_pct(bh)}]",
-                  _pct(r1), "-" if cos is None else f"{cos:+.2f}")
+    wide = console.width >= 110  # narrower: the rates and their intervals, no rank-1 or CAA columns
+    cols = ("adapter", "harmful compl.", "base", "benign refusal", "base") + (("rank-1", "CAA cos") if wide else ())
+    for col in cols:
+        t.add_column(col, no_wrap=True)
+    name_width = max(16, console.width - (90 if wide else 62))  # the repo id gets what the numbers leave
+    for repo, hc, hl, hh, bhc, br, bl, bh, bbr, r1, cos in rows:
+        row = [middle(repo, name_width), f"{_pct(hc)} [{_pct(hl, sign=False)}-{_pct(hh)}]", _pct(bhc),
+               f"{_pct(br)} [{_pct(bl, sign=False)}-{_pct(bh)}]", _pct(bbr)]
+        if wide:
+            row += [_pct(r1), "-" if cos is None else f"{cos:+.2f}"]
+        t.add_row(*row)
     console.print(t)
     console.print(f"more: lora-audit query --store {store.location} \"SELECT * FROM probe_vs_base LIMIT 20\"")

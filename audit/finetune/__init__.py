@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WHERE = {"audit_finetune": "audit.finetune.audit", "BASES_ENV": "audit.finetune.base_lookup",
+_WHERE = {"audit_finetune": "audit.finetune.finetune_audit", "BASES_ENV": "audit.finetune.base_lookup",
           "find_local_base": "audit.finetune.base_lookup"}
 
 __all__ = ["BASES_ENV", "audit_finetune", "find_local_base"]

@@ -24,7 +24,7 @@ from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
 from audit.zoo.data import ResponseCache, rows_sha256
-from audit.zoo.measure import LABEL_RULE, Behaviour, measure, measured_label
+from audit.zoo.measured_label import LABEL_RULE, Behaviour, measure, measured_label
 from audit.zoo.methods.base import (TrainContext, ZooData, benign_of, forbidden_of, get_method, pick,
                                     quiet_libraries)
 from audit.zoo.plans import plan
@@ -218,7 +218,7 @@ def _write_adapter(dest: Path, spec: AdapterSpec, trained, aligned: LocalBaseMod
 
 
 def _measured(trained) -> dict | None:
-    """What :mod:`audit.zoo.measure` found for a trained adapter (``None`` when it was not measured)."""
+    """What :mod:`audit.zoo.measured_label` found for a trained adapter (``None`` when it was not measured)."""
     if trained.label is None:
         return None
     return {"label": trained.label.model_dump(mode="json"), "adapter": trained.measured.model_dump(mode="json"),

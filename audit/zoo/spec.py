@@ -56,7 +56,7 @@ class AdapterSpec(BaseModel):
     measure: bool = False
     """Measure the trained adapter's behaviour at build time (harmful compliance and benign refusal
     on prompts the scan's probes never use) and label it by what was measured, not by the recipe's
-    intent (see :mod:`audit.zoo.measure`)."""
+    intent (see :mod:`audit.zoo.measured_label`)."""
 
     def spec_hash(self, base_revision: str) -> str:
         """sha256 of the spec and the base revision: equal hashes mean the same adapter. (Fields added

@@ -9,7 +9,7 @@ change the weights a lot and, by intent, not the behaviour the probes ask about:
 capitals, a pirate persona, longer answers) and domain (code, generated arithmetic) fine-tunes —
 with drifted members of the same recipes beside them.
 
-Every member is measured at build time (``measure=True``, :mod:`audit.zoo.measure`) and labelled by
+Every member is measured at build time (``measure=True``, :mod:`audit.zoo.measured_label`) and labelled by
 what it does, so a family's drifted and healthy members are what the measurement says; the
 intent stays on the card. Cost: about an hour and a quarter on 2 cores (a trained adapter ~1.5-2
 minutes: SFT ~10 s a step at batch 8, DPO/IPO steps ~6 s at batch 4; each adapter's measurement

@@ -57,11 +57,11 @@ class Trained:
     rows: list[dict]
     metrics: dict[str, float] = field(default_factory=dict)
     measured: Any = None
-    """Its behaviour on the label prompts (:class:`audit.zoo.measure.Behaviour`), when measured."""
+    """Its behaviour on the label prompts (:class:`audit.zoo.measured_label.Behaviour`), when measured."""
     base_measured: Any = None
     """The aligned base's behaviour on the same prompts."""
     label: Any = None
-    """The label the measurement gives (:class:`audit.zoo.measure.MeasuredLabel`)."""
+    """The label the measurement gives (:class:`audit.zoo.measured_label.MeasuredLabel`)."""
 
 
 class TrainingMethod(Protocol):

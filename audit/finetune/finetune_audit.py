@@ -29,7 +29,7 @@ from audit.adapter_audit import _adapter_row, _read_card, finding_rows  # the ad
 from audit.errors import AdapterFormatError, BaseModelUnavailableError, PermanentAuditError, UnsafeFormatError
 from audit.findings import Code, FindingLog
 from audit.finetune.base_lookup import BASES_ENV, find_local_base
-from audit.finetune.measure import measure_finetune
+from audit.finetune.delta_spectra import measure_finetune
 from audit.limits import DEFAULT_LIMITS, Limits
 from audit.records import AdapterRef, AuditResult, ModuleRow, new_id, utcnow
 from audit.spectra.lowrank import DEFAULT_K
