@@ -4,7 +4,7 @@ Importing peft imports transformers and most of torch (about 6 s of CPU on 2 cor
 ad-hoc scan of a few dozen adapters would otherwise spend before its first spectrum. The rules
 the audit needs are small and pure; they are copied here from peft 0.21.2 (the version
 ``pyproject.toml`` pins) and checked against peft itself, rule by rule and config by config, in
-``tests/test_peft_spec.py``:
+``tests/adapter/test_peft_spec.py``:
 
 - :data:`PEFT_TYPES`: ``peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING``'s keys (``peft/utils/peft_types.py``);
 - :data:`LORA_FIELDS` / :data:`LORA_DEFAULTS`: ``peft.LoraConfig``'s dataclass fields and the

@@ -17,7 +17,7 @@ import yaml
 
 from audit.store import ParquetStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POOL = "lora-audit-test"
 

@@ -24,7 +24,7 @@ peft = pytest.importorskip("peft")
 from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists  # noqa: E402
 from peft.utils.other import get_pattern_key  # noqa: E402
 
-REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
+REALWORLD = Path(__file__).resolve().parents[3] / "shared" / "realworld"
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -14,8 +14,8 @@ from audit.cli import app
 from audit.report.sarif import DriftResult, FindingResult, gate, sarif_log
 from synth import SynthAdapter, llama_like
 
-REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
-SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-2.1.0-rtm.5.json").read_text())
+REALWORLD = Path(__file__).resolve().parents[3] / "shared" / "realworld"
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "data" / "sarif-2.1.0-rtm.5.json").read_text())
 runner = CliRunner()
 
 

@@ -221,7 +221,7 @@ def test_artifacts_round_trip_in_a_fresh_process_and_refuse_tampering(labelled_s
     code = (f"import numpy as np; from audit.store import ParquetStore; from audit.classify import artifacts;"
             f"m = artifacts.load(ParquetStore({labelled_store.root!r}), {path!r}, {sha!r});"
             f"np.save({str(tmp_path / 'p.npy')!r}, m.predict_proba(np.load({str(tmp_path / 'X.npy')!r})))")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), here)
     file = Path(labelled_store.root) / path
     data = bytearray(file.read_bytes())

@@ -27,7 +27,7 @@ def _registry(root: Path, n: int) -> Path:
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "LORA_AUDIT_CACHE_DIR": str(tmp_path / "cache"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def _committed(store: Path) -> int:
@@ -93,7 +93,7 @@ def test_sigkill_mid_scan_then_rerun_audits_exactly_what_is_missing(tmp_path):
 
 def test_worker_node_removed_mid_scan_loses_nothing(tmp_path):
     registry, store = _registry(tmp_path / "reg", 40), tmp_path / "store"
-    script = Path(__file__).parent / "multinode_scan.py"
+    script = Path(__file__).resolve().parents[1] / "multinode_scan.py"
     res = subprocess.run([sys.executable, str(script), str(registry), str(store)], env=_env(tmp_path),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from audit.cli import app
 from browser import chromium, open_in_chromium
 
-REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+REALWORLD = Path(__file__).resolve().parents[3] / "shared" / "realworld"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 runner = CliRunner()
 needs_chromium = pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
 

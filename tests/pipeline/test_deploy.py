@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
@@ -97,7 +97,7 @@ def test_github_actions_example_uses_real_scan_options():
 
     from audit.cli import app
 
-    wf = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "github-actions" / "lora-audit.yml")
+    wf = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "github-actions" / "lora-audit.yml")
                         .read_text())
     steps = wf["jobs"]["scan"]["steps"]
     line = next(s["run"] for s in steps if "run" in s and s["run"].startswith("lora-audit scan"))

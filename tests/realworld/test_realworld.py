@@ -46,7 +46,7 @@ def test_every_adapter_has_rows_or_a_finding(scanned, realworld, manifest):
             assert errs, f"{repo_id} is {status} without a finding"
 
 
-REALWORLD_DIR = Path(__file__).resolve().parents[2] / "shared" / "realworld"
+REALWORLD_DIR = Path(__file__).resolve().parents[3] / "shared" / "realworld"
 
 
 def _malformed(realworld: Path) -> list[str]:
