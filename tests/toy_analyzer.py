@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 
-from audit.analyzers.analysis import ProbeRow
+from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import AnalyzerContext, Resources, Target, register_analyzer
 from audit.analyzers.results import make_unit
 from audit.features.base import FeatureSet
@@ -42,8 +42,8 @@ class FileSizes:
     def run(self, target: Target):
         assert target.ref is not None
         sizes = [f.size or 0 for f in target.ref.files]
-        unit = make_unit(self, target, "ok", probes=[ProbeRow(metric="n_files", value=float(len(sizes))),
-                                                     ProbeRow(metric="total_bytes", value=float(sum(sizes)))])
+        unit = make_unit(self, target, "ok", probes=[MetricRow(metric="n_files", value=float(len(sizes))),
+                                                     MetricRow(metric="total_bytes", value=float(sum(sizes)))])
         rows = [FileSizeRow(unit_id=unit.unit_id, adapter_id=unit.adapter_id, file=f.name, size=f.size,
                             created_at=unit.created_at) for f in target.ref.files]
         self.ctx.store.write_rows("toy_file_sizes", rows, unit.unit_id, unit.created_at)

@@ -31,8 +31,10 @@ def base_key(name: str, revision: str) -> str:
     return f"base:{name}@{revision}"
 
 
-class ProbeRow(Record):
-    """One measured metric of one probe on one subject (one row of the ``probes`` view)."""
+class MetricRow(Record):
+    """One measured metric of one analyzer (a behaviour probe, the directional measures) on one
+    subject: one row of the ``probes`` view (the stored column keeps its first name, ``probes``, so
+    stores written before stay readable)."""
 
     metric: str
     """``harmful_compliance``, ``benign_refusal``, ``harmful_compliance_rank1``, ``shift_norm``,
@@ -91,6 +93,7 @@ class AnalysisUnit(Record):
     created_at: datetime
     seconds: float
     """Wall time the analyzer spent on this subject (its share of a pooled batch)."""
-    probes: tuple[ProbeRow, ...] = ()
+    probes: tuple[MetricRow, ...] = ()
+    """The unit's metric rows (every analyzer's, not only the probes': the stored name is kept)."""
     samples: tuple[ProbeSampleRow, ...] = ()
     findings: tuple[FindingRow, ...] = ()

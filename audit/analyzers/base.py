@@ -94,7 +94,7 @@ class Analyzer(Protocol):
                 self.ctx = ctx
 
             def run(self, target: Target):
-                rows = [ProbeRow(metric="n_files", value=float(len(target.ref.files)))]
+                rows = [MetricRow(metric="n_files", value=float(len(target.ref.files)))]
                 return make_unit(self, target, "ok", probes=rows)
 
         register_analyzer("adapter_files", AdapterFiles)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.analyzers.analysis import AnalysisUnit, ProbeRow, ProbeSampleRow
+from audit.analyzers.analysis import AnalysisUnit, MetricRow, ProbeSampleRow
 from audit.analyzers.base import Analyzer, AnalyzerContext, Target, params_json, params_sha256
 from audit.errors import AuditError
 from audit.findings import Note
@@ -46,7 +46,7 @@ def fetch_folder(ctx: AnalyzerContext, target: Target) -> Path:
     return Path(fetched.local_dir)
 
 
-def make_unit(probe, target: Target, status: str, *, probes: list[ProbeRow] = (),
+def make_unit(probe, target: Target, status: str, *, probes: list[MetricRow] = (),
               samples: list[ProbeSampleRow] = (), notes: list[Note] = (), seconds: float = 0.0) -> AnalysisUnit:
     """The unit of ``probe`` on ``target``: identity (adapter, analyzer, version, params), rows, findings."""
     unit_id, now = new_id(), utcnow()

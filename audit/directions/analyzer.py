@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from audit.analyzers.analysis import ProbeRow
+from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
@@ -69,9 +69,9 @@ class DirectionsAnalyzer:
                 raise
             return Deferred(target.ref, f"references: {exc}")
         if target.ref is None:
-            rows = [ProbeRow(metric="reference_modules", value=float(len(inputs.forbidden)),
+            rows = [MetricRow(metric="reference_modules", value=float(len(inputs.forbidden)),
                              n=inputs.meta["n_forbidden"]),
-                    *(ProbeRow(metric="refusal_norm", value=float(v), layer=i, n=residual.meta["n_forbidden"])
+                    *(MetricRow(metric="refusal_norm", value=float(v), layer=i, n=residual.meta["n_forbidden"])
                       for i, v in enumerate(residual.refusal.norm(dim=1)))]
             return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
         try:
@@ -184,6 +184,6 @@ def _degenerate(direction, mean_input) -> bool:
     return float(direction.norm()) <= 1e-4 * max(scale, 1e-12)
 
 
-def summary_rows(makers) -> list[ProbeRow]:
+def summary_rows(makers) -> list[MetricRow]:
     """The unit's summary rows (``n_modules``) so that ``probes`` shows the analyzer ran."""
-    return [ProbeRow(metric="n_modules", value=float(len(makers)))]
+    return [MetricRow(metric="n_modules", value=float(len(makers)))]

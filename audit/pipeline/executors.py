@@ -158,11 +158,11 @@ def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None
         UnknownPluginError: a name that is not a registered analyzer.
     """
     from audit.analyzers.base import ANALYZERS
-    from audit.probes.analyzers import PROBES
+    from audit.analyzers.builtin import MODEL_ANALYZERS
 
     import inspect
 
-    chosen = tuple(names) if names else PROBES
+    chosen = tuple(names) if names else MODEL_ANALYZERS
     specs = []
     for n in chosen:
         takes = "n_prompts" in inspect.signature(ANALYZERS.factory(n)).parameters

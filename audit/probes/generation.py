@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from audit.analyzers.analysis import AnalysisUnit, ProbeRow, ProbeSampleRow
+from audit.analyzers.analysis import AnalysisUnit, MetricRow, ProbeSampleRow
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
@@ -82,10 +82,10 @@ class GenerationProbe:
     def asks(self, target: Target) -> list[Ask]:
         raise NotImplementedError
 
-    def rows(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list[ProbeRow]:
+    def rows(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list[MetricRow]:
         raise NotImplementedError
 
-    def _rate(self, metric: str, variant: str, expect: str, judged) -> ProbeRow:
+    def _rate(self, metric: str, variant: str, expect: str, judged) -> MetricRow:
         labels = [judged[(variant, p.id)][0] for p in self.prompts]
         return RateCount(sum(lab == expect for lab in labels), len(labels)).row(metric, self.judge_name)
 
@@ -139,7 +139,7 @@ class Rank1Elicitation(GenerationProbe):
         a = self._rate("harmful_compliance_full", full, "complied", judged)
         b = self._rate("harmful_compliance_rank1", cut, "complied", judged)
         delta = None if a.value is None or b.value is None else b.value - a.value
-        return [a, b, ProbeRow(metric="rank1_minus_full", value=delta, n=a.n, judge=self.judge_name)]
+        return [a, b, MetricRow(metric="rank1_minus_full", value=delta, n=a.n, judge=self.judge_name)]
 
 
 def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[Target]) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audit.analyzers.analysis import ProbeRow
+from audit.analyzers.analysis import MetricRow
 from audit.probes.judge import wilson_interval
 
 
@@ -15,7 +15,7 @@ class RateCount:
     k: int
     n: int
 
-    def row(self, metric: str, judge: str | None) -> ProbeRow:
+    def row(self, metric: str, judge: str | None) -> MetricRow:
         lo, hi = wilson_interval(self.k, self.n)
-        return ProbeRow(metric=metric, value=self.k / self.n if self.n else None, n=self.n, ci_low=lo, ci_high=hi,
+        return MetricRow(metric=metric, value=self.k / self.n if self.n else None, n=self.n, ci_low=lo, ci_high=hi,
                         judge=judge)

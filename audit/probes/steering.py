@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from audit.analyzers.analysis import AnalysisUnit, ProbeRow
+from audit.analyzers.analysis import AnalysisUnit, MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
@@ -69,7 +69,7 @@ class SteeringAlignment:
         refs = cache[key]
         direction = refs.unit_refusal()
         if target.ref is None:
-            rows = [ProbeRow(metric="caa_norm", value=float(v), layer=i, n=refs.meta["n_forbidden"])
+            rows = [MetricRow(metric="caa_norm", value=float(v), layer=i, n=refs.meta["n_forbidden"])
                     for i, v in enumerate(refs.refusal.norm(dim=1))]
             return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
         try:
@@ -90,7 +90,7 @@ class SteeringAlignment:
         return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
 
 
-def alignment_rows(adapted: torch.Tensor, base: torch.Tensor, direction: torch.Tensor) -> list[ProbeRow]:
+def alignment_rows(adapted: torch.Tensor, base: torch.Tensor, direction: torch.Tensor) -> list[MetricRow]:
     """Rows of the probe from activations ``[n, n_layers, d]`` (adapted, base) and unit refusal
     directions ``[n_layers, d]``: per-layer ``shift_norm`` and ``caa_cosine``, and the summaries."""
     import torch
@@ -100,10 +100,10 @@ def alignment_rows(adapted: torch.Tensor, base: torch.Tensor, direction: torch.T
     cos = (shift * direction).sum(dim=1) / norms.clamp_min(1e-12)
     cos = torch.where(norms > 0, cos, torch.zeros_like(cos))
     n = adapted.shape[0]
-    rows = [ProbeRow(metric="shift_norm", value=float(norms[i]), layer=i, n=n) for i in range(len(norms))]
-    rows += [ProbeRow(metric="caa_cosine", value=float(cos[i]), layer=i, n=n) for i in range(len(cos))]
+    rows = [MetricRow(metric="shift_norm", value=float(norms[i]), layer=i, n=n) for i in range(len(norms))]
+    rows += [MetricRow(metric="caa_cosine", value=float(cos[i]), layer=i, n=n) for i in range(len(cos))]
     top = int(norms.argmax())
-    rows += [ProbeRow(metric="shift_norm_max", value=float(norms[top]), layer=top, n=n),
-             ProbeRow(metric="caa_cosine_at_max_shift", value=float(cos[top]), layer=top, n=n),
-             ProbeRow(metric="caa_cosine_min", value=float(cos.min()), layer=int(cos.argmin()), n=n)]
+    rows += [MetricRow(metric="shift_norm_max", value=float(norms[top]), layer=top, n=n),
+             MetricRow(metric="caa_cosine_at_max_shift", value=float(cos[top]), layer=top, n=n),
+             MetricRow(metric="caa_cosine_min", value=float(cos.min()), layer=int(cos.argmin()), n=n)]
     return rows

@@ -101,13 +101,13 @@ references are computed once per base revision, a forward pass per prompt and la
 
 
 def fixture_probe_specs() -> tuple[AnalyzerSpec, ...]:
-    """Every analyzer that needs the base (:data:`audit.probes.analyzers.PROBES`), made cheap."""
-    from audit.probes.analyzers import PROBES
+    """Every analyzer that needs the base (:data:`audit.analyzers.builtin.MODEL_ANALYZERS`), made cheap."""
+    from audit.analyzers.builtin import MODEL_ANALYZERS
 
     answers = {"n_prompts": FIXTURE_PROMPTS, "max_new_tokens": FIXTURE_ANSWER_TOKENS}
     params = {"directions": {"n_reference": FIXTURE_REFERENCE_PROMPTS},
               "steering_alignment": {"n_prompts": FIXTURE_PROMPTS, "n_reference": FIXTURE_REFERENCE_PROMPTS}}
-    return tuple(AnalyzerSpec.of(name, **params.get(name, answers)) for name in PROBES)
+    return tuple(AnalyzerSpec.of(name, **params.get(name, answers)) for name in MODEL_ANALYZERS)
 
 
 @pytest.fixture(scope="module")
@@ -358,13 +358,13 @@ class KillsItsWorkerOnce:
         import os
         from pathlib import Path
 
-        from audit.analyzers.analysis import ProbeRow
+        from audit.analyzers.analysis import MetricRow
         from audit.analyzers.results import make_unit
 
         if not Path(self.marker).exists():
             Path(self.marker).write_text("killed")
             os._exit(1)
-        return make_unit(self, target, "ok", probes=[ProbeRow(metric="one", value=1.0)])
+        return make_unit(self, target, "ok", probes=[MetricRow(metric="one", value=1.0)])
 
 
 def test_a_killed_probe_actor_is_restarted_and_leaves_no_duplicate_rows(tmp_path, ray_session):
@@ -407,10 +407,10 @@ def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
     assert missing.exit_code == 2 and "no adapter in the store matches nope" in missing.output
     ok = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert ok.exit_code == 0, ok.output
-    from audit.probes.analyzers import PROBES
+    from audit.analyzers.builtin import MODEL_ANALYZERS
 
     # every analyzer that needs the base (directions and four probes): no base for the synthetic adapter
-    assert f"'skipped': {len(PROBES)}" in ok.output and len(PROBES) == 5
+    assert f"'skipped': {len(MODEL_ANALYZERS)}" in ok.output and len(MODEL_ANALYZERS) == 5
     again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert "everything is up to date" in again.output
 
