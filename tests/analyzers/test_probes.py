@@ -438,8 +438,13 @@ def test_report_of_the_probed_zoo_with_verdicts(probed_zoo, tmp_path):
     assert "sft.drift.v1" in text and "harmful_compliance" in text
     scan_page = write_report(render_scan(copy), tmp_path / "scan.html")
     assert "Behaviour probes" in scan_page.read_text() and "sft" in scan_page.read_text()
+    # the verdict's evidence drawn: the adapter's timeline and heatmap, the registry's behaviour
+    # against its verdicts
+    for alt in ("verdicts across recalibrations", "spectral norm by layer and module family"):
+        assert f'alt="{alt}"' in text, alt
+    assert 'alt="measured behaviour against the verdict"' in scan_page.read_text()
     if chromium() is not None:
-        for p, n in ((page, 4), (scan_page, 2)):  # a clean zoo has no findings plot
+        for p, n in ((page, 6), (scan_page, 3)):  # a clean zoo has no findings plot
             seen = open_in_chromium(p, None, tmp_path)
             assert seen["errors"] == [] and len(seen["images"]) >= n
             assert all(c and w >= 300 and h >= 100 for c, w, h in seen["images"])
