@@ -267,18 +267,32 @@ def scan_corpus(work: Path, env: dict[str, str] | None = None) -> tuple[dict[str
         ``rows`` (adapter -> status, sorted finding codes) and the finished process (with
         ``returncode``, ``stdout``, ``stderr`` and ``maxrss_kb``, its peak resident set in KiB).
     """
-    import resource
     import subprocess
+    import threading
 
     root, canaries = work / "reg", work / "canaries"
     canaries.mkdir(parents=True, exist_ok=True)
     build_registry(root, canaries)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     env = {**os.environ, "LORA_AUDIT_CACHE_DIR": str(work / "cache"), "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "audit.cli", "scan", "--registry", str(root), "--store",
-                           str(work / "store"), "--no-probes"], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=Path(__file__).resolve().parents[1])
-    proc.maxrss_kb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    cmd = [sys.executable, "-m", "audit.cli", "scan", "--registry", str(root), "--store", str(work / "store"),
+           "--no-probes"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=Path(__file__).resolve().parents[1])
+    out: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda k, s: out.__setitem__(k, s.read()), args=(k, s))
+               for k, s in (("stdout", child.stdout), ("stderr", child.stderr))]
+    for r in readers:
+        r.start()
+    # this child's own peak RSS (os.wait4), not the largest of every child this process ever had
+    # (RUSAGE_CHILDREN), which an earlier test's model-loading subprocess would set
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    for r in readers:
+        r.join()
+    child.stdout.close()
+    child.stderr.close()
+    proc = subprocess.CompletedProcess(cmd, child.returncode, out["stdout"], out["stderr"])
+    proc.maxrss_kb = usage.ru_maxrss
     import duckdb
 
     con = duckdb.connect()
