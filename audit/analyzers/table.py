@@ -122,3 +122,23 @@ def write_analysis(store, unit: AnalysisUnit) -> str | None:
         StoreError: the write failed (nothing partial is left: see ``ParquetStore.write_rows``).
     """
     return store.write_rows("analyses", [unit_row(unit)], unit.unit_id, unit.created_at)
+
+
+def write_analyses(store, units: list[AnalysisUnit]) -> list[str]:
+    """Write many analysis units (the row-less ``skipped`` units of a probe plan, say) as one file
+    of the ``analyses`` table per audit day instead of one each: committed together or not at all.
+    Returns the files written.
+
+    Raises:
+        StoreError: a write failed (the units of that file are not committed; a rerun plans them again).
+    """
+    by_day: dict = {}
+    for u in units:
+        by_day.setdefault(u.created_at.date(), []).append(u)
+    paths = []
+    for group in by_day.values():
+        name = group[0].unit_id if len(group) == 1 else f"{group[0].unit_id}-{len(group)}"
+        path = store.write_rows("analyses", [unit_row(u) for u in group], name, group[0].created_at)
+        if path:
+            paths.append(path)
+    return paths

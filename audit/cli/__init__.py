@@ -31,8 +31,11 @@ HELP = ("Audit the LoRA adapters of a registry: exact delta spectra of every ada
 def build_app(only: str | None = None) -> typer.Typer:
     """The ``lora-audit`` Typer app with every command, or with ``only`` that one (what a call that
     names a command needs: its module alone is imported and turned into a click command)."""
+    # plain click help (rich_markup_mode=None): it wraps at the terminal's width like rich's panels
+    # and renders in about half the time (typer's rich help imports rich.markdown and more: 0.55 s
+    # against 0.30 s for `lora-audit --help`, measured 2026-12-04)
     app = typer.Typer(name="lora-audit", help=HELP, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False)
+                      pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(_group)  # a group even with one command: ``lora-audit query ...`` as always
     for name, (module, attr) in COMMANDS.items():
         if only is not None and name != only:

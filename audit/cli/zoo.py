@@ -15,7 +15,7 @@ from audit.errors import ConfigurationError
 
 zoo_app = typer.Typer(help="Labelled model-organism adapters (healthy and drifted SFT, DPO, IPO, steering, "
                            "abliteration; style and domain fine-tunes as benign hard negatives).",
-                      no_args_is_help=True)
+                      no_args_is_help=True, rich_markup_mode=None)
 console = Console()
 
 

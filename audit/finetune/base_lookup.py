@@ -123,13 +123,18 @@ def _from_model_cache(name: str) -> Path | None:
 
 
 def _from_hub_cache(name: str) -> Path | None:
+    from audit.registry.hub_env import hub_cache_dir
+
+    cache = hub_cache_dir()
+    # the Hub cache keeps a model under models--{org}--{name}: without that folder there is nothing
+    # to find, and huggingface_hub's download machinery (about 0.5 s to import) is not loaded
+    if not (cache / ("models--" + name.replace("/", "--"))).is_dir():
+        return None
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from audit.registry.hub_env import hub_cache_dir
-
     try:  # the snapshot's other files (onnx/, *.bin...) need not be there: _is_base checks the weights
-        folder = snapshot_download(name, cache_dir=str(hub_cache_dir()), local_files_only=True,
+        folder = snapshot_download(name, cache_dir=str(cache), local_files_only=True,
                                    allow_patterns=["config.json"])
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):  # ValueError: not a Hub id
         return None

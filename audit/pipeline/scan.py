@@ -167,7 +167,7 @@ def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report
     Returns:
         Units written by status, and ``deferred`` (also set on ``report.probes``).
     """
-    from audit.analyzers.table import write_analysis
+    from audit.analyzers.table import write_analyses
     from audit.probes.plan import plan_probes
 
     counts: dict[str, int] = {}
@@ -175,8 +175,8 @@ def probe_stage(store: ParquetStore, executor: Executor, specs: Sequence, report
                              bases=bases)
     if sink is not None and hasattr(sink, "probe_plan"):
         sink.probe_plan(probe_plan)
+    write_analyses(store, probe_plan.skipped)  # one file, not one per adapter and analyzer
     for unit in probe_plan.skipped:
-        write_analysis(store, unit)
         counts[unit.status] = counts.get(unit.status, 0) + 1
     for jobs in (probe_plan.base_jobs, probe_plan.adapter_jobs):
         for reported in executor.map(jobs) if jobs else ():

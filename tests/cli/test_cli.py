@@ -138,7 +138,7 @@ def test_help_wraps_sentences_at_the_terminal_width(command):
     wraps the sentences, not the docstring's own line breaks."""
     res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
     assert res.exit_code == 0
-    description = res.output.split("╭")[0]  # the text before the option panels
+    description = res.output.split("╭")[0].split("\nOptions:")[0]  # the text before the options
     paragraphs: list[list[str]] = [[]]
     for line in description.splitlines():  # rich pads every line, blank ones too
         if line.strip():
