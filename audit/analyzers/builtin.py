@@ -21,7 +21,11 @@ register_analyzer("harmful_compliance", "audit.probes.generation:HarmfulComplian
 register_analyzer("benign_refusal", "audit.probes.generation:BenignRefusal", tables=_PROBE_TABLES)
 register_analyzer("steering_alignment", "audit.probes.steering:SteeringAlignment", tables=_PROBE_TABLES)
 register_analyzer("rank1_elicitation", "audit.probes.generation:Rank1Elicitation", tables=_PROBE_TABLES)
+register_analyzer("activations", "audit.activations.analyzer:ActivationAnalyzer",
+                  tables=(*_PROBE_TABLES, "audit.activations.table"))
 
-MODEL_ANALYZERS = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation")
+MODEL_ANALYZERS = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation",
+                   "activations")
 """The analyzers that need the base model, which a scan runs by default in this order: the
-directional measures of the weights (:mod:`audit.directions.analyzer`), then the behaviour probes."""
+directional measures of the weights (:mod:`audit.directions.analyzer`), the behaviour probes, then
+the delta activations (:mod:`audit.activations.analyzer`)."""

@@ -82,8 +82,8 @@ def scan(
         "--probes/--no-probes", help="After the spectra, run the behaviour probes on the adapters whose "
                                      "base model is on this machine.")] = True,
     probe: Annotated[list[str] | None, typer.Option(
-        "--probe", help="Run only this probe (repeatable): harmful_compliance, benign_refusal, "
-                        "steering_alignment, rank1_elicitation.")] = None,
+        "--probe", help="Run only this analyzer of the base (repeatable): directions, harmful_compliance, "
+                        "benign_refusal, steering_alignment, rank1_elicitation, activations.")] = None,
     probe_prompts: Annotated[int | None, typer.Option(
         "--probe-prompts", help="Prompts per probe (default: each probe's own: 64 HarmBench test behaviours, "
                                 "38 held-out benign instructions, 32 for steering alignment).")] = None,

@@ -106,7 +106,8 @@ def fixture_probe_specs() -> tuple[AnalyzerSpec, ...]:
 
     answers = {"n_prompts": FIXTURE_PROMPTS, "max_new_tokens": FIXTURE_ANSWER_TOKENS}
     params = {"directions": {"n_reference": FIXTURE_REFERENCE_PROMPTS},
-              "steering_alignment": {"n_prompts": FIXTURE_PROMPTS, "n_reference": FIXTURE_REFERENCE_PROMPTS}}
+              "steering_alignment": {"n_prompts": FIXTURE_PROMPTS, "n_reference": FIXTURE_REFERENCE_PROMPTS},
+              "activations": {"n_prompts": FIXTURE_PROMPTS, "n_reference": FIXTURE_REFERENCE_PROMPTS}}
     return tuple(AnalyzerSpec.of(name, **params.get(name, answers)) for name in MODEL_ANALYZERS)
 
 
@@ -410,7 +411,7 @@ def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
     from audit.analyzers.builtin import MODEL_ANALYZERS
 
     # every analyzer that needs the base (directions and four probes): no base for the synthetic adapter
-    assert f"'skipped': {len(MODEL_ANALYZERS)}" in ok.output and len(MODEL_ANALYZERS) == 5
+    assert f"'skipped': {len(MODEL_ANALYZERS)}" in ok.output and len(MODEL_ANALYZERS) == 6
     again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
     assert "everything is up to date" in again.output
 

@@ -1,0 +1,40 @@
+"""The ``activations`` analyzer on a real (tiny, random) Llama base: a scan fills the
+``activation_layers`` view for every layer of an adapter whose base is at hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit.analyzers.base import AnalyzerSpec
+from audit.pipeline.scan import scan
+from audit.registry import LocalRegistry
+from audit.store import ParquetStore
+from tinyllama import write_adapter, write_tiny_llama
+
+BASE = "tiny-org/tiny-llama"
+
+
+@pytest.mark.slow
+def test_a_scan_fills_the_activation_layers(tmp_path, monkeypatch):
+    base = write_tiny_llama(tmp_path / "base")
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({BASE: str(base)}))
+    write_adapter(tmp_path / "reg" / "small", BASE, seed=0)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("activations", n_prompts=6, n_reference=4, batch_size=4)
+    report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    assert report.n_audited == 1
+    con = store.connect()
+    rows = con.execute("SELECT repo_id, layer, delta_norm, delta_share, delta_refusal_cosine, cka, base_residual_norm "
+                       "FROM activation_layers ORDER BY layer").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("small", 0), ("small", 1)]  # the tiny base's two layers
+    for _, _, norm, share, cosine, cka, base_norm in rows:
+        assert norm > 0 and share > 0 and base_norm > 0  # the random adapter moves the stream
+        assert -1.0 <= cosine <= 1.0 and 0.0 <= cka <= 1.0 + 1e-9
+    summary = dict(con.execute("SELECT metric, value FROM probes WHERE probe = 'activations' AND subject = 'adapter' "
+                               "AND metric IN ('cka_min', 'delta_share_max')").fetchall())
+    assert summary["cka_min"] == pytest.approx(min(r[5] for r in rows))
+    assert summary["delta_share_max"] == pytest.approx(max(r[3] for r in rows))
+    # 12 prompts (6 forbidden, 6 benign) behind every number
+    assert con.execute("SELECT DISTINCT n FROM probes WHERE probe = 'activations' AND metric = 'cka'").fetchall() == [(12,)]
