@@ -87,7 +87,7 @@ class Held:
                 "ece": ece(y, p), "review": sum(o == "review" for o in self.outcomes)}
 
 
-def evaluate(store, method_mode: str = "declared", seed: int = 0) -> dict:
+def evaluate(store, method_mode: str = "declared", seed: int = 0, feature_set: str | None = None) -> dict:
     """Leave-one-family-out evaluation of every scorer (see the module docstring)."""
     from audit.classify.evidence import gather
     from audit.classify.general import METHOD_CONFIDENCE, infer
@@ -101,7 +101,7 @@ def evaluate(store, method_mode: str = "declared", seed: int = 0) -> dict:
     con = store.connect()
     try:
         labels = [lab for lab in get_label_source("card").labels(con) if lab.group.startswith("family:")]
-        everyone = method_data(con, labels)
+        everyone = method_data(con, labels, feature_set)
         shapes = method_data(con, labels, SPECTRAL)
         evidence = {e.adapter_id: e for e in gather(con, "", [lab.adapter_id for lab in labels])}
     finally:
@@ -219,6 +219,10 @@ def main() -> None:
     ap.add_argument("--probe-prompts", type=int, default=32, help="prompts per behaviour probe in the scan")
     ap.add_argument("--method-mode", choices=("declared", "inferred", "both"), default="both",
                     help="where the verdict takes the method from (both: print both tables)")
+    ap.add_argument("--features", default=None, help="the geometry detectors' feature set (default: directional-v1 "
+                    "where every adapter has it, else spectral-v1; e.g. activation-v1, directional-v1+activation-v1)")
+    ap.add_argument("--analyzers", default="directions,harmful_compliance,benign_refusal",
+                    help="the analyzers of the base the scan runs (comma-separated; add activations for activation-v1)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
     from audit.store import ParquetStore
@@ -227,10 +231,10 @@ def main() -> None:
     if args.zoo:
         from zoo_scan import scan_zoos
 
-        scan_zoos(args.zoo, store, ["directions", "harmful_compliance", "benign_refusal"], args.probe_prompts)
+        scan_zoos(args.zoo, store, args.analyzers.split(","), args.probe_prompts)
     t0 = time.perf_counter()
     modes = ("declared", "inferred") if args.method_mode == "both" else (args.method_mode,)
-    out = {mode: evaluate(store, mode) for mode in modes}
+    out = {mode: evaluate(store, mode, feature_set=args.features) for mode in modes}
     print(f"\nevaluation: {time.perf_counter() - t0:.1f} s; store {store.root}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float))

@@ -22,7 +22,8 @@ register_analyzer("benign_refusal", "audit.probes.generation:BenignRefusal", tab
 register_analyzer("steering_alignment", "audit.probes.steering:SteeringAlignment", tables=_PROBE_TABLES)
 register_analyzer("rank1_elicitation", "audit.probes.generation:Rank1Elicitation", tables=_PROBE_TABLES)
 register_analyzer("activations", "audit.activations.analyzer:ActivationAnalyzer",
-                  tables=(*_PROBE_TABLES, "audit.activations.table"))
+                  tables=(*_PROBE_TABLES, "audit.activations.table"),
+                  feature_set="audit.activations.features:FEATURES")
 
 MODEL_ANALYZERS = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation",
                    "activations")
