@@ -38,3 +38,15 @@ def test_a_scan_fills_the_activation_layers(tmp_path, monkeypatch):
     assert summary["delta_share_max"] == pytest.approx(max(r[3] for r in rows))
     # 12 prompts (6 forbidden, 6 benign) behind every number
     assert con.execute("SELECT DISTINCT n FROM probes WHERE probe = 'activations' AND metric = 'cka'").fetchall() == [(12,)]
+    # the activation-v1 features of the adapter: read back from the same rows
+    from audit.features import feature_sets, features
+
+    adapter_id = con.execute("SELECT DISTINCT adapter_id FROM activation_layers").fetchall()[0][0]
+    X, ok = features(con, [adapter_id, "nobody@0"], "activation-v1")
+    names = feature_sets()["activation-v1"].names()
+    col = {n: j for j, n in enumerate(names)}
+    assert ok.tolist() == [True, False]  # an adapter without activation rows has no activation features
+    assert X[0, col["act.n_layers"]] == 2
+    assert X[0, col["act.all.delta_share.max"]] == pytest.approx(max(r[3] for r in rows))
+    assert X[0, col["act.all.one_minus_cka.max"]] == pytest.approx(1 - min(r[5] for r in rows))
+    assert X[0, col["act.early.delta_share.mean"]] == pytest.approx(rows[0][3])  # 2 layers: layer 0 is early
