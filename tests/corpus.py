@@ -260,6 +260,14 @@ SECURITY_MD = Path(__file__).resolve().parents[1] / "SECURITY.md"
 START, END = "<!-- corpus:start -->", "<!-- corpus:end -->"
 
 
+_LAUNCHER = ("import os, subprocess, sys\n"
+             "p = subprocess.Popen(sys.argv[1:])\n"
+             "_, status, usage = os.wait4(p.pid, 0)\n"
+             "sys.stderr.write(f'\\nMAXRSS_KB {usage.ru_maxrss}\\n')\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+"""Runs the command given after it and writes its child's peak RSS (KiB) as the last line of stderr."""
+
+
 def scan_corpus(work: Path, env: dict[str, str] | None = None) -> tuple[dict[str, tuple[str, list[str]]], object]:
     """Build the corpus under ``work`` and scan it with ``lora-audit scan`` in a fresh process.
 
@@ -268,7 +276,6 @@ def scan_corpus(work: Path, env: dict[str, str] | None = None) -> tuple[dict[str
         ``returncode``, ``stdout``, ``stderr`` and ``maxrss_kb``, its peak resident set in KiB).
     """
     import subprocess
-    import threading
 
     root, canaries = work / "reg", work / "canaries"
     canaries.mkdir(parents=True, exist_ok=True)
@@ -276,23 +283,14 @@ def scan_corpus(work: Path, env: dict[str, str] | None = None) -> tuple[dict[str
     env = {**os.environ, "LORA_AUDIT_CACHE_DIR": str(work / "cache"), "COLUMNS": "200", **(env or {})}
     cmd = [sys.executable, "-m", "audit.cli", "scan", "--registry", str(root), "--store", str(work / "store"),
            "--no-probes"]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             cwd=Path(__file__).resolve().parents[1])
-    out: dict[str, str] = {}
-    readers = [threading.Thread(target=lambda k, s: out.__setitem__(k, s.read()), args=(k, s))
-               for k, s in (("stdout", child.stdout), ("stderr", child.stderr))]
-    for r in readers:
-        r.start()
-    # this child's own peak RSS (os.wait4), not the largest of every child this process ever had
-    # (RUSAGE_CHILDREN), which an earlier test's model-loading subprocess would set
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    for r in readers:
-        r.join()
-    child.stdout.close()
-    child.stderr.close()
-    proc = subprocess.CompletedProcess(cmd, child.returncode, out["stdout"], out["stderr"])
-    proc.maxrss_kb = usage.ru_maxrss
+    # the scan's own peak RSS: Linux folds the memory a child was forked with into its ru_maxrss at
+    # exec, so a child of this (possibly large) test process reports at least this process's size;
+    # a small launcher's child does not, and the launcher reports it (os.wait4)
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=Path(__file__).resolve().parents[1])
+    stderr, _, last = proc.stderr.rstrip("\n").rpartition("\n")
+    proc.stderr = stderr
+    proc.maxrss_kb = int(last.removeprefix("MAXRSS_KB "))
     import duckdb
 
     con = duckdb.connect()
