@@ -68,3 +68,11 @@ class Limits(BaseModel):
 
 DEFAULT_LIMITS = Limits.from_env()
 """The limits of this process: the defaults and the environment's ``LORA_AUDIT_<NAME>`` settings."""
+
+
+def with_base_cap(max_base_bytes: int | None) -> Limits:
+    """:data:`DEFAULT_LIMITS` with ``max_base_bytes`` (bytes) set, or unchanged when ``None`` (what
+    ``--max-base-bytes`` of a scan and the nightly flow's parameter give)."""
+    if max_base_bytes is None:
+        return DEFAULT_LIMITS
+    return DEFAULT_LIMITS.model_copy(update={"max_base_bytes": max_base_bytes})

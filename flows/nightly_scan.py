@@ -12,9 +12,11 @@ import flows._prefect  # noqa: F401  (quiet defaults before Prefect loads)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from audit.limits import with_base_cap
 from audit.pipeline import scan as steps
 from audit.pipeline.executors import probe_specs
 from audit.registry import open_registry, registry_spec
+from audit.report.html import publish_run_report
 from audit.store import ParquetStore
 
 io = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": steps.retry_transient,
@@ -41,26 +43,18 @@ def nightly_scan(registry: str | None = None, hub_org: str | None = None, store:
     model is at hand (with ``fetch_bases``: fetched from the Hub first, each up to ``max_base_bytes``,
     default ``LORA_AUDIT_MAX_BASE_BYTES`` else 2 GB), compact the store; returns the run's counts
     (``audit.pipeline.scan.ScanReport``)."""
-    from audit.limits import DEFAULT_LIMITS
-
     where = open_registry(registry_spec(registry, hub_org))  # one registry and one store for every step
     scanned = ParquetStore(store)
-    placement = steps.Placement(in_process=in_process, workers=workers, ray_address=ray_address)
-    limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
-        update={"max_base_bytes": max_base_bytes})
-    report = steps.run_scan(where, scanned, placement=placement, steps=TASKS,
-                            probes=() if skip_probes else probe_specs(probes, probe_prompts),
-                            compact_min_files=compact_min_files, fetch_bases=fetch_bases, limits=limits)
+    report = steps.run_scan(where, scanned, placement=steps.Placement(in_process=in_process, workers=workers,
+                                                                      ray_address=ray_address),
+                            steps=TASKS, probes=() if skip_probes else probe_specs(probes, probe_prompts),
+                            compact_min_files=compact_min_files, fetch_bases=fetch_bases,
+                            limits=with_base_cap(max_base_bytes))
     summary = report.summary()
     summary["report_path"] = write_run_report(scanned, report.run_id)
+    print(f"report: {summary['report_path']}")
     return summary
 
 
-@task(name="write-report", cache_policy=NO_CACHE)
-def write_run_report(store: ParquetStore, run_id: str) -> str:
-    """The run's HTML report, beside the store; its path is recorded on the run."""
-    from audit.report.html import publish_run_report
-
-    path = publish_run_report(store, run_id)
-    print(f"report: {path}")
-    return path
+write_run_report = task(name="write-report", cache_policy=NO_CACHE)(publish_run_report)
+"""The run's HTML report beside the store (its path recorded on the run)."""

@@ -17,9 +17,8 @@ import time
 
 from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
-from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.results import make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
-from audit.errors import AuditError, TransientAuditError
 from audit.prompt_sets import load_prompts
 
 
@@ -49,8 +48,8 @@ class ActivationAnalyzer:
     def run(self, target: Target):
         """The unit of ``target`` (see the module docstring); a ``Deferred`` when its files could not
         be fetched for a transient reason. Never raises for a bad adapter."""
-        from audit.probes.references import all_layer_last_token, get_references
-        from audit.records import Deferred
+        from audit.analyzers.references import bare_base
+        from audit.probes.references import adapter_and_base, all_layer_last_token, references_of
 
         assert self.ctx is not None, "setup() first"
         if target.base is None:
@@ -61,30 +60,16 @@ class ActivationAnalyzer:
         texts = [p.text for p in self.prompts]
         if target.ref is None:
             acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts, batch_size=self.batch_size,
-                                        adapter_names=["__base__"] * len(texts)
-                                        if hasattr(runtime.model, "peft_config") else None)
+                                        adapter_names=bare_base(runtime, len(texts)))
             rows = [MetricRow(metric="residual_norm", value=float(v), layer=i, n=len(texts))
                     for i, v in enumerate(acts.norm(dim=2).mean(dim=0))]
             return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
-        cache = self.ctx.shared.setdefault("references", {})
-        key = (target.base.revision, self.n_reference)
-        if key not in cache:  # read (or computed) once per base and actor, shared with the steering probe
-            cache[key] = get_references(self.ctx.store, runtime, target.base, n_forbidden=self.n_reference,
-                                        n_benign=self.n_reference, batch_size=self.batch_size)
-        try:
-            loaded = runtime.load(fetch_folder(self.ctx, target))
-        except TransientAuditError as exc:
-            return Deferred(target.ref, f"activations fetch: {exc}")
-        except AuditError as exc:
-            status = "skipped" if exc.code == "probe_not_applicable" else "failed"
-            return make_unit(self, target, status, notes=[error_note(exc, "info" if status == "skipped" else None)])
-        try:
-            names = [loaded.name] * len(texts) + ["__base__"] * len(texts)
-            acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts + texts, adapter_names=names,
-                                        batch_size=self.batch_size)
-        finally:
-            runtime.unload(loaded)
-        rows = delta_rows(acts[len(texts):], acts[: len(texts)], cache[key].refusal)
+        refs = references_of(self.ctx, runtime, target.base, self.n_reference, self.batch_size)
+        got = adapter_and_base(self, runtime, target, texts, self.batch_size)
+        if not isinstance(got, tuple):
+            return got  # the adapter could not be loaded: a deferred, skipped or failed result
+        adapted, base = got
+        rows = delta_rows(base, adapted, refs.refusal)
         return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.features.base import FeatureSet
-from audit.features.spectral import fill_groups
-from audit.pyarrow_without_pandas import pa
+from audit.features.base import FeatureSet, grouped_features
 
 FEATURE_SET = "activation-v1"
 BANDS = ("all", "early", "middle", "late")
@@ -62,21 +60,9 @@ def activation_features(con, adapter_ids: list[str], *, view: str = "activation_
         ``(adapter_ids, X)``: float64 ``[n_adapters, len(feature_names())]``, NaN where an
         aggregate is undefined and on every column of an adapter without activation rows.
     """
-    names = feature_names()
-    X = np.full((len(adapter_ids), len(names)), np.nan)
-    if not adapter_ids:
-        return [], X
-    con.register("_wanted", pa.table({"adapter_id": pa.array(adapter_ids, pa.string())}))
-    try:
-        row_of = {a: i for i, a in enumerate(adapter_ids)}
-        col_of = {n: j for j, n in enumerate(names)}
-        for adapter_id, n in con.execute(
-                f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
-                "AND cka IS NOT NULL GROUP BY adapter_id").fetchall():
-            X[row_of[adapter_id], 0] = n
-        fill_groups(con.execute(_sql(view)), X, row_of, col_of, prefix="act.")
-    finally:
-        con.unregister("_wanted")
+    totals = (f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
+              "AND cka IS NOT NULL GROUP BY adapter_id")
+    X = grouped_features(con, adapter_ids, feature_names(), totals, _sql(view), prefix="act.")
     return adapter_ids, X
 
 

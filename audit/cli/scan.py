@@ -199,14 +199,13 @@ def _report(summary: dict, findings: list, drifted: list, format: ReportFormat, 
 def _scan_here(registry: Path | None, hub_org: str | None, store: ParquetStore, placement: Placement,
                probes: tuple | None, *, fetch_bases: bool = False, max_base_bytes: int | None = None) -> dict:
     """The scan sequence in this process, without Prefect (Ray only as ``placement`` says)."""
-    from audit.limits import DEFAULT_LIMITS
+    from audit.limits import with_base_cap
     from audit.pipeline.executors import probe_specs
     from audit.pipeline.scan import run_scan
     from audit.registry import open_registry, registry_spec
 
     specs = probe_specs(*probes) if probes is not None else ()
-    limits = DEFAULT_LIMITS if max_base_bytes is None else DEFAULT_LIMITS.model_copy(
-        update={"max_base_bytes": max_base_bytes})
+    limits = with_base_cap(max_base_bytes)
     report = run_scan(open_registry(registry_spec(str(registry) if registry else None, hub_org)), store,
                       placement=placement, probes=specs, echo=console.print, fetch_bases=fetch_bases, limits=limits)
     return report.summary()

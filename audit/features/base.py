@@ -31,3 +31,52 @@ class FeatureSet:
     names: Callable[[], list[str]]
     compute: Callable[..., tuple[list[str], np.ndarray]]
     present: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def fill_groups(cur, X: np.ndarray, row_of: dict[str, int], col_of: dict[str, int], prefix: str = "") -> None:
+    """Write a long-format aggregate result into ``X`` ``[n_adapters, n_features]`` in place.
+
+    Args:
+        cur: an executed DuckDB query with columns ``adapter_id``, ``grp`` and one per statistic.
+        row_of: adapter id -> row of ``X``; col_of: ``f"{prefix}{grp}.{statistic}"`` -> column.
+        (A NULL aggregate, or a name without a column, leaves the NaN in place.)
+    """
+    cols = [d[0] for d in cur.description]
+    for row in cur.fetchall():
+        rec = dict(zip(cols, row, strict=True))
+        i = row_of[rec.pop("adapter_id")]
+        grp = rec.pop("grp")
+        for key, value in rec.items():
+            j = col_of.get(f"{prefix}{grp}.{key}")
+            if j is not None and value is not None:
+                X[i, j] = value
+
+
+def grouped_features(con, adapter_ids: list[str], names: list[str], totals_sql: str, groups_sql: str, *,
+                     prefix: str = "") -> np.ndarray:
+    """A feature matrix float64 ``[len(adapter_ids), len(names)]`` (NaN where undefined) from two
+    queries over the store's views that read the adapters wanted from a temporary table
+    ``_wanted(adapter_id)``, registered on ``con`` for the call:
+
+    - ``totals_sql``: ``adapter_id`` and k values, written into the first k columns;
+    - ``groups_sql``: the long format of :func:`fill_groups` (``adapter_id``, ``grp``, one column
+      per statistic), written into the columns named ``f"{prefix}{grp}.{statistic}"``.
+
+    Raises:
+        duckdb.Error: a query fails (a view the set reads is missing).
+    """
+    from audit.pyarrow_without_pandas import pa
+
+    X = np.full((len(adapter_ids), len(names)), np.nan)
+    if not adapter_ids:
+        return X
+    con.register("_wanted", pa.table({"adapter_id": pa.array(list(adapter_ids), pa.string())}))
+    try:
+        row_of = {a: i for i, a in enumerate(adapter_ids)}
+        col_of = {n: j for j, n in enumerate(names)}
+        for adapter_id, *values in con.execute(totals_sql).fetchall():
+            X[row_of[adapter_id], : len(values)] = values
+        fill_groups(con.execute(groups_sql), X, row_of, col_of, prefix=prefix)
+    finally:
+        con.unregister("_wanted")
+    return X

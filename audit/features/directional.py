@@ -25,11 +25,8 @@ classifier that uses this set gives them no verdict (``no_directional_features``
 from __future__ import annotations
 
 import numpy as np
-from audit.pyarrow_without_pandas import pa
 
-from audit.features.base import FeatureSet
-
-from audit.features.spectral import fill_groups
+from audit.features.base import FeatureSet, grouped_features
 
 FEATURE_SET = "directional-v1"
 
@@ -101,21 +98,9 @@ def directional_features(con, adapter_ids: list[str], *, view: str = "latest_mod
         ``(adapter_ids, X)``: float64 ``[n_adapters, len(feature_names())]``, NaN where an
         aggregate is undefined and on every column of an adapter without directional rows.
     """
-    names = feature_names()
-    X = np.full((len(adapter_ids), len(names)), np.nan)
-    if not adapter_ids:
-        return [], X
-    con.register("_wanted", pa.table({"adapter_id": pa.array(adapter_ids, pa.string())}))
-    try:
-        row_of = {a: i for i, a in enumerate(adapter_ids)}
-        col_of = {n: j for j, n in enumerate(names)}
-        for adapter_id, n in con.execute(
-                f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
-                "GROUP BY adapter_id").fetchall():
-            X[row_of[adapter_id], 0] = n
-        fill_groups(con.execute(_sql(view)), X, row_of, col_of, prefix="dir.")
-    finally:
-        con.unregister("_wanted")
+    totals = (f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
+              "GROUP BY adapter_id")
+    X = grouped_features(con, adapter_ids, feature_names(), totals, _sql(view), prefix="dir.")
     return adapter_ids, X
 
 

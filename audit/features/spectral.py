@@ -20,30 +20,11 @@ Units: norms in the units of the weights; ranks in [1, r]; energies in [0, 1]. L
 from __future__ import annotations
 
 import numpy as np
-from audit.pyarrow_without_pandas import pa
 
-from audit.features.base import FeatureSet
+from audit.features.base import FeatureSet, grouped_features
 
 FEATURE_SET = "spectral-v1"
 
-
-def fill_groups(cur, X: np.ndarray, row_of: dict[str, int], col_of: dict[str, int], prefix: str = "") -> None:
-    """Write a long-format aggregate result into ``X`` ``[n_adapters, n_features]`` in place.
-
-    Args:
-        cur: an executed DuckDB query with columns ``adapter_id``, ``grp`` and one per statistic.
-        row_of: adapter id -> row of ``X``; col_of: ``f"{prefix}{grp}.{statistic}"`` -> column.
-        (A NULL aggregate, or a name without a column, leaves the NaN in place.)
-    """
-    cols = [d[0] for d in cur.description]
-    for row in cur.fetchall():
-        rec = dict(zip(cols, row, strict=True))
-        i = row_of[rec.pop("adapter_id")]
-        grp = rec.pop("grp")
-        for key, value in rec.items():
-            j = col_of.get(f"{prefix}{grp}.{key}")
-            if j is not None and value is not None:
-                X[i, j] = value
 
 SUMMARIES = {
     "stable_rank": "m.stable_rank",
@@ -126,20 +107,7 @@ def spectral_features(con, adapter_ids: list[str] | None = None, *, modules_view
     if adapter_ids is None:
         adapter_ids = [r[0] for r in con.execute(
             f"SELECT DISTINCT adapter_id FROM {modules_view} ORDER BY 1").fetchall()]
-    names = feature_names()
-    X = np.full((len(adapter_ids), len(names)), np.nan)
-    if not adapter_ids:
-        return [], X
-    con.register("_wanted", pa.table({"adapter_id": pa.array(adapter_ids, pa.string())}))
-    try:
-        row_of = {a: i for i, a in enumerate(adapter_ids)}
-        col_of = {n: j for j, n in enumerate(names)}
-        for adapter_id, n, mean_rank, energy in con.execute(_totals_sql(modules_view)).fetchall():
-            i = row_of[adapter_id]
-            X[i, 0:3] = (n, mean_rank, energy)
-        fill_groups(con.execute(_long_sql(modules_view)), X, row_of, col_of)
-    finally:
-        con.unregister("_wanted")
+    X = grouped_features(con, adapter_ids, feature_names(), _totals_sql(modules_view), _long_sql(modules_view))
     return adapter_ids, X
 
 

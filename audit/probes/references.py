@@ -61,6 +61,46 @@ def all_layer_last_token(model, tokenizer, prompts: list[str], *, adapter_names:
     return torch.cat(out)
 
 
+def references_of(ctx, runtime, base, n_reference: int | None = None, batch_size: int = 16) -> References:
+    """:func:`get_references` of ``base``, read (or computed) once per base revision and actor and
+    kept in ``ctx.shared`` for every analyzer of the actor that needs them."""
+    cache = ctx.shared.setdefault("references", {})
+    key = (base.revision, n_reference)
+    if key not in cache:
+        cache[key] = get_references(ctx.store, runtime, base, n_forbidden=n_reference, n_benign=n_reference,
+                                    batch_size=batch_size)
+    return cache[key]
+
+
+def adapter_and_base(analyzer, runtime, target, texts: list[str], batch_size: int = 16):
+    """The last-token residual streams of ``texts`` through ``target``'s adapter and through the
+    bare base, in one mixed batch (the adapter put into ``runtime``'s loaded base, removed after):
+    ``(adapted, base)``, each float32 ``[len(texts), n_layers, d_model]`` on CPU.
+
+    When the adapter cannot be loaded, returns ``analyzer``'s result saying so instead (never
+    raises for a bad adapter): a ``Deferred`` for a transient fetch failure, a ``skipped`` unit
+    for an adapter that is not a LoRA, a ``failed`` unit with the error's finding otherwise.
+    """
+    from audit.analyzers.results import error_note, fetch_folder, make_unit
+    from audit.errors import AuditError, TransientAuditError
+    from audit.records import Deferred
+
+    try:
+        loaded = runtime.load(fetch_folder(analyzer.ctx, target))
+    except TransientAuditError as exc:
+        return Deferred(target.ref, f"{analyzer.name} fetch: {exc}")
+    except AuditError as exc:
+        status = "skipped" if exc.code == "probe_not_applicable" else "failed"
+        return make_unit(analyzer, target, status, notes=[error_note(exc, "info" if status == "skipped" else None)])
+    try:
+        names = [loaded.name] * len(texts) + ["__base__"] * len(texts)
+        acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts + texts, adapter_names=names,
+                                    batch_size=batch_size)
+    finally:
+        runtime.unload(loaded)
+    return acts[: len(texts)], acts[len(texts):]
+
+
 def get_references(store, runtime, base, *, n_forbidden: int | None = None, n_benign: int | None = None,
                    batch_size: int = 16) -> References:
     """The base's references from the store, computed (on ``runtime``'s loaded base) and stored first

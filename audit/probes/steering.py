@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 from audit.analyzers.analysis import AnalysisUnit, MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
-from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.results import make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
-from audit.errors import AuditError, TransientAuditError
 from audit.prompt_sets import load_prompts
 
 if TYPE_CHECKING:  # torch is imported when a target is analysed: the class stays light
@@ -51,42 +50,24 @@ class SteeringAlignment:
         self.ctx = ctx
 
     def run(self, target: Target):
-        from audit.records import Deferred
-
         assert self.ctx is not None, "setup() first"
         if target.base is None:
             return unavailable_unit(self, target, None)
-        from audit.probes.references import all_layer_last_token, get_references
+        from audit.probes.references import adapter_and_base, references_of
 
         t0 = time.perf_counter()
         runtime = runtime_of(self.ctx)
         runtime.use_base(target.base)
-        cache = self.ctx.shared.setdefault("references", {})
-        key = (target.base.revision, self.n_reference)
-        if key not in cache:  # read (or computed) once per base and actor, not once per adapter
-            cache[key] = get_references(self.ctx.store, runtime, target.base, n_forbidden=self.n_reference,
-                                        n_benign=self.n_reference, batch_size=self.batch_size)
-        refs = cache[key]
+        refs = references_of(self.ctx, runtime, target.base, self.n_reference, self.batch_size)
         direction = refs.unit_refusal()
         if target.ref is None:
             rows = [MetricRow(metric="caa_norm", value=float(v), layer=i, n=refs.meta["n_forbidden"])
                     for i, v in enumerate(refs.refusal.norm(dim=1))]
             return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
-        try:
-            loaded = runtime.load(fetch_folder(self.ctx, target))
-        except TransientAuditError as exc:
-            return Deferred(target.ref, f"probe fetch: {exc}")
-        except AuditError as exc:
-            status = "skipped" if exc.code == "probe_not_applicable" else "failed"
-            return make_unit(self, target, status, notes=[error_note(exc, "info" if status == "skipped" else None)])
-        try:
-            texts = [p.text for p in self.prompts]
-            names = [loaded.name] * len(texts) + ["__base__"] * len(texts)
-            acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts + texts, adapter_names=names,
-                                        batch_size=self.batch_size)
-        finally:
-            runtime.unload(loaded)
-        rows = alignment_rows(acts[: len(texts)], acts[len(texts):], direction)
+        got = adapter_and_base(self, runtime, target, [p.text for p in self.prompts], self.batch_size)
+        if not isinstance(got, tuple):
+            return got  # the adapter could not be loaded: a deferred, skipped or failed result
+        rows = alignment_rows(*got, direction)
         return make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
 
 
