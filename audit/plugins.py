@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib
 import json
-from importlib.metadata import entry_points
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 

@@ -119,7 +119,7 @@ class Analyzer(Protocol):
 
     def run(self, target: Target) -> Any:
         """Analyse one target and return its result (an ``AuditResult`` for spectra, an
-        ``AnalysisUnit`` otherwise, or ``audit.pipeline.commit.Deferred`` for a transient failure). Never
+        ``AnalysisUnit`` otherwise, or ``audit.records.Deferred`` for a transient failure). Never
         raises for a bad adapter: problems become findings in the result."""
 
 
