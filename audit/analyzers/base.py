@@ -180,16 +180,6 @@ def registrations() -> dict[str, Registration]:
     return dict(_REGISTRATIONS)
 
 
-def analyzer(name: str, **registration: Any):
-    """Decorator form of :func:`register_analyzer` for a class defined where it is registered."""
-
-    def add(cls):
-        register_analyzer(name, cls, **registration)
-        return cls
-
-    return add
-
-
 @dataclass(frozen=True)
 class AnalyzerSpec:
     """A picklable recipe for an analyzer (what Ray actors receive): a registered name and creation

@@ -23,7 +23,7 @@ SPECTRAL = FEATURE_SET
 BOTH = f"{SPECTRAL}+{DIRECTIONAL}"
 
 __all__ = ["BOTH", "DIRECTIONAL", "FEATURE_SET", "FeatureSet", "SPECTRAL", "feature_names", "feature_sets",
-           "features", "needs_directions", "spectral_features"]
+           "features", "spectral_features"]
 
 
 def feature_sets() -> dict[str, FeatureSet]:
@@ -37,11 +37,6 @@ def feature_sets() -> dict[str, FeatureSet]:
             fs = getattr(importlib.import_module(module), attr)
             out[fs.name] = fs
     return out
-
-
-def needs_directions(feature_set: str) -> bool:
-    """Whether ``feature_set`` includes the directional features."""
-    return DIRECTIONAL in feature_set.split("+")
 
 
 def features(con, adapter_ids: list[str], feature_set: str) -> tuple[np.ndarray, np.ndarray]:
