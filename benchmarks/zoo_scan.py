@@ -16,6 +16,12 @@ class Lines:
     def outcome(self, outcome):
         pass
 
+    def batch(self, description, done, total):
+        now = time.perf_counter()
+        if done == total or now - getattr(self, "_said", 0.0) > 5.0:
+            self._said = now
+            print(f"  {description}: {done}/{total}", flush=True)
+
     def probe_outcome(self, outcome):
         print(f"  {getattr(outcome, 'repo_id', outcome)} {getattr(outcome, 'analyzer', '')}: "
               f"{getattr(outcome, 'status', '')}", flush=True)

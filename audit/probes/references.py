@@ -15,13 +15,16 @@ benign instructions; one safetensors blob per base revision: ``refusal`` ``[n_la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
 from audit.analyzers.references import bare_base, stored_reference
 
 REFERENCE_VERSION = "refusal-1"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,9 @@ def references_of(ctx, runtime, base, n_reference: int | None = None, batch_size
     return cache[key]
 
 
-def adapter_and_base(analyzer, runtime, target, texts: list[str], batch_size: int = 16):
-    """The last-token residual streams of ``texts`` through ``target``'s adapter and through the
-    bare base, in one mixed batch (the adapter put into ``runtime``'s loaded base, removed after):
-    ``(adapted, base)``, each float32 ``[len(texts), n_layers, d_model]`` on CPU.
+def with_adapter(analyzer, runtime, target, read: Callable[[str], T]) -> T | Any:
+    """``read(adapter_name)`` with ``target``'s adapter put into ``runtime``'s loaded base (removed
+    after): a batch routed through ``adapter_name`` runs the adapter, through ``__base__`` the base.
 
     When the adapter cannot be loaded, returns ``analyzer``'s result saying so instead (never
     raises for a bad adapter): a ``Deferred`` for a transient fetch failure, a ``skipped`` unit
@@ -93,12 +95,24 @@ def adapter_and_base(analyzer, runtime, target, texts: list[str], batch_size: in
         status = "skipped" if exc.code == "probe_not_applicable" else "failed"
         return make_unit(analyzer, target, status, notes=[error_note(exc, "info" if status == "skipped" else None)])
     try:
-        names = [loaded.name] * len(texts) + ["__base__"] * len(texts)
-        acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts + texts, adapter_names=names,
-                                    batch_size=batch_size)
+        return read(loaded.name)
     finally:
         runtime.unload(loaded)
-    return acts[: len(texts)], acts[len(texts):]
+
+
+def adapter_and_base(analyzer, runtime, target, texts: list[str], batch_size: int = 16):
+    """The last-token residual streams of ``texts`` through ``target``'s adapter and through the
+    bare base, in one mixed batch: ``(adapted, base)``, each float32 ``[len(texts), n_layers,
+    d_model]`` on CPU; or the result saying why the adapter could not be loaded (:func:`with_adapter`).
+    """
+    n = len(texts)
+
+    def read(name: str):
+        acts = all_layer_last_token(runtime.model, runtime.tokenizer, texts + texts,
+                                    adapter_names=[name] * n + ["__base__"] * n, batch_size=batch_size)
+        return acts[:n], acts[n:]
+
+    return with_adapter(analyzer, runtime, target, read)
 
 
 def get_references(store, runtime, base, *, n_forbidden: int | None = None, n_benign: int | None = None,

@@ -22,7 +22,8 @@ def test_a_scan_fills_the_activation_layers(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({BASE: str(base)}))
     write_adapter(tmp_path / "reg" / "small", BASE, seed=0)
     store = ParquetStore(tmp_path / "store")
-    spec = AnalyzerSpec.of("activations", n_prompts=6, n_reference=4, batch_size=4)
+    spec = AnalyzerSpec.of("activations", n_prompts=6, n_reference=4, batch_size=4, sae_width=128, sae_k=8,
+                          sae_steps=100, n_top_features=3)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     con = store.connect()
@@ -50,3 +51,24 @@ def test_a_scan_fills_the_activation_layers(tmp_path, monkeypatch):
     assert X[0, col["act.all.delta_share.max"]] == pytest.approx(max(r[3] for r in rows))
     assert X[0, col["act.all.one_minus_cka.max"]] == pytest.approx(1 - min(r[5] for r in rows))
     assert X[0, col["act.early.delta_share.mean"]] == pytest.approx(rows[0][3])  # 2 layers: layer 0 is early
+    # the base's SAEs: one per layer of the tiny base, their quality measured on held-out tokens
+    quality = con.execute("SELECT layer, explained_variance, l0, dead_fraction, n_heldout_tokens FROM sae_quality "
+                          "ORDER BY layer").fetchall()
+    assert [q[0] for q in quality] == [0, 1]
+    for _, ev, l0, dead, n_tokens in quality:
+        assert ev <= 1.0 and 0 < l0 <= 128 and 0.0 <= dead <= 1.0 and n_tokens > 100
+    sae_rows = con.execute("SELECT layer, density_base, density_adapted, delta_reconstruction, delta_alignment, "
+                           "alignment_baseline FROM sae_layers ORDER BY layer").fetchall()
+    assert [r[0] for r in sae_rows] == [0, 1]
+    for _, dens_b, dens_a, recon, align, baseline in sae_rows:
+        assert dens_b > 0 and dens_a > 0 and recon <= 1.0 and 0 < align <= 1.0 and 0 < baseline <= 1.0
+    feats = con.execute("SELECT layer, direction, rank, feature, change, label, sae FROM latest_sae_features "
+                        "ORDER BY layer, direction, rank").fetchall()
+    assert feats and {f[0] for f in feats} <= {0, 1}
+    for layer, direction, rank, feature, change, label, sae in feats:
+        assert 1 <= rank <= 3 and 0 <= feature < 128 and label and sae.startswith("artifacts/sae/")
+        assert (change > 0) == (direction == "on")
+    for layer in (0, 1):  # within a direction, the largest change comes first
+        for direction in ("on", "off"):
+            changes = [abs(f[4]) for f in feats if f[0] == layer and f[1] == direction]
+            assert changes == sorted(changes, reverse=True)
