@@ -44,6 +44,8 @@ class ActivationAnalyzer:
         sae_width, sae_k, sae_steps: the SAEs' features, mean active features per token and
             training steps (:class:`audit.activations.sae.SaeConfig`).
         n_top_features: features turned on (and off) kept per adapter and layer.
+        sae_corpus_every: train the SAEs on every N-th corpus prompt (1: all 703; more is cheaper
+            and worse, for tests).
     """
 
     name, version = "activations", "activations-2"
@@ -52,12 +54,13 @@ class ActivationAnalyzer:
 
     def __init__(self, forbidden: str = "harmbench:val", benign: str = "benign:heldout", n_prompts: int | None = 24,
                  batch_size: int = 16, n_reference: int | None = None, sae_layers: int = 5, sae_width: int = 2048,
-                 sae_k: int = 32, sae_steps: int = 600, n_top_features: int = 10) -> None:
+                 sae_k: int = 32, sae_steps: int = 600, n_top_features: int = 10,
+                 sae_corpus_every: int = 1) -> None:
         from audit.activations.sae import SaeConfig
 
         self.n_prompts, self.batch_size, self.n_reference = n_prompts, batch_size, n_reference
         self.prompts = load_prompts(forbidden, n_prompts) + load_prompts(benign, n_prompts)
-        self.n_sae_layers, self.n_top_features = sae_layers, n_top_features
+        self.n_sae_layers, self.n_top_features, self.sae_corpus_every = sae_layers, n_top_features, sae_corpus_every
         self.sae_config = SaeConfig(width=sae_width, k=sae_k, steps=sae_steps)
         self.ctx: AnalyzerContext | None = None
 
@@ -81,7 +84,7 @@ class ActivationAnalyzer:
             from audit.activations.sae_store import base_saes
 
             saes = base_saes(self.ctx, runtime, target.base, self.sae_config, self.n_sae_layers,
-                             batch_size=self.batch_size)
+                             batch_size=self.batch_size, corpus_every=self.sae_corpus_every)
         layers = saes.layers if saes is not None else []
         base = self._base_activations(runtime, target.base, layers)
         if target.ref is None:

@@ -178,7 +178,7 @@ def train_sae(x: torch.Tensor, config: SaeConfig, progress: Callable[[int, float
         if step >= config.steps // 2:  # θ from the second half, once the features have settled
             theta, n_theta = theta + float(smallest.detach()), n_theta + 1
         if progress is not None and (step + 1) % 100 == 0:
-            progress(step + 1, float(loss) / max(variance, 1e-12))
+            progress(step + 1, float(loss.detach()) / max(variance, 1e-12))
     with torch.no_grad():
         sae.threshold.fill_(theta / max(n_theta, 1))
     return sae

@@ -70,21 +70,24 @@ def sae_path(base_revision: str, config: SaeConfig, layers: list[int], corpus_sh
     return f"artifacts/sae/{base_revision[:16]}/{SAE_VERSION}-{config_sha[:12]}-{corpus_sha[:12]}.safetensors"
 
 
-def base_saes(ctx, runtime, base, config: SaeConfig, count: int, *, batch_size: int = 16) -> BaseSaes:
-    """The SAEs of ``base`` for ``config`` at ``count`` layers: from ``ctx.shared`` (once per actor),
-    else from the store, else trained on ``runtime``'s loaded base and stored first.
+def base_saes(ctx, runtime, base, config: SaeConfig, count: int, *, batch_size: int = 16,
+              corpus_every: int = 1) -> BaseSaes:
+    """The SAEs of ``base`` for ``config`` at ``count`` layers, trained on every ``corpus_every``-th
+    corpus prompt: from ``ctx.shared`` (once per actor), else from the store, else trained on
+    ``runtime``'s loaded base and stored first.
 
     Raises:
         StoreError: the store cannot be written.
     """
     cache = ctx.shared.setdefault("saes", {})
-    key = (base.revision, config, count)
+    key = (base.revision, config, count, corpus_every)
     if key not in cache:
-        cache[key] = _load_or_train(ctx.store, runtime, base, config, count, batch_size)
+        cache[key] = _load_or_train(ctx.store, runtime, base, config, count, batch_size, corpus_every)
     return cache[key]
 
 
-def _load_or_train(store, runtime, base, config: SaeConfig, count: int, batch_size: int) -> BaseSaes:
+def _load_or_train(store, runtime, base, config: SaeConfig, count: int, batch_size: int,
+                   corpus_every: int) -> BaseSaes:
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
@@ -92,12 +95,12 @@ def _load_or_train(store, runtime, base, config: SaeConfig, count: int, batch_si
 
     runtime.use_base(base)
     layers = sae_layers(runtime.model.config.num_hidden_layers, count)
-    prompts = sae_corpus()
+    prompts = sae_corpus()[::max(1, corpus_every)]
     corpus_sha = corpus_sha256(prompts)
     path = sae_path(base.revision, config, layers, corpus_sha)
     try:
         blob = store.read_blob(path)
-        tensors, meta = st_load(blob), _meta(blob)
+        tensors, meta = st_load(blob), artifact_meta(blob)
     except (StoreError, ValueError, OSError, KeyError):
         tensors = None
     if tensors is None:
@@ -114,7 +117,7 @@ def _load_or_train(store, runtime, base, config: SaeConfig, count: int, batch_si
                     prompts=prompts, meta=meta, path=path)
 
 
-def _meta(blob: bytes) -> dict:
+def artifact_meta(blob: bytes) -> dict:
     """The ``meta`` JSON of a safetensors blob's header."""
     n = int.from_bytes(blob[:8], "little")
     if n > len(blob) - 8:

@@ -137,17 +137,18 @@ class Registration:
     tables: tuple[str, ...] = ()
     """Modules whose import registers the analyzer's store tables and views
     (``audit.store.schema.register_table``, ``audit.store.views.register_view``)."""
-    feature_set: str | None = None
-    """``"package.module:NAME"`` of its :class:`audit.features.base.FeatureSet` (the classifiers'
-    input computed from its tables), if it has one."""
+    feature_sets: tuple[str, ...] = ()
+    """``"package.module:NAME"`` of each of its :class:`audit.features.base.FeatureSet` (the
+    classifiers' inputs computed from its tables), if it has any."""
 
 
 _REGISTRATIONS: dict[str, Registration] = {}
 
 
-def register_analyzer(name: str, factory: Any, *, tables: Sequence[str] = (), feature_set: str | None = None) -> None:
+def register_analyzer(name: str, factory: Any, *, tables: Sequence[str] = (),
+                      feature_set: str | Sequence[str] | None = None) -> None:
     """Add an analyzer: its class (or ``"package.module:Class"``, imported only when a scan builds
-    it), the modules that register its tables and views, and its feature set. The one call a new
+    it), the modules that register its tables and views, and its feature set (or sets). The one call a new
     analyzer needs, as ``peft.register_peft_method`` binds a method; the class itself carries its
     ``version``, ``needs_base`` and ``resources``.
 
@@ -164,7 +165,8 @@ def register_analyzer(name: str, factory: Any, *, tables: Sequence[str] = (), fe
     from audit.store.catalog import add_table_modules
 
     ANALYZERS.add(name, factory)
-    _REGISTRATIONS[name] = Registration(name, tuple(tables), feature_set)
+    sets = () if feature_set is None else (feature_set,) if isinstance(feature_set, str) else tuple(feature_set)
+    _REGISTRATIONS[name] = Registration(name, tuple(tables), sets)
     add_table_modules(*tables)
 
 

@@ -23,7 +23,7 @@ register_analyzer("steering_alignment", "audit.probes.steering:SteeringAlignment
 register_analyzer("rank1_elicitation", "audit.probes.generation:Rank1Elicitation", tables=_PROBE_TABLES)
 register_analyzer("activations", "audit.activations.analyzer:ActivationAnalyzer",
                   tables=(*_PROBE_TABLES, "audit.activations.table"),
-                  feature_set="audit.activations.features:FEATURES")
+                  feature_set=("audit.activations.features:FEATURES", "audit.activations.sae_features:FEATURES"))
 
 MODEL_ANALYZERS = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation",
                    "activations")

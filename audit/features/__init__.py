@@ -32,8 +32,8 @@ def feature_sets() -> dict[str, FeatureSet]:
 
     out: dict[str, FeatureSet] = {}
     for reg in registrations().values():
-        if reg.feature_set:
-            module, _, attr = reg.feature_set.partition(":")
+        for ref in reg.feature_sets:
+            module, _, attr = ref.partition(":")
             fs = getattr(importlib.import_module(module), attr)
             out[fs.name] = fs
     return out

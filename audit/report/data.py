@@ -55,6 +55,16 @@ class AdapterData:
     peer_z: Table
     peers: dict[str, list[float]] = field(default_factory=dict)
     """feature -> healthy peers' values (same base and method)."""
+    sae_features: Table = field(default_factory=lambda: Table([], []))
+    """The SAE features the adapter turned on and off most (three per layer and direction):
+    direction, layer, feature, change, base_mean, adapted_mean, label."""
+    sae_layers: Table = field(default_factory=lambda: Table([], []))
+    """Per SAE layer: density base and adapted, delta reconstruction and alignment (with baseline)."""
+
+    def top_sae_change(self, direction: str) -> tuple | None:
+        """The row of the largest change in ``direction`` (``on`` or ``off``) over all layers."""
+        rows = [r for r in self.sae_features.rows if r[0] == direction]
+        return max(rows, key=lambda r: abs(r[3]), default=None)
 
 
 def scan_data(store: ParquetStore, run_id: str | None = None) -> ScanData:
@@ -175,8 +185,18 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                                                WHERE json_extract_string(card_labels, '$.objective') = 'healthy'))
                     GROUP BY 1""", {"a": p["a"]}).fetchall():
                 peers[feature] = list(values)
+        sae_features = Table.of(con.execute("""
+            SELECT direction, layer, feature, round(change, 3) AS change, round(base_mean, 3) AS base_mean,
+                   round(adapted_mean, 3) AS adapted_mean, label
+            FROM latest_sae_features WHERE adapter_id = $a AND rank <= 3
+            ORDER BY direction DESC, layer, rank""", {"a": p["a"]}))
+        sae_layers = Table.of(con.execute("""
+            SELECT layer, round(density_base, 1) AS density_base, round(density_adapted, 1) AS density_adapted,
+                   round(delta_reconstruction, 3) AS delta_reconstruction, round(delta_alignment, 3) AS delta_alignment,
+                   round(alignment_baseline, 3) AS alignment_baseline, round(sae_explained_variance, 3) AS sae_ev
+            FROM sae_layers WHERE adapter_id = $a ORDER BY layer""", {"a": p["a"]}))
     finally:
         con.close()
     if facts.get("card_labels"):
         facts["card_labels"] = json.loads(facts["card_labels"])
-    return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers)
+    return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers, sae_features, sae_layers)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -72,3 +73,14 @@ def test_a_scan_fills_the_activation_layers(tmp_path, monkeypatch):
         for direction in ("on", "off"):
             changes = [abs(f[4]) for f in feats if f[0] == layer and f[1] == direction]
             assert changes == sorted(changes, reverse=True)
+    # the sae-v1 features: read back from the same rows
+    X, ok = features(con, [adapter_id, "nobody@0"], "sae-v1")
+    names = feature_sets()["sae-v1"].names()
+    col = {n: j for j, n in enumerate(names)}
+    assert ok.tolist() == [True, False]
+    assert X[0, col["sae.n_layers"]] == 2
+    assert X[0, col["sae.all.density_change.mean"]] == pytest.approx(
+        sum(r[2] - r[1] for r in sae_rows) / 2)
+    assert X[0, col["sae.all.delta_reconstruction.min"]] == pytest.approx(min(r[3] for r in sae_rows))
+    assert X[0, col["sae.log_max_change"]] == pytest.approx(math.log(max(abs(f[4]) for f in feats) + 1e-9))
+    assert 0.0 <= X[0, col["sae.top3_forbidden_share"]] <= 1.0

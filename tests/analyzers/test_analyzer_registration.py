@@ -53,7 +53,9 @@ def test_the_builtins_are_registered_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert set(eval(out[0])) == BUILTINS and out[1] == "False"
     regs = registrations()
-    assert regs["spectra"].feature_set == "audit.features.spectral:FEATURES"
+    assert regs["spectra"].feature_sets == ("audit.features.spectral:FEATURES",)
+    assert regs["activations"].feature_sets == ("audit.activations.features:FEATURES",
+                                                "audit.activations.sae_features:FEATURES")  # one call, two sets
     assert "audit.directions.table" in regs["directions"].tables
 
 
