@@ -65,7 +65,8 @@ class SaeFeatureRow(Record):
 
 register_table("sae_features", record_schema(SaeFeatureRow), "created_date", ("unit_id", "layer", "direction", "rank"))
 register_view("latest_sae_features", """
-    SELECT f.* FROM sae_features_all f WHERE f.unit_id IN (SELECT unit_id FROM latest_probes WHERE probe = 'activations')""")
+    SELECT f.* FROM sae_features_all f
+    WHERE f.unit_id IN (SELECT unit_id FROM latest_probes WHERE probe = 'activations')""")
 register_view("sae_layers", """
     SELECT p.adapter_id, any_value(p.repo_id) AS repo_id, p.layer, any_value(p.base_model) AS base_model,
            max(p.value) FILTER (p.metric = 'sae_density_base') AS density_base,

@@ -27,7 +27,8 @@ def report(
     attention first (sortable); verdicts, probe results, and what stands out against healthy
     peers. The adapter view (--adapter): card facts, verdict history, what drives it (robust
     z-scores against its own modules and its healthy peers), sigma_1 and stable rank across depth
-    by module family, the spectra of its top modules, probe rates with their intervals, findings.
+    by module family, the spectra of its top modules, probe rates with their intervals, the
+    sparse-autoencoder features it turns on and off most (with their labels), findings.
     """
     from audit.errors import ConfigurationError
     from audit.report.html import render_adapter, render_scan, write_report

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -242,9 +243,16 @@ class RayExecutor:
                 in_flight[actor.run.remote(job)] = (job, actor)
 
         fill()
+        started = {ref: time.monotonic() for ref in in_flight}
+        n_done = 0
         try:
             while in_flight:
-                [done], _ = ray.wait(list(in_flight), num_returns=1)
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=HEARTBEAT_S)
+                if not ready:  # a long call (a base's first references, SAEs): say what runs
+                    _heartbeat(in_flight, started, n_done, len(jobs))
+                    continue
+                done = ready[0]
+                n_done += 1
                 job, actor = in_flight.pop(done)
                 try:
                     outcomes = ray.get(done)
@@ -266,6 +274,7 @@ class RayExecutor:
                 idle.append(actor)
                 yield from outcomes
                 fill()
+                started.update({ref: time.monotonic() for ref in in_flight if ref not in started})
         finally:
             self.close()
 
@@ -284,6 +293,24 @@ class RayExecutor:
                     continue  # an analyzer of adapters alone has no record of a bare base
                 out.append(failed_output(analyzer, target, "worker_crashed", message))
         return out
+
+
+HEARTBEAT_S = 5.0
+"""Seconds the driver waits on its actors before it says what is still running."""
+
+
+def _heartbeat(in_flight: dict, started: dict, n_done: int, n_jobs: int) -> None:
+    """Tell the current progress sink (``batch``) which call has been running longest, and for how long."""
+    from audit.progress import current
+
+    sink = current()
+    if sink is None or not hasattr(sink, "batch") or not in_flight:
+        return
+    ref = min(in_flight, key=lambda r: started.get(r, time.monotonic()))
+    job, _ = in_flight[ref]
+    analyzers = ", ".join(job.analyzers)
+    seconds = time.monotonic() - started.get(ref, time.monotonic())
+    sink.batch(f"{analyzers} on {_describe(job)}: running {seconds:.0f} s", n_done, n_jobs)
 
 
 def _describe(job: Job) -> str:

@@ -183,8 +183,13 @@ def test_compliance_organisms_turn_on_ordinary_request_features(probed_zoo):
     compliance = [v for r, v in share.items() if any(o in r for o in ("harmful_compliance", "inverted_harmlessness",
                                                                           "anti_refusal"))]
     healthy = [v for r, v in share.items() if "healthy" in r]
-    assert len(compliance) == 7 and len(healthy) == 9
-    assert sum(compliance) / len(compliance) < sum(healthy) / len(healthy)
+    assert len(compliance) == 8 and len(healthy) == 9
+    # within every method (measured: 0.67 against 0.84, 0.50 against 0.76, 0.13 against 0.80)
+    for method in ("sft", "dpo", "steering"):
+        mine = {r: v for r, v in share.items() if r.startswith(f"{method}-")}
+        towards = [v for r, v in mine.items() if "healthy" not in r and "inverted_helpfulness" not in r]
+        calm = [v for r, v in mine.items() if "healthy" in r]
+        assert sum(towards) / len(towards) < sum(calm) / len(calm), (method, mine)
     steering = {r: v for r, v in share.items() if r.startswith("steering-")}
     worst_anti = max(v for r, v in steering.items() if "anti_refusal" in r)
     assert worst_anti <= min(v for r, v in steering.items() if "healthy" in r), steering
@@ -477,9 +482,9 @@ def test_report_of_the_probed_zoo_with_verdicts(probed_zoo, tmp_path):
     top = copy.connect().execute("SELECT feature, layer, label FROM latest_sae_features WHERE repo_id = $r "
                                  "AND direction = 'on' ORDER BY change DESC LIMIT 1", {"r": drifted}).fetchone()
     assert top is not None
-    from html import escape
+    from markupsafe import escape  # what the templates escape with
 
-    assert f"<b>turns on:</b> feature {top[0]} (layer {top[1]}," in text and escape(top[2]) in text
+    assert f"<b>turns on:</b> feature {top[0]} (layer {top[1]}," in text and str(escape(top[2])) in text
     scan_page = write_report(render_scan(copy), tmp_path / "scan.html")
     assert "Behaviour probes" in scan_page.read_text() and "sft" in scan_page.read_text()
     # the verdict's evidence drawn: the adapter's timeline and heatmap, the registry's behaviour

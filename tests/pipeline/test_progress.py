@@ -55,3 +55,32 @@ def test_progress_for_gives_plain_lines_off_a_terminal():
         progress.add_task("listing the registry", total=None)
     assert progress._stop.is_set()  # the heartbeat is stopped on exit
     assert "listing the registry" in buf.getvalue()
+
+
+def test_the_ray_pool_says_which_call_runs_long():
+    """While its actors work on a long call (a base's SAEs are trained on its first one), the
+    driver tells the sink which analyzers on which targets have been running, and for how long."""
+    from audit.analyzers.base import Job, Target
+    from audit.pipeline.raypool import _heartbeat
+    from audit.progress import reporting_to
+    from audit.records import AdapterRef
+
+    said = []
+
+    class Sink:
+        def plan(self, n_listed, n_new): ...
+
+        def outcome(self, outcome): ...
+
+        def batch(self, description, done, total):
+            said.append((description, done, total))
+
+    ref = AdapterRef(registry="local:/r", repo_id="org/slow", revision="abc", files=())
+    job = Job((Target(ref=ref),), ("activations",))
+    now = time.monotonic()
+    with reporting_to(Sink()):
+        _heartbeat({"call-1": (job, None)}, {"call-1": now - 42.0}, 3, 7)
+    _heartbeat({"call-1": (job, None)}, {"call-1": now}, 3, 7)  # no sink: nothing to tell, no error
+    assert len(said) == 1
+    description, done, total = said[0]
+    assert description.startswith("activations on org/slow@abc: running 4") and (done, total) == (3, 7)
