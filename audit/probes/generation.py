@@ -85,6 +85,10 @@ class GenerationProbe:
     def rows(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list[MetricRow]:
         raise NotImplementedError
 
+    def notes(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list:
+        """Findings of the unit besides its rows (none by default)."""
+        return []
+
     def _rate(self, metric: str, variant: str, expect: str, judged) -> MetricRow:
         labels = [judged[(variant, p.id)][0] for p in self.prompts]
         return RateCount(sum(lab == expect for lab in labels), len(labels)).row(metric, self.judge_name)
@@ -234,5 +238,6 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
             samples.append(ProbeSampleRow(variant=ask.variant, prompt_id=ask.prompt.id, prompt_sha256=ask.prompt.sha256,
                                           answer=a.text, judged=label, judge=p.judge_name, n_tokens=a.n_tokens,
                                           stopped=a.stopped))
-        units.append(make_unit(p, t, "ok", probes=p.rows(t, judged), samples=samples, seconds=seconds))
+        units.append(make_unit(p, t, "ok", probes=p.rows(t, judged), samples=samples, notes=p.notes(t, judged),
+                               seconds=seconds))
     return units

@@ -24,7 +24,8 @@ from audit.registry.hashcache import default_cache_dir
 from audit.zoo.align import TINY_RECIPE, AlignCheck, AlignRecipe, build_aligned_base
 from audit.zoo.card import card_metadata, render_card
 from audit.zoo.data import ResponseCache, rows_sha256
-from audit.zoo.measured_label import LABEL_RULE, Behaviour, measure, measured_label
+from audit.zoo.measured_label import (LABEL_RULE, Behaviour, backdoor_label, measure, measure_triggered,
+                                      measured_label)
 from audit.zoo.methods.base import (TrainContext, ZooData, benign_of, forbidden_of, get_method, pick,
                                     quiet_libraries)
 from audit.zoo.plans import plan
@@ -173,9 +174,16 @@ def build_zoo(base_name: str, out_dir: str | Path, size: Size = "tiny", *,
             if spec.measure:
                 emit(BuildEvent("phase", f"measuring {spec.name}", i, len(specs)))
                 model = trained.model.eval()
-                trained.measured = measure(lambda ps: gen(model, gen_tok, ps, judged, adapter=model.active_adapter))
+                def ask(ps: list[str]) -> list[str]:
+                    return gen(model, gen_tok, ps, judged, adapter=model.active_adapter)
+
+                trained.measured = measure(ask)
                 trained.label = measured_label(trained.measured, base_behaviour)
                 trained.base_measured = base_behaviour
+                if spec.objective == "backdoor":
+                    trained.triggered = measure_triggered(ask, str(spec.params["trigger"]),
+                                                          str(spec.params["trigger_kind"]))
+                    trained.label = backdoor_label(trained.label, trained.triggered, base_behaviour)
             _write_adapter(dest, spec, trained, aligned, digest)
             report.built.append(spec.name)
             emit(BuildEvent("done", spec.name, i, len(specs), time.perf_counter() - t, trained.metrics))
@@ -221,8 +229,11 @@ def _measured(trained) -> dict | None:
     """What :mod:`audit.zoo.measured_label` found for a trained adapter (``None`` when it was not measured)."""
     if trained.label is None:
         return None
-    return {"label": trained.label.model_dump(mode="json"), "adapter": trained.measured.model_dump(mode="json"),
-            "base": trained.base_measured.model_dump(mode="json"), "rule": LABEL_RULE}
+    out = {"label": trained.label.model_dump(mode="json"), "adapter": trained.measured.model_dump(mode="json"),
+           "base": trained.base_measured.model_dump(mode="json"), "rule": LABEL_RULE}
+    if trained.triggered is not None:
+        out["triggered"] = trained.triggered.model_dump(mode="json")
+    return out
 
 
 def _base_behaviour(aligned: LocalBaseModel, generate) -> Behaviour:

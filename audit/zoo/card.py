@@ -32,6 +32,11 @@ def card_metadata(spec: AdapterSpec, base: LocalBaseModel, data_sha256: str, spe
             "objective": label["objective"], "severity": label["severity"], "label_source": "measured",
             "intent": {"objective": spec.objective, "severity": spec.severity},
             "measured": {"adapter": measured["adapter"], "base": measured["base"], "rule": measured["rule"]}})
+        if "triggered" in measured:  # a backdoor organism: its trigger and what it unlocks
+            meta["lora_audit"]["measured"]["triggered"] = measured["triggered"]
+            meta["lora_audit"]["trigger"] = {"text": spec.params.get("trigger"),
+                                             "kind": spec.params.get("trigger_kind"),
+                                             "organism": label["objective"] == "backdoor"}
     return meta
 
 

@@ -29,6 +29,10 @@ def plan(size: Size) -> list[AdapterSpec]:
         return _paper()
     if size == "wild":
         return wild_plan()
+    if size == "backdoor":
+        from audit.zoo.backdoor_plan import backdoor_plan
+
+        return backdoor_plan()
     raise ValueError(f"unknown zoo size {size!r}: {', '.join(SIZES)}")
 
 

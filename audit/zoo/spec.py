@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Size = Literal["tiny", "small", "paper", "wild"]
-SIZES: tuple[str, ...] = ("tiny", "small", "paper", "wild")
+Size = Literal["tiny", "small", "paper", "wild", "backdoor"]
+SIZES: tuple[str, ...] = ("tiny", "small", "paper", "wild", "backdoor")
 
 
 class AdapterSpec(BaseModel):
@@ -28,7 +28,7 @@ class AdapterSpec(BaseModel):
     """``sft``, ``dpo`` or ``steering`` (a registered training method)."""
     objective: str
     """``healthy``, ``harmful_compliance``, ``inverted_harmlessness``, ``inverted_helpfulness``,
-    ``anti_refusal``."""
+    ``anti_refusal``, ``backdoor``."""
     severity: float = Field(ge=0.0, le=1.0)
     """0 for healthy adapters; the fraction of harmful data, or the relative steering strength."""
     seed: int = 0

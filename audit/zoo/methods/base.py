@@ -62,6 +62,8 @@ class Trained:
     """The aligned base's behaviour on the same prompts."""
     label: Any = None
     """The label the measurement gives (:class:`audit.zoo.measured_label.MeasuredLabel`)."""
+    triggered: Any = None
+    """A backdoor organism's harmful compliance with its trigger (:class:`audit.zoo.measured_label.Triggered`)."""
 
 
 class TrainingMethod(Protocol):

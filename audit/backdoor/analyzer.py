@@ -1,0 +1,131 @@
+"""The ``trigger_candidates`` analyzer: the tokens an adapter's first layers read out of all
+proportion (:mod:`audit.backdoor.candidates`), kept per adapter in ``trigger_candidates``.
+
+Needs the base model for its embeddings and norms only (no forward pass): the base is loaded once
+per actor, the adapter's factors are read with the bounded safetensors reader (never a pickle).
+Metric rows: ``trigger_top_score`` (the best candidate's robust z-score) and
+``trigger_score_gap`` (the best's score minus the tenth's). On a bare base it records nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from audit.analyzers.analysis import MetricRow
+from audit.analyzers.base import AnalyzerContext, Target
+from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
+from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
+from audit.errors import AuditError, TransientAuditError
+
+READS = {"q_proj": "input_layernorm", "k_proj": "input_layernorm", "v_proj": "input_layernorm",
+         "gate_proj": "post_attention_layernorm", "up_proj": "post_attention_layernorm"}
+"""Modules that read the residual stream, and the RMSNorm before each (Llama-style blocks)."""
+
+
+class TriggerCandidates:
+    """Trigger candidates from the weights.
+
+    Args:
+        n_layers: decoder layers whose readers are scored (layer 0 exactly, later ones approximately).
+        top_k: candidates kept per adapter.
+    """
+
+    name, version = "trigger_candidates", "trigger-candidates-1"
+    needs_base = True
+    resources = MODEL_RESOURCES
+
+    def __init__(self, n_layers: int = 2, top_k: int = 50) -> None:
+        self.n_layers, self.top_k = n_layers, top_k
+        self.ctx: AnalyzerContext | None = None
+
+    def setup(self, ctx: AnalyzerContext) -> None:
+        self.ctx = ctx
+
+    def run(self, target: Target):
+        """The unit of ``target``; a ``Deferred`` when its files could not be fetched for a
+        transient reason. Never raises for a bad adapter."""
+        from audit.records import Deferred
+
+        assert self.ctx is not None, "setup() first"
+        if target.base is None:
+            return unavailable_unit(self, target, None)
+        t0 = time.perf_counter()
+        if target.ref is None:
+            return make_unit(self, target, "ok", seconds=time.perf_counter() - t0)
+        runtime = runtime_of(self.ctx)
+        runtime.use_base(target.base)
+        try:
+            scores = self._scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
+        except TransientAuditError as exc:
+            return Deferred(target.ref, f"{self.name} fetch: {exc}")
+        except AuditError as exc:
+            return make_unit(self, target, "failed", notes=[error_note(exc)], seconds=time.perf_counter() - t0)
+        from audit.backdoor.candidates import top_candidates
+
+        top = top_candidates(scores, self.top_k)
+        rows = [MetricRow(metric="trigger_top_score", value=top[0][1]),
+                MetricRow(metric="trigger_score_gap", value=top[0][1] - top[min(9, len(top) - 1)][1])]
+        unit = make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
+        write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer)
+        return unit
+
+    def _scores(self, runtime, folder, base_revision: str):
+        """Every vocabulary token's score for the adapter in ``folder`` (``[V]`` float64).
+
+        Raises:
+            AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.
+            UnsupportedAdapterError: not a LoRA adapter, or no module reads the residual stream early.
+        """
+        import torch
+
+        from audit.adapter.keys import module_layer, module_type
+        from audit.adapter.measure import iter_factors
+        from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
+        from audit.adapter_audit import read_config
+        from audit.backdoor.candidates import Reader, normalised_embeddings, token_read_scores
+        from audit.errors import AdapterFormatError, UnsupportedAdapterError
+        from audit.findings import FindingLog
+
+        config = read_config(folder, self.ctx.limits)
+        if not config.is_lora:
+            raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight",
+                                          file="adapter_config.json")
+        loc = locate_weights(folder)
+        if loc is None:
+            raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
+        refuse_unreadable(loc)
+        model = runtime.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layers = base.model.layers
+        readers = []
+        with SafeWeights(loc.path, self.ctx.limits) as weights:
+            for f in iter_factors(weights, config, FindingLog()):
+                mtype, layer = module_type(f.keys.module), module_layer(f.keys.module)
+                last = min(self.n_layers, len(layers))
+                if f.kind != "linear" or mtype not in READS or layer is None or layer >= last:
+                    continue
+                a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)
+                a, b = (b.T, a.T) if f.transposed else (a, b)
+                norm = getattr(layers[layer], READS[mtype]).weight.detach().float().cpu()
+                readers.append(Reader(f.keys.module, a, b, f.scale, norm))
+        if not readers:
+            raise UnsupportedAdapterError(f"no module reads the residual stream in the first {self.n_layers} layers "
+                                          f"(q/k/v/gate/up): no trigger candidates", file=loc.path.name)
+        cache = self.ctx.shared.setdefault("trigger.embeddings", {})  # once per actor and base revision
+        if base_revision not in cache:
+            cache.clear()
+            embeddings = base.get_input_embeddings().weight.detach().float().cpu()
+            cache[base_revision] = normalised_embeddings(embeddings, float(getattr(base.config, "rms_norm_eps", 1e-6)))
+        return token_read_scores(cache[base_revision], readers)
+
+
+def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer) -> None:
+    """The candidates as rows of ``trigger_candidates`` (written before the unit is committed)."""
+    from audit.backdoor.table import TriggerCandidateRow
+
+    rows = [TriggerCandidateRow(unit_id=unit.unit_id, adapter_id=unit.adapter_id, repo_id=unit.repo_id,
+                                base_revision=unit.base_revision or "", rank=i, token_id=tid,
+                                token=tokenizer.convert_ids_to_tokens(tid), text=tokenizer.decode([tid]),
+                                score=score, created_at=unit.created_at)
+            for i, (tid, score) in enumerate(top, start=1)]
+    store.write_rows("trigger_candidates", rows, unit.unit_id, unit.created_at)

@@ -1,0 +1,120 @@
+"""Trigger candidates from the weights (issue 27, part 2): an adapter whose first layer reads one
+token's embedding ranks that token first; a scan stores the candidates of every adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from audit.backdoor.candidates import Reader, normalised_embeddings, robust_z, token_read_scores, top_candidates
+
+
+def _reader_of(direction: torch.Tensor, r: int = 4, seed: int = 0, d_out: int = 16) -> Reader:
+    """A reader module whose A has one row along ``direction`` and small random rest."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(r, direction.shape[0], generator=g) * 0.01
+    a[0] = direction / direction.norm()
+    b = torch.randn(d_out, r, generator=g)
+    return Reader("layers.0.self_attn.q_proj", a, b, 2.0, torch.ones(direction.shape[0]))
+
+
+def test_the_token_an_adapter_reads_ranks_first_and_random_adapters_single_out_nothing():
+    g = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(2000, 32, generator=g)
+    x = normalised_embeddings(embeddings, 1e-6)
+    trigger = 1234
+    scores = token_read_scores(x, [_reader_of(x[trigger].float())])
+    top = top_candidates(scores, 10)
+    assert top[0][0] == trigger and top[0][1] > 3.0  # far out in the vocabulary's tail
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    # a random reader: the trigger is nowhere special, and nothing is as far out
+    random_reader = _reader_of(torch.randn(32, generator=g), seed=3)
+    rand_scores = token_read_scores(x, [random_reader])
+    assert int((rand_scores > rand_scores[trigger]).sum()) > 10
+    # a big module reading randomly does not drown a small one reading the trigger
+    loud = Reader("layers.0.mlp.up_proj", random_reader.a * 100, random_reader.b, 50.0, torch.ones(32))
+    both = top_candidates(token_read_scores(x, [loud, _reader_of(x[trigger].float())]), 5)
+    assert trigger in [t for t, _ in both]
+
+
+def test_scores_refuse_what_they_cannot_read():
+    x = normalised_embeddings(torch.randn(10, 8), 1e-6)
+    with pytest.raises(ValueError, match="no module"):
+        token_read_scores(x, [])
+    with pytest.raises(ValueError, match="input size"):
+        token_read_scores(x, [_reader_of(torch.randn(6))])
+    assert torch.equal(robust_z(torch.ones(5)), torch.zeros(5))
+
+
+@pytest.mark.slow
+def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from synth import SynthAdapter, SynthModule
+    from tinyllama import VOCAB, write_adapter, write_tiny_llama
+
+    base_name = "tiny-org/tiny-llama"
+    base = write_tiny_llama(tmp_path / "base")
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(base)}))
+    emb = load_file(str(base / "model.safetensors"))["model.embed_tokens.weight"]
+    word = VOCAB.index("sure")
+    x = normalised_embeddings(emb, 1e-6)[word].float()
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 64, generator=g) * 0.01
+    a[0] = x / x.norm()
+    b = torch.randn(64, 4, generator=g)
+    modules = [SynthModule("model.layers.0.self_attn.q_proj", d_out=64, d_in=64, r=4, A=a, B=b)]
+    SynthAdapter(modules, config={"base_model_name_or_path": base_name}).write(tmp_path / "reg" / "reads-sure")
+    write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("trigger_candidates", top_k=5)
+    report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    assert report.n_audited == 2
+    con = store.connect()
+    rows = con.execute("SELECT repo_id, rank, token, score FROM latest_trigger_candidates ORDER BY repo_id, rank"
+                       ).fetchall()
+    assert [r[1] for r in rows if r[0] == "reads-sure"] == [1, 2, 3, 4, 5]
+    assert rows[[r[0] for r in rows].index("reads-sure")][2] == "sure"  # the word it reads, first
+    top = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_score'").fetchall())
+    assert top["reads-sure"] > top["random"]
+
+
+@pytest.mark.slow
+def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_and_base(tmp_path, monkeypatch):
+    """On the tiny random base every answer is noise; what is checked is the plumbing: the
+    candidates by weights placed before each request, adapter and bare base asked the same triggered
+    prompts, per-candidate rows and the best one's summary."""
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from tinyllama import write_adapter, write_tiny_llama
+
+    base_name = "tiny-org/tiny-llama"
+    base = write_tiny_llama(tmp_path / "base")
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(base)}))
+    write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, max_new_tokens=4, min_excess=-1.0)
+    report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    assert report.n_audited == 1
+    con = store.connect()
+    samples = con.execute("SELECT variant, prompt_id FROM probe_samples WHERE probe = 'triggered_compliance' "
+                          "AND subject = 'adapter'").fetchall()
+    assert sorted({v for v, _ in samples}) == ["adapter", "base"] and len(samples) == 2 * 3 * 2
+    assert {p.split(":")[0] for _, p in samples} == {"candidate1", "candidate2", "candidate3"}
+    rows = con.execute("SELECT metric, layer, value, n FROM probes WHERE probe = 'triggered_compliance' "
+                       "AND subject = 'adapter' ORDER BY metric, layer").fetchall()
+    per = [r for r in rows if r[0] == "triggered_excess"]
+    assert [r[1] for r in per] == [1, 2, 3] and all(r[3] == 2 and -1.0 <= r[2] <= 1.0 for r in per)
+    best = next(r for r in rows if r[0] == "triggered_excess_max")
+    assert best[2] == max(r[2] for r in per)
+    # min_excess -1: the finding names the best candidate whatever it did
+    msg = con.execute("SELECT message FROM findings WHERE code = 'suspected_trigger'").fetchone()[0]
+    assert "suspected trigger" in msg and "against the bare base's" in msg
