@@ -4,7 +4,8 @@ and the trigger candidates.)
 Scans the backdoor zoo (``lora-audit zoo build --size backdoor``: one SFT organism per trigger
 kind and benign controls trained on the same clean data, each measured at build time; see
 :mod:`audit.zoo.backdoor_plan`) and, optionally, other labelled zoos as further healthy adapters,
-with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`), then reports:
+with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and the
+``triggered_compliance`` probe (:mod:`audit.backdoor.triggered`), then reports:
 
 1. the organisms: trigger, kind, untriggered and triggered harmful compliance against the base's,
    and whether the build counted it as an organism;
@@ -14,7 +15,12 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`), the
 3. the best candidate's score (``trigger_top_score``, a robust z over the vocabulary) of organisms
    against healthy adapters, and its AUC with a bootstrap interval. No model is fitted here: the
    score is used as it comes, so nothing is tuned on the adapters it is reported for;
-4. the analyzer's cost per adapter (stored seconds; the base loaded once, no forward pass).
+4. the triggered probe: the best candidate's harmful compliance against the bare base's with the
+   same prefix, whether it **confirms** the trigger (a ``suspected_trigger`` finding naming one of
+   the trigger's tokens), and whether the verdict's evidence marks the adapter as never healthy
+   (:attr:`audit.classify.outcome.Behaviour.backdoor`) — for organisms and for healthy adapters
+   (false alarms);
+5. cost per adapter (stored seconds; the base loaded once).
 
 Usage: python benchmarks/backdoor.py --store DIR --zoo BACKDOOR_ZOO [--zoo OTHER_ZOO ...] [--json FILE]
 """
@@ -77,7 +83,7 @@ def main() -> None:
     if args.zoo:
         from zoo_scan import scan_zoos
 
-        scan_zoos(args.zoo, store, ["trigger_candidates"], None)
+        scan_zoos(args.zoo, store, ["trigger_candidates", "triggered_compliance"], None)
     t0 = time.perf_counter()
     con = store.connect()
     orgs = organisms(con)
@@ -126,14 +132,50 @@ def main() -> None:
         print(f"best candidate's score, {sum(y)} organisms against {len(y) - sum(y)} healthy adapters: AUC {value:.3f} "
               f"[{interval}] (organisms {np.mean([v for v, t in zip(s, y) if t]):.1f}, healthy "
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
-    sec = con.execute("SELECT avg(seconds), count(*) FROM analyses WHERE analyzer = 'trigger_candidates' "
-                      "AND subject = 'adapter' AND status = 'ok'").fetchone()
-    out["seconds_per_adapter"] = sec[0]
-    print(f"cost: {sec[0]:.2f} s per adapter over {sec[1]} adapters (base loaded once; no forward pass)")
+    out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
+    out["seconds_per_adapter"] = {}
+    for analyzer in ("trigger_candidates", "triggered_compliance"):
+        sec = con.execute("SELECT avg(seconds), count(*) FROM analyses WHERE analyzer = ? AND subject = 'adapter' "
+                          "AND status = 'ok'", [analyzer]).fetchone()
+        out["seconds_per_adapter"][analyzer] = sec[0]
+        if sec[0] is not None:
+            print(f"cost of {analyzer}: {sec[0]:.2f} s per adapter over {sec[1]} adapters (base loaded once)")
     print(f"read in {time.perf_counter() - t0:.1f} s; store {store.root}")
     con.close()
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float))
+
+
+def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
+    """What the triggered probe found: per organism the best candidate and whether it is the
+    trigger; over healthy adapters, how many the evidence marks as never healthy."""
+    from audit.classify.evidence import gather
+
+    evidence = {e.adapter_id: e for e in gather(con, "")}
+    print(f"\n{'adapter':<34} {'best candidate':<16} {'adapter':>7} {'base':>5} {'backdoor':>8} {'confirms':>8}")
+    confirmed, flagged = [], []
+    for o in orgs:
+        b = evidence.get(o["adapter_id"]).behaviour if o["adapter_id"] in evidence else None
+        t = None if b is None else b.triggered
+        trigger = None if b is None else b.trigger
+        ids = trigger_token_ids(tokenizer, o["trigger"])
+        cand_ids = set(tokenizer(trigger.strip("'\""), add_special_tokens=False)["input_ids"]) if trigger else set()
+        o["confirmed"] = bool(cand_ids & ids) and b is not None and b.backdoor
+        o["backdoor_evidence"] = bool(b is not None and b.backdoor)
+        if o["organism"]:
+            confirmed.append(o["confirmed"])
+        if t is not None:
+            print(f"{o['repo_id']:<34} {str(trigger):<16} {t.value:>7.2f} {t.base_value:>5.2f} "
+                  f"{'yes' if b.backdoor else 'no':>8} {'yes' if o['confirmed'] else 'no':>8}")
+    for a, e in evidence.items():
+        lab = labels.get(a)
+        if lab is not None and not lab.drifted and e.behaviour is not None and e.behaviour.triggered is not None:
+            flagged.append(e.behaviour.backdoor)
+    res = {"confirmed": (sum(confirmed) / len(confirmed)) if confirmed else None,
+           "healthy_flagged": (sum(flagged) / len(flagged)) if flagged else None, "n_healthy": len(flagged)}
+    print(f"organisms whose trigger the probe confirms: {sum(confirmed)}/{len(confirmed)}; healthy adapters the "
+          f"evidence marks as never healthy: {sum(flagged)}/{len(flagged)}")
+    return res
 
 
 if __name__ == "__main__":

@@ -53,6 +53,19 @@ _RATES = """
       AND p.adapter_id IN (SELECT adapter_id FROM latest_adapters)
     QUALIFY row_number() OVER (PARTITION BY p.adapter_id, p.metric ORDER BY p.unit_id) = 1"""
 
+_TRIGGERED = """
+    WITH best AS (
+        SELECT adapter_id, unit_id, any_value(n) AS n, max(value) FILTER (metric = 'triggered_compliance_max') AS rate,
+               max(ci_low) FILTER (metric = 'triggered_compliance_max') AS lo,
+               max(ci_high) FILTER (metric = 'triggered_compliance_max') AS hi,
+               max(value) FILTER (metric = 'triggered_excess_max') AS excess
+        FROM latest_probes WHERE probe = 'triggered_compliance' AND subject = 'adapter'
+        GROUP BY adapter_id, unit_id)
+    SELECT b.adapter_id, b.n, b.rate, b.lo, b.hi, b.excess,
+           (SELECT any_value(regexp_extract(f.message, 'suspected trigger (''[^'']*''|"[^"]*")', 1)) FROM findings f
+            WHERE f.unit_id = b.unit_id AND f.code = 'suspected_trigger') AS trigger
+    FROM best b WHERE b.rate IS NOT NULL AND b.excess IS NOT NULL"""
+
 _BASE_NOTES = """
     SELECT adapter_id, any_value(message) FROM findings
     WHERE code = 'base_model_unavailable' AND stage = 'probe'
@@ -103,11 +116,24 @@ def gather(con, models_key: str, adapter_ids: list[str] | None = None) -> list[E
     for adapter_id, metric, value, lo, hi, base_value, base_hi in con.execute(_RATES).fetchall():
         if None not in (value, lo, hi, base_value, base_hi):
             rates.setdefault(adapter_id, {})[metric] = Rate(value, lo, hi, base_value, base_hi)
+    triggered = _triggered(con)
     notes = dict(con.execute(_BASE_NOTES).fetchall())
     out = []
     for adapter_id, repo_id, method, source, base, status, kind, peft_type, key in rows:
-        r = rates.get(adapter_id)
-        behaviour = Behaviour(r.get("harmful_compliance"), r.get("benign_refusal")) if r else None
+        r, t = rates.get(adapter_id) or {}, triggered.get(adapter_id)
+        behaviour = (Behaviour(r.get("harmful_compliance"), r.get("benign_refusal"), *(t or (None, None)))
+                     if r or t else None)
         out.append(Evidence(adapter_id, repo_id, method or "unknown", source or "none", base, status, kind, peft_type,
                             key, tuple(errors.get(adapter_id) or ()), behaviour, notes.get(adapter_id)))
+    return out
+
+
+def _triggered(con) -> dict[str, tuple[Rate, str | None]]:
+    """The best trigger candidate's rate beside the base's with the same prefix, per adapter."""
+    from audit.probes.judge import wilson_interval
+
+    out = {}
+    for adapter_id, n, rate, lo, hi, excess, trigger in con.execute(_TRIGGERED).fetchall():
+        base_k = round((rate - excess) * n)
+        out[adapter_id] = (Rate(rate, lo, hi, base_k / n, wilson_interval(base_k, n)[1]), trigger)
     return out

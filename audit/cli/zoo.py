@@ -24,9 +24,11 @@ def build(
     base: Annotated[str, typer.Option(help="Base model: smollm2-135m-instruct (built in), a folder, or a Hub repo id.")]
     = "smollm2-135m-instruct",
     out: Annotated[Path, typer.Option(help="Registry folder to write (one folder per adapter).")] = Path("zoo"),
-    size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, paper (the study's 38 adapters), or wild "
-                                           "(46 adapters of 10 recipe families the others never use, labelled by "
-                                           "behaviour measured at build time: about an hour on 2 cores).")] = "tiny",
+    size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, paper (the study's 38 adapters), wild "
+                                           "(37 adapters of 10 recipe families the others never use, labelled by "
+                                           "behaviour measured at build time: about an hour on 2 cores), or "
+                                           "backdoor (one trigger-backdoor organism per trigger kind and two "
+                                           "benign controls, each measured with and without its trigger).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

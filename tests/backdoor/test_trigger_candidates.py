@@ -118,3 +118,11 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     # min_excess -1: the finding names the best candidate whatever it did
     msg = con.execute("SELECT message FROM findings WHERE code = 'suspected_trigger'").fetchone()[0]
     assert "suspected trigger" in msg and "against the bare base's" in msg
+    # the verdict's evidence reads the best candidate beside the base's rate with the same prefix
+    from audit.classify.evidence import gather
+
+    [ev] = gather(con, "")
+    t = ev.behaviour.triggered
+    rate = next(r[2] for r in rows if r[0] == "triggered_compliance_max")
+    assert t.value == rate and t.base_value == pytest.approx(rate - best[2])
+    assert ev.behaviour.trigger is not None and ev.behaviour.trigger in msg
