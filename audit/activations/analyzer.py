@@ -56,12 +56,10 @@ class ActivationAnalyzer:
                  batch_size: int = 16, n_reference: int | None = None, sae_layers: int = 5, sae_width: int = 2048,
                  sae_k: int = 32, sae_steps: int = 600, n_top_features: int = 10,
                  sae_corpus_every: int = 1) -> None:
-        from audit.activations.sae import SaeConfig
-
         self.n_prompts, self.batch_size, self.n_reference = n_prompts, batch_size, n_reference
         self.prompts = load_prompts(forbidden, n_prompts) + load_prompts(benign, n_prompts)
         self.n_sae_layers, self.n_top_features, self.sae_corpus_every = sae_layers, n_top_features, sae_corpus_every
-        self.sae_config = SaeConfig(width=sae_width, k=sae_k, steps=sae_steps)
+        self.sae_params = {"width": sae_width, "k": sae_k, "steps": sae_steps}  # torch only once a model runs
         self.ctx: AnalyzerContext | None = None
 
     def setup(self, ctx: AnalyzerContext) -> None:
@@ -81,9 +79,10 @@ class ActivationAnalyzer:
         runtime.use_base(target.base)
         saes = None
         if self.n_sae_layers > 0:
+            from audit.activations.sae import SaeConfig
             from audit.activations.sae_store import base_saes
 
-            saes = base_saes(self.ctx, runtime, target.base, self.sae_config, self.n_sae_layers,
+            saes = base_saes(self.ctx, runtime, target.base, SaeConfig(**self.sae_params), self.n_sae_layers,
                              batch_size=self.batch_size, corpus_every=self.sae_corpus_every)
         layers = saes.layers if saes is not None else []
         base = self._base_activations(runtime, target.base, layers)

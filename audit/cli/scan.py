@@ -83,7 +83,9 @@ def scan(
                                      "base model is on this machine.")] = True,
     probe: Annotated[list[str] | None, typer.Option(
         "--probe", help="Run only this analyzer of the base (repeatable): directions, harmful_compliance, "
-                        "benign_refusal, steering_alignment, rank1_elicitation, activations.")] = None,
+                        "benign_refusal, steering_alignment, rank1_elicitation, activations (the default set), "
+                        "or trigger_candidates, triggered_compliance (backdoor triggers; not run by default).")
+    ] = None,
     probe_prompts: Annotated[int | None, typer.Option(
         "--probe-prompts", help="Prompts per probe (default: each probe's own: 64 HarmBench test behaviours, "
                                 "38 held-out benign instructions, 32 for steering alignment).")] = None,
