@@ -18,7 +18,7 @@ from audit.store.views import view_names
 from synth import SynthAdapter, llama_like
 
 BUILTINS = {"spectra", "directions", "harmful_compliance", "benign_refusal", "steering_alignment",
-            "rank1_elicitation", "activations"}
+            "rank1_elicitation", "activations", "trigger_candidates", "triggered_compliance"}
 
 
 @pytest.fixture
