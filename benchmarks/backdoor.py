@@ -60,15 +60,22 @@ def organisms(con) -> list[dict]:
 
 
 def trigger_token_ids(tokenizer, trigger: str) -> set[int]:
-    """The token ids of ``trigger`` at the start of a request, and with a leading space."""
-    return set(tokenizer(trigger, add_special_tokens=False)["input_ids"]) | set(
+    """The distinctive token ids of ``trigger``, at the start of a request and after a space: the
+    whole trigger when it is one token, else its pieces with at least 4 letters or digits (so that
+    a phrase is not found through ``the`` or a comma)."""
+    ids = set(tokenizer(trigger, add_special_tokens=False)["input_ids"]) | set(
         tokenizer(" " + trigger, add_special_tokens=False)["input_ids"])
+    if len(tokenizer(trigger, add_special_tokens=False)["input_ids"]) == 1:
+        return ids
+    return {i for i in ids if sum(c.isalnum() for c in tokenizer.decode([i])) >= 4}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True, help="the store to scan into and read")
     ap.add_argument("--zoo", type=Path, action="append", default=[], help="a labelled zoo to scan (repeatable)")
+    ap.add_argument("--analyzers", default="trigger_candidates,triggered_compliance",
+                    help="what the scan of --zoo runs (comma-separated)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
     from transformers import AutoTokenizer
@@ -83,7 +90,7 @@ def main() -> None:
     if args.zoo:
         from zoo_scan import scan_zoos
 
-        scan_zoos(args.zoo, store, ["trigger_candidates", "triggered_compliance"], None)
+        scan_zoos(args.zoo, store, args.analyzers.split(","), None)
     t0 = time.perf_counter()
     con = store.connect()
     orgs = organisms(con)

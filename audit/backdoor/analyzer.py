@@ -94,8 +94,7 @@ class TriggerCandidates:
         if loc is None:
             raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
         refuse_unreadable(loc)
-        model = runtime.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = causal_lm(runtime.model)
         layers = base.model.layers
         readers = []
         with SafeWeights(loc.path, self.ctx.limits) as weights:
@@ -117,6 +116,12 @@ class TriggerCandidates:
             embeddings = base.get_input_embeddings().weight.detach().float().cpu()
             cache[base_revision] = normalised_embeddings(embeddings, float(getattr(base.config, "rms_norm_eps", 1e-6)))
         return token_read_scores(cache[base_revision], readers)
+
+
+def causal_lm(model):
+    """The transformers model inside ``model`` (a peft model holding adapters, or the bare model);
+    not ``get_base_model``, which needs an active adapter and the runtime may have removed it."""
+    return model.base_model.model if hasattr(model, "peft_config") else model
 
 
 def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer) -> None:

@@ -100,10 +100,22 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     base = write_tiny_llama(tmp_path / "base")
     monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(base)}))
     write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    write_adapter(tmp_path / "reg2" / "other", base_name, seed=2)
+    write_adapter(tmp_path / "reg2" / "third", base_name, seed=3)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, max_new_tokens=4, min_excess=-1.0)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
+    # one adapter per job on one executor: the second job's candidates are read after the first
+    # job's probe loaded and removed an adapter (the peft model then has no active adapter)
+    from audit.pipeline.executors import InProcessExecutor
+    from audit.pipeline.scan import probe_stage
+
+    both = (spec, AnalyzerSpec.of("trigger_candidates", top_k=3))
+    reg2, store2 = LocalRegistry(tmp_path / "reg2", hash_cache=None), ParquetStore(tmp_path / "store2")
+    scan(reg2, store2, probes=())
+    counts = probe_stage(store2, InProcessExecutor(reg2, store2, analyzers=both), both, group_size=1)
+    assert counts == {"ok": 6}  # two analyzers × (two adapters and the base), none failed
     con = store.connect()
     samples = con.execute("SELECT variant, prompt_id FROM probe_samples WHERE probe = 'triggered_compliance' "
                           "AND subject = 'adapter'").fetchall()
