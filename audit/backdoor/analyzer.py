@@ -58,8 +58,12 @@ class TriggerCandidates:
             scores = self._scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
         except TransientAuditError as exc:
             return Deferred(target.ref, f"{self.name} fetch: {exc}")
-        except AuditError as exc:
-            return make_unit(self, target, "failed", notes=[error_note(exc)], seconds=time.perf_counter() - t0)
+        except AuditError as exc:  # an adapter with nothing to score (no early reader, not a LoRA) is skipped
+            from audit.errors import UnsupportedAdapterError
+
+            skipped = isinstance(exc, UnsupportedAdapterError)
+            return make_unit(self, target, "skipped" if skipped else "failed",
+                             notes=[error_note(exc, "info" if skipped else None)], seconds=time.perf_counter() - t0)
         from audit.backdoor.candidates import top_candidates
 
         top = top_candidates(scores, self.top_k)
