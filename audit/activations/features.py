@@ -36,14 +36,18 @@ def feature_names() -> list[str]:
     return ["act.n_layers"] + [f"act.{band}.{k}" for band in BANDS for k in STATS]
 
 
-def _sql(view: str) -> str:
-    aggs = ", ".join(f'{expr} AS "{name}"' for name, expr in STATS.items())
+def banded_sql(view: str, stats: dict[str, str], present: str) -> str:
+    """The long-format query of :func:`audit.features.base.grouped_features` over a per-adapter ×
+    layer ``view``: each of ``stats`` (name → SQL aggregate over alias ``a``) over all layers and
+    per depth band (the thirds of the adapter's layers), on rows where column ``present`` is set.
+    Shared by ``activation-v1`` and ``sae-v1``."""
+    aggs = ", ".join(f'{expr} AS "{name}"' for name, expr in stats.items())
     return f"""
     WITH layers AS (
         SELECT a.*, CASE WHEN a.layer < (max(a.layer) OVER w + 1) / 3.0 THEN 'early'
                          WHEN a.layer < 2 * (max(a.layer) OVER w + 1) / 3.0 THEN 'middle'
                          ELSE 'late' END AS band
-        FROM {view} a WHERE a.adapter_id IN (SELECT adapter_id FROM _wanted) AND a.cka IS NOT NULL
+        FROM {view} a WHERE a.adapter_id IN (SELECT adapter_id FROM _wanted) AND a.{present} IS NOT NULL
         WINDOW w AS (PARTITION BY a.adapter_id)
     )
     SELECT adapter_id, 'all' AS grp, {aggs} FROM layers a GROUP BY adapter_id
@@ -62,7 +66,8 @@ def activation_features(con, adapter_ids: list[str], *, view: str = "activation_
     """
     totals = (f"SELECT adapter_id, count(*) FROM {view} WHERE adapter_id IN (SELECT adapter_id FROM _wanted) "
               "AND cka IS NOT NULL GROUP BY adapter_id")
-    X = grouped_features(con, adapter_ids, feature_names(), totals, _sql(view), prefix="act.")
+    X = grouped_features(con, adapter_ids, feature_names(), totals, banded_sql(view, STATS, "cka"),
+                         prefix="act.")
     return adapter_ids, X
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from audit.activations.features import banded_sql
 from audit.features.base import FeatureSet, grouped_features
 
 FEATURE_SET = "sae-v1"
@@ -31,21 +32,6 @@ def feature_names() -> list[str]:
     """The columns of ``sae-v1``, in order."""
     return ["sae.n_layers", *TOP] + [f"sae.{band}.{k}" for band in BANDS for k in STATS]
 
-
-def _sql(view: str) -> str:
-    aggs = ", ".join(f'{expr} AS "{name}"' for name, expr in STATS.items())
-    return f"""
-    WITH layers AS (
-        SELECT a.*, CASE WHEN a.layer < (max(a.layer) OVER w + 1) / 3.0 THEN 'early'
-                         WHEN a.layer < 2 * (max(a.layer) OVER w + 1) / 3.0 THEN 'middle'
-                         ELSE 'late' END AS band
-        FROM {view} a WHERE a.adapter_id IN (SELECT adapter_id FROM _wanted) AND a.density_base IS NOT NULL
-        WINDOW w AS (PARTITION BY a.adapter_id)
-    )
-    SELECT adapter_id, 'all' AS grp, {aggs} FROM layers a GROUP BY adapter_id
-    UNION ALL BY NAME
-    SELECT adapter_id, band AS grp, {aggs} FROM layers a GROUP BY adapter_id, band
-    """
 
 
 def sae_features(con, adapter_ids: list[str], *, view: str = "sae_layers") -> tuple[list[str], np.ndarray]:
@@ -67,7 +53,8 @@ def sae_features(con, adapter_ids: list[str], *, view: str = "sae_layers") -> tu
         FROM {view} a LEFT JOIN top t USING (adapter_id)
         WHERE a.adapter_id IN (SELECT adapter_id FROM _wanted) AND a.density_base IS NOT NULL
         GROUP BY a.adapter_id"""
-    X = grouped_features(con, adapter_ids, feature_names(), totals, _sql(view), prefix="sae.")
+    X = grouped_features(con, adapter_ids, feature_names(), totals, banded_sql(view, STATS, "density_base"),
+                         prefix="sae.")
     return adapter_ids, X
 
 

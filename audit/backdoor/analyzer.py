@@ -55,7 +55,7 @@ class TriggerCandidates:
         runtime = runtime_of(self.ctx)
         runtime.use_base(target.base)
         try:
-            scores = self._scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
+            scores = self.token_scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
         except TransientAuditError as exc:
             return Deferred(target.ref, f"{self.name} fetch: {exc}")
         except AuditError as exc:  # an adapter with nothing to score (no early reader, not a LoRA) is skipped
@@ -73,8 +73,9 @@ class TriggerCandidates:
         write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer)
         return unit
 
-    def _scores(self, runtime, folder, base_revision: str):
-        """Every vocabulary token's score for the adapter in ``folder`` (``[V]`` float64).
+    def token_scores(self, runtime, folder, base_revision: str):
+        """Every vocabulary token's score (``[V]`` float64, robust z) for the adapter in ``folder``,
+        on ``runtime``'s loaded base (its embeddings normalised once per actor and ``base_revision``).
 
         Raises:
             AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.

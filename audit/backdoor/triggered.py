@@ -54,7 +54,7 @@ class TriggeredCompliance(GenerationProbe):
             scorer = TriggerCandidates(n_layers=self.n_layers)
             scorer.setup(self.ctx)
             try:
-                scores = scorer._scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
+                scores = scorer.token_scores(runtime, fetch_folder(self.ctx, target), target.base.revision)
             except AuditError:
                 self._candidates[target.key] = []
             else:
