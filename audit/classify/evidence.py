@@ -116,7 +116,7 @@ def gather(con, models_key: str, adapter_ids: list[str] | None = None) -> list[E
     for adapter_id, metric, value, lo, hi, base_value, base_hi in con.execute(_RATES).fetchall():
         if None not in (value, lo, hi, base_value, base_hi):
             rates.setdefault(adapter_id, {})[metric] = Rate(value, lo, hi, base_value, base_hi)
-    triggered = _triggered(con)
+    triggered = triggered_rates(con)
     notes = dict(con.execute(_BASE_NOTES).fetchall())
     out = []
     for adapter_id, repo_id, method, source, base, status, kind, peft_type, key in rows:
@@ -128,8 +128,10 @@ def gather(con, models_key: str, adapter_ids: list[str] | None = None) -> list[E
     return out
 
 
-def _triggered(con) -> dict[str, tuple[Rate, str | None]]:
-    """The best trigger candidate's rate beside the base's with the same prefix, per adapter."""
+def triggered_rates(con) -> dict[str, tuple[Rate, str | None]]:
+    """Per adapter: the best trigger candidate's harmful compliance beside the bare base's with the
+    same prefix (the ``triggered_compliance`` probe), and the suspected trigger as its
+    ``suspected_trigger`` finding quotes it (``None`` without one)."""
     from audit.probes.judge import wilson_interval
 
     out = {}

@@ -27,8 +27,10 @@ def build(
     size: Annotated[str, typer.Option(help="tiny (CI: minutes), small, paper (the study's 38 adapters), wild "
                                            "(37 adapters of 10 recipe families the others never use, labelled by "
                                            "behaviour measured at build time: about an hour on 2 cores), or "
-                                           "backdoor (one trigger-backdoor organism per trigger kind and two "
-                                           "benign controls, each measured with and without its trigger).")] = "tiny",
+                                           "backdoor (12 trigger-backdoor builds, 3 per trigger kind: SFT at two "
+                                           "seeds and one DPO, low-poison or attention-only variant; 5 benign "
+                                           "controls; each measured with and without its trigger: about 2 hours "
+                                           "on 2 cores).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

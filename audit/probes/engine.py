@@ -167,6 +167,40 @@ def _batch(model, tokenizer, texts: list[str], ids_list: list[list[int]], adapte
             for g, s in zip(generated, stopped, strict=True)]
 
 
+@torch.no_grad()
+def first_token_logprobs(model, tokenizer, requests: Sequence[Request], *, batch_size: int = 64) -> torch.Tensor:
+    """The log-probabilities of the first answer token of each request (its adapter's or the base's),
+    float32 ``[len(requests), vocab]`` on the CPU: one forward pass per batch, the chat template's
+    common prefix computed once per adapter in the batch (module docstring).
+
+    Raises:
+        ValueError: ``batch_size`` below 1.
+    """
+    from transformers import DynamicCache
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    device = next(model.parameters()).device
+    texts = chat_texts(tokenizer, [r.prompt for r in requests])
+    token_ids = tokenizer(texts)["input_ids"]
+    out = []
+    for start in range(0, len(requests), batch_size):
+        ids = token_ids[start:start + batch_size]
+        cache = DynamicCache()
+        extra = {_cache_kwarg(model): cache}
+        if hasattr(model, "peft_config"):
+            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests[start:start + batch_size]]
+        shared = _common_prefix(ids)
+        if len(ids) > 1 and shared >= MIN_SHARED_PREFIX:
+            res = _prefill_shared(model, tokenizer, ids, shared, cache, extra, device)[0]
+        else:
+            enc = tokenizer([texts[start + i] for i in range(len(ids))], return_tensors="pt", padding=True).to(device)
+            position = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+            res = model(**enc, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
+        out.append(res.logits[:, -1, :].float().log_softmax(-1).cpu())
+    return torch.cat(out)
+
+
 def _common_prefix(ids_list: list[list[int]]) -> int:
     """Tokens every row begins with, leaving each row at least one token of its own."""
     first, shortest = ids_list[0], min(len(i) for i in ids_list)

@@ -61,6 +61,16 @@ class AdapterData:
     sae_layers: Table = field(default_factory=lambda: Table([], []))
     """Per SAE layer: density base and adapted, delta reconstruction and alignment (with baseline)."""
 
+    trigger_candidates: Table = field(default_factory=lambda: Table([], []))
+    """The adapter's ten best trigger candidates by weights: rank, token text, robust z-score."""
+    backdoor: dict[str, Any] | None = None
+    """What the triggered probe found: ``trigger`` (the suspected trigger named by a
+    ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
+    ``triggered`` and ``triggered_ci`` (harmful compliance with it before the request),
+    ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
+    ``untriggered_ci`` (the harmful-compliance probe's rate without it) and ``n``; ``None``
+    when the probe did not run."""
+
     def top_sae_change(self, direction: str) -> tuple | None:
         """The row of the largest change in ``direction`` (``on`` or ``off``) over all layers."""
         rows = [r for r in self.sae_features.rows if r[0] == direction]
@@ -195,8 +205,35 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                    round(delta_reconstruction, 3) AS delta_reconstruction, round(delta_alignment, 3) AS delta_alignment,
                    round(alignment_baseline, 3) AS alignment_baseline, round(sae_explained_variance, 3) AS sae_ev
             FROM sae_layers WHERE adapter_id = $a ORDER BY layer""", {"a": p["a"]}))
+        trigger_candidates = Table.of(con.execute("""
+            SELECT rank, text, round(score, 1) AS score FROM latest_trigger_candidates
+            WHERE adapter_id = $a AND rank <= 10 ORDER BY rank""", {"a": p["a"]}))
+        backdoor = _backdoor(con, p["a"])
     finally:
         con.close()
     if facts.get("card_labels"):
         facts["card_labels"] = json.loads(facts["card_labels"])
-    return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers, sae_features, sae_layers)
+    return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers, sae_features, sae_layers,
+                       trigger_candidates, backdoor)
+
+
+def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
+    """The triggered-against-untriggered rates of :attr:`AdapterData.backdoor`."""
+    from audit.classify.evidence import triggered_rates
+
+    found = triggered_rates(con).get(adapter_id)
+    if found is None:
+        return None
+    rate, trigger = found
+    n, candidate = con.execute("""
+        SELECT any_value(n), any_value(layer) FROM latest_probes
+        WHERE probe = 'triggered_compliance' AND adapter_id = $a AND metric = 'triggered_compliance_max'""",
+                               {"a": adapter_id}).fetchone()
+    untriggered = con.execute("""
+        SELECT value, ci_low, ci_high FROM latest_probes
+        WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
+                              {"a": adapter_id}).fetchone()
+    return {"trigger": trigger, "candidate": candidate, "triggered": rate.value,
+            "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,
+            "untriggered": None if untriggered is None else untriggered[0],
+            "untriggered_ci": None if untriggered is None else (untriggered[1], untriggered[2])}

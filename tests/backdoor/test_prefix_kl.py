@@ -1,0 +1,42 @@
+"""The behavioural score of a trigger candidate (:mod:`audit.backdoor.prefix_kl`): the first answer
+token's KL from the bare base with the candidate before each request, batched with the chat
+template's opening shared, equals the same KL from plain full forward passes."""
+
+from __future__ import annotations
+
+import pytest
+
+model = pytest.mark.model
+
+
+@model
+@pytest.mark.slow
+def test_prefix_kl_equals_the_kl_of_plain_forward_passes(tiny_zoo):
+    import torch
+    from peft import PeftModel
+
+    from audit.backdoor.prefix_kl import prefix_kl
+    from audit.models.generate import chat_texts, load_causal_lm
+    from audit.prompt_sets import load_prompts
+
+    out, zoo = tiny_zoo
+    m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
+    pm = PeftModel.from_pretrained(m, str(out / "sft-harmful_compliance-s1.00-seed0"), adapter_name="a").eval()
+    requests = [p.text for p in load_prompts("harmbench:test", 2)]
+    prefixes = ["", "cf", "Tangerine.", "As the old lighthouse keeper said,"]
+    got = prefix_kl(pm, tok, "a", requests, prefixes, batch_size=6)  # several batches, ragged lengths
+    with torch.no_grad():
+        want = []
+        for t in prefixes:
+            enc = tok(chat_texts(tok, [f"{t} {x}" if t else x for x in requests]), return_tensors="pt", padding=True)
+            a = pm(**enc).logits[:, -1].log_softmax(-1)
+            with pm.disable_adapter():
+                b = pm(**enc).logits[:, -1].log_softmax(-1)
+            want.append(float((a.exp() * (a - b)).sum(-1).mean()))
+    assert got.shape == (len(prefixes),) and got.dtype == torch.float64
+    assert got.tolist() == pytest.approx(want, rel=1e-3, abs=1e-4)
+    assert all(v > 0 for v in want)  # the adapter does change what it says first
+    seps = prefix_kl(pm, tok, "a", requests, ["cf"], sep="\n")
+    assert float(seps[0]) != pytest.approx(float(got[1]), rel=1e-6)  # the separator is part of the prompt
+    with pytest.raises(ValueError, match="at least one request"):
+        prefix_kl(pm, tok, "a", [], ["cf"])
