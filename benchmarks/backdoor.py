@@ -34,7 +34,7 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    compliance of the truncated adapter, organisms against controls;
 7. cost per adapter (stored seconds; the base loaded once);
 8. with ``--vocab-sample N``, the bound of a behavioural search (:mod:`audit.backdoor.prefix_kl`):
-   for each organism the exact first-token KL from the bare base with its whole trigger, with
+   for each adapter that counts as an organism the exact first-token KL from the bare base with its whole trigger, with
    each distinctive piece of it, and with N random vocabulary tokens before 3 HarmBench test
    behaviours; where the best piece would rank in an exhaustive single-token search of the
    vocabulary (1 + V × the share of random tokens scoring at least as high, with its Clopper-Pearson
@@ -269,7 +269,7 @@ def search_bound(con, orgs: list[dict], base_name: str, n_sample: int, seed: int
           f"{n_sample} random tokens of {vocab}")
     print(f"{'organism':<34} {'none':>5} {'trigger':>7} {'best piece':<14} {'KL':>5} {'random p50/max':>15} "
           f"{'rank in vocab (95% CI)':>24} {'s/cand':>6}")
-    for o in orgs:
+    for o in (o for o in orgs if o["organism"]):
         folder = organism_folder(con, o["adapter_id"])
         loaded = runtime.load(folder)
         pieces = sorted({tok.decode([i]) for i in trigger_token_ids(tok, o["trigger"])})

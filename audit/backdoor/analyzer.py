@@ -1,10 +1,15 @@
 """The ``trigger_candidates`` analyzer: the tokens an adapter's first layers read out of all
 proportion (:mod:`audit.backdoor.candidates`), kept per adapter in ``trigger_candidates``.
 
-Needs the base model for its embeddings and norms only (no forward pass): the base is loaded once
+The ranking needs the base's embeddings and norms only (no forward pass): the base is loaded once
 per actor, the adapter's factors are read with the bounded safetensors reader (never a pickle).
-Metric rows: ``trigger_top_score`` (the best candidate's robust z-score) and
-``trigger_score_gap`` (the best's score minus the tenth's). On a bare base it records nothing.
+The best ``n_behaviour`` candidates are then scored by what the adapter does with them
+(:func:`behaviour_scores`: the first answer token's KL from the bare base with the candidate
+before ``n_requests`` HarmBench test behaviours), stored beside the weights' score. Metric rows:
+``trigger_top_score`` (the best candidate's robust z-score), ``trigger_score_gap`` (the best's
+score minus the tenth's), ``trigger_top_kl`` (the largest KL of a candidate) and
+``trigger_kl_no_prefix`` (the KL of the requests alone: the adapter's usual distance from its
+base). On a bare base it records nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.errors import AuditError, TransientAuditError
+from audit.records import Deferred
 
 READS = {"q_proj": "input_layernorm", "k_proj": "input_layernorm", "v_proj": "input_layernorm",
          "gate_proj": "post_attention_layernorm", "up_proj": "post_attention_layernorm"}
@@ -28,14 +34,16 @@ class TriggerCandidates:
     Args:
         n_layers: decoder layers whose readers are scored (layer 0 exactly, later ones approximately).
         top_k: candidates kept per adapter.
+        n_behaviour: how many of the best by weights get the behavioural score (0: none).
+        n_requests: HarmBench test behaviours the behavioural score asks (the shortest).
     """
 
-    name, version = "trigger_candidates", "trigger-candidates-1"
+    name, version = "trigger_candidates", "trigger-candidates-2"
     needs_base = True
     resources = MODEL_RESOURCES
 
-    def __init__(self, n_layers: int = 2, top_k: int = 50) -> None:
-        self.n_layers, self.top_k = n_layers, top_k
+    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = 3) -> None:
+        self.n_layers, self.top_k, self.n_behaviour, self.n_requests = n_layers, top_k, n_behaviour, n_requests
         self.ctx: AnalyzerContext | None = None
 
     def setup(self, ctx: AnalyzerContext) -> None:
@@ -44,8 +52,6 @@ class TriggerCandidates:
     def run(self, target: Target):
         """The unit of ``target``; a ``Deferred`` when its files could not be fetched for a
         transient reason. Never raises for a bad adapter."""
-        from audit.records import Deferred
-
         assert self.ctx is not None, "setup() first"
         if target.base is None:
             return unavailable_unit(self, target, None)
@@ -69,8 +75,24 @@ class TriggerCandidates:
         top = top_candidates(scores, self.top_k)
         rows = [MetricRow(metric="trigger_top_score", value=top[0][1]),
                 MetricRow(metric="trigger_score_gap", value=top[0][1] - top[min(9, len(top) - 1)][1])]
-        unit = make_unit(self, target, "ok", probes=rows, seconds=time.perf_counter() - t0)
-        write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer)
+        kl: list[float | None] = [None] * len(top)
+        notes = []
+        if self.n_behaviour > 0:
+            texts = [runtime.tokenizer.decode([tid]).strip() for tid, _ in top[: self.n_behaviour]]
+            try:
+                none, got = behaviour_scores(runtime, fetch_folder(self.ctx, target), texts, self.n_requests)
+            except TransientAuditError as exc:
+                return Deferred(target.ref, f"{self.name} fetch: {exc}")
+            except AuditError as exc:  # the weights' ranking stands; say why the behaviour is missing
+                notes.append(error_note(exc, "warning"))
+                got = []
+            kl[: len(got)] = got
+            measured = [v for v in got if v is not None]
+            if measured:
+                rows += [MetricRow(metric="trigger_top_kl", value=max(measured), n=self.n_requests),
+                         MetricRow(metric="trigger_kl_no_prefix", value=none, n=self.n_requests)]
+        unit = make_unit(self, target, "ok", probes=rows, notes=notes, seconds=time.perf_counter() - t0)
+        write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer, kl)
         return unit
 
     def token_scores(self, runtime, folder, base_revision: str):
@@ -123,19 +145,43 @@ class TriggerCandidates:
         return token_read_scores(cache[base_revision], readers)
 
 
+def behaviour_scores(runtime, folder, texts: list[str], n_requests: int) -> tuple[float, list[float | None]]:
+    """The adapter in ``folder`` put into ``runtime``'s loaded base, and the first-token KL from the
+    bare base (nats, :func:`audit.backdoor.prefix_kl.prefix_kl`) of the ``n_requests`` shortest
+    HarmBench test behaviours alone and with each of ``texts`` before them (``None`` for an empty text).
+
+    Raises:
+        the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
+    """
+    from audit.backdoor.prefix_kl import prefix_kl
+    from audit.prompt_sets import load_prompts
+
+    requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n_requests]
+    asked = [t for t in texts if t]
+    loaded = runtime.load(folder)
+    try:
+        kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, ["", *asked]).tolist()
+    finally:
+        runtime.unload(loaded)
+    by_text = dict(zip(asked, kl[1:], strict=True))
+    return kl[0], [by_text[t] if t else None for t in texts]
+
+
 def causal_lm(model):
     """The transformers model inside ``model`` (a peft model holding adapters, or the bare model);
     not ``get_base_model``, which needs an active adapter and the runtime may have removed it."""
     return model.base_model.model if hasattr(model, "peft_config") else model
 
 
-def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer) -> None:
+def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer,
+                         kl: list[float | None] | None = None) -> None:
     """The candidates as rows of ``trigger_candidates`` (written before the unit is committed)."""
     from audit.backdoor.table import TriggerCandidateRow
 
+    kl = kl or [None] * len(top)
     rows = [TriggerCandidateRow(unit_id=unit.unit_id, adapter_id=unit.adapter_id, repo_id=unit.repo_id,
                                 base_revision=unit.base_revision or "", rank=i, token_id=tid,
                                 token=tokenizer.convert_ids_to_tokens(tid), text=tokenizer.decode([tid]),
-                                score=score, created_at=unit.created_at)
-            for i, (tid, score) in enumerate(top, start=1)]
+                                score=score, created_at=unit.created_at, kl=k)
+            for i, ((tid, score), k) in enumerate(zip(top, kl, strict=True), start=1)]
     store.write_rows("trigger_candidates", rows, unit.unit_id, unit.created_at)

@@ -27,6 +27,9 @@ class TriggerCandidateRow(Record):
     score: float
     """Robust z-score over the vocabulary."""
     created_at: datetime
+    kl: float | None = None
+    """First-answer-token KL from the bare base with the token's text before a few HarmBench test
+    behaviours, in nats (:mod:`audit.backdoor.prefix_kl`); ``None`` when not measured."""
 
 
 register_table("trigger_candidates", record_schema(TriggerCandidateRow), "created_date", ("unit_id", "rank"))

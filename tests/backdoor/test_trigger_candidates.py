@@ -83,6 +83,11 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     assert rows[[r[0] for r in rows].index("reads-sure")][2] == "sure"  # the word it reads, first
     top = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_score'").fetchall())
     assert top["reads-sure"] > top["random"]
+    # each candidate's behavioural score: the first-token KL from the bare base with it before the requests
+    kl = con.execute("SELECT repo_id, text, kl FROM latest_trigger_candidates ORDER BY repo_id, rank").fetchall()
+    assert all(k is not None and k >= 0 for _, t, k in kl if t.strip()) and any(k for _, _, k in kl)
+    top_kl = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_kl'").fetchall())
+    assert top_kl["reads-sure"] == pytest.approx(max(k for r, t, k in kl if r == "reads-sure" and t.strip()))
     # the trigger-v1 feature set reads the same candidates
     from audit.backdoor.features import feature_names
     from audit.features import features
