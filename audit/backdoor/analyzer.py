@@ -149,18 +149,26 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int) -> tupl
     """The adapter in ``folder`` put into ``runtime``'s loaded base, and the first-token KL from the
     bare base (nats, :func:`audit.backdoor.prefix_kl.prefix_kl`) of the ``n_requests`` shortest
     HarmBench test behaviours alone and with each of ``texts`` before them (``None`` for an empty text).
+    Progress goes to the scan's sink (``batch``: candidates scored so far).
 
     Raises:
         the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
     """
     from audit.backdoor.prefix_kl import prefix_kl
+    from audit.progress import current
     from audit.prompt_sets import load_prompts
+
+    sink = current()
+    report = None
+    if sink is not None and hasattr(sink, "batch"):
+        def report(done: int, total: int) -> None:
+            sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
 
     requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n_requests]
     asked = [t for t in texts if t]
     loaded = runtime.load(folder)
     try:
-        kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, ["", *asked]).tolist()
+        kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, ["", *asked], progress=report).tolist()
     finally:
         runtime.unload(loaded)
     by_text = dict(zip(asked, kl[1:], strict=True))

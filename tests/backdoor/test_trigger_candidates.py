@@ -74,8 +74,23 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("trigger_candidates", top_k=5)
-    report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    from audit.progress import reporting_to
+
+    class Sink:
+        batches: list = []
+
+        def plan(self, n_listed, n_new): ...
+
+        def outcome(self, outcome): ...
+
+        def batch(self, description, done, total):
+            self.batches.append((description, done, total))
+
+    with reporting_to(Sink()):
+        report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 2
+    said = [b for b in Sink.batches if "by behaviour" in b[0]]  # the behavioural score says how far it is
+    assert {b[0].split(" of ")[1].split(" ")[0] for b in said} == {"reads-sure", "random"} and said[-1][1] == said[-1][2]
     con = store.connect()
     rows = con.execute("SELECT repo_id, rank, token, score FROM latest_trigger_candidates ORDER BY repo_id, rank"
                        ).fetchall()
