@@ -181,11 +181,11 @@ def main() -> None:
         out["search_bound"] = search_bound(con, orgs, base, args.vocab_sample)
     out["seconds_per_adapter"] = {}
     for analyzer in ("trigger_candidates", "triggered_compliance"):
-        sec = con.execute("SELECT avg(seconds), count(*) FROM analyses WHERE analyzer = ? AND subject = 'adapter' "
-                          "AND status = 'ok'", [analyzer]).fetchone()
-        out["seconds_per_adapter"][analyzer] = sec[0]
-        if sec[0] is not None:
-            print(f"cost of {analyzer}: {sec[0]:.2f} s per adapter over {sec[1]} adapters (base loaded once)")
+        for version, sec, n in con.execute(
+                "SELECT analyzer_version, avg(seconds), count(*) FROM analyses WHERE analyzer = ? "
+                "AND subject = 'adapter' AND status = 'ok' GROUP BY 1 ORDER BY 1", [analyzer]).fetchall():
+            out["seconds_per_adapter"][version] = sec
+            print(f"cost of {version}: {sec:.2f} s per adapter over {n} adapters (base loaded once)")
     print(f"read in {time.perf_counter() - t0:.1f} s; store {store.root}")
     con.close()
     if args.json:
