@@ -1,9 +1,9 @@
-"""Benchmark: are trigger backdoors visible in the weights? (issue 27; parts so far: the organisms
-and the trigger candidates.)
+"""Benchmark: are trigger backdoors found, from the weights and by probes? (issue 27: the organisms,
+the trigger candidates, the triggered probe, a weight-space detector, and the bounds.)
 
-Scans the backdoor zoo (``lora-audit zoo build --size backdoor``: one SFT organism per trigger
-kind and benign controls trained on the same clean data, each measured at build time; see
-:mod:`audit.zoo.backdoor_plan`) and, optionally, other labelled zoos as further healthy adapters,
+Scans the backdoor zoo (``lora-audit zoo build --size backdoor``: organisms of several recipes
+per trigger kind and benign controls trained on the same clean data, each measured at build time;
+see :mod:`audit.zoo.backdoor_plan`) and, optionally, other labelled zoos as further healthy adapters,
 with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and the
 ``triggered_compliance`` probe (:mod:`audit.backdoor.triggered`), then reports:
 
@@ -93,7 +93,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True, help="the store to scan into and read")
     ap.add_argument("--zoo", type=Path, action="append", default=[], help="a labelled zoo to scan (repeatable)")
-    ap.add_argument("--analyzers", default="trigger_candidates,triggered_compliance",
+    ap.add_argument("--analyzers", default="directions,harmful_compliance,benign_refusal,rank1_elicitation,"
+                                           "trigger_candidates,triggered_compliance",
                     help="what the scan of --zoo runs (comma-separated)")
     ap.add_argument("--features", default="spectral-v1,directional-v1,trigger-v1,spectral-v1+trigger-v1",
                     help="feature sets of the weight-space detector (comma-separated; '+' joins sets)")
