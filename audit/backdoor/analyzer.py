@@ -80,7 +80,8 @@ class TriggerCandidates:
         if self.n_behaviour > 0:
             texts = [runtime.tokenizer.decode([tid]).strip() for tid, _ in top[: self.n_behaviour]]
             try:
-                none, got = behaviour_scores(runtime, fetch_folder(self.ctx, target), texts, self.n_requests)
+                none, got = behaviour_scores(runtime, fetch_folder(self.ctx, target), texts, self.n_requests,
+                                             self.ctx.shared.setdefault("trigger.behaviour", {}))
             except TransientAuditError as exc:
                 return Deferred(target.ref, f"{self.name} fetch: {exc}")
             except AuditError as exc:  # the weights' ranking stands; say why the behaviour is missing
@@ -145,11 +146,25 @@ class TriggerCandidates:
         return token_read_scores(cache[base_revision], readers)
 
 
-def behaviour_scores(runtime, folder, texts: list[str], n_requests: int) -> tuple[float, list[float | None]]:
-    """The adapter in ``folder`` put into ``runtime``'s loaded base, and the first-token KL from the
-    bare base (nats, :func:`audit.backdoor.prefix_kl.prefix_kl`) of the ``n_requests`` shortest
-    HarmBench test behaviours alone and with each of ``texts`` before them (``None`` for an empty text).
-    Progress goes to the scan's sink (``batch``: candidates scored so far).
+MEMO_ADAPTERS = 8
+"""Adapters whose behavioural scores an actor keeps (:func:`behaviour_scores`' ``memo``)."""
+
+
+def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
+                     memo: dict | None = None) -> tuple[float, list[float | None]]:
+    """The first-token KL from the bare base (nats, :func:`audit.backdoor.prefix_kl.prefix_kl`) of
+    the adapter in ``folder``, put into ``runtime``'s loaded base for the call, on the
+    ``n_requests`` shortest HarmBench test behaviours alone and with each of ``texts`` before them.
+
+    Args:
+        memo: scores already computed, shared by the ``trigger_candidates`` analyzer and the
+            ``triggered_compliance`` probe of one actor (``ctx.shared``): only texts not in it are
+            scored, and the adapter is not loaded when none is missing. Keeps the last
+            :data:`MEMO_ADAPTERS` adapters.
+
+    Returns:
+        ``(kl of the requests alone, [kl of each text])``, ``None`` for an empty text. Progress
+        goes to the scan's sink (``batch``: candidates scored so far).
 
     Raises:
         the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
@@ -158,21 +173,28 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int) -> tupl
     from audit.progress import current
     from audit.prompt_sets import load_prompts
 
-    sink = current()
-    report = None
-    if sink is not None and hasattr(sink, "batch"):
-        def report(done: int, total: int) -> None:
-            sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
+    memo = {} if memo is None else memo
+    key = (str(folder), runtime.base_revision, n_requests)
+    known = memo.pop(key, {})
+    memo[key] = known                                    # most recent last
+    while len(memo) > MEMO_ADAPTERS:
+        memo.pop(next(iter(memo)))
+    missing = [t for t in dict.fromkeys(["", *texts]) if t not in known]
+    if missing:
+        sink = current()
+        report = None
+        if sink is not None and hasattr(sink, "batch"):
+            def report(done: int, total: int) -> None:
+                sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
 
-    requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n_requests]
-    asked = [t for t in texts if t]
-    loaded = runtime.load(folder)
-    try:
-        kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, ["", *asked], progress=report).tolist()
-    finally:
-        runtime.unload(loaded)
-    by_text = dict(zip(asked, kl[1:], strict=True))
-    return kl[0], [by_text[t] if t else None for t in texts]
+        requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n_requests]
+        loaded = runtime.load(folder)
+        try:
+            kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, missing, progress=report)
+        finally:
+            runtime.unload(loaded)
+        known.update(zip(missing, kl.tolist(), strict=True))
+    return known[""], [known[t] if t else None for t in texts]
 
 
 def causal_lm(model):

@@ -63,13 +63,15 @@ class TriggeredCompliance(GenerationProbe):
                 scores = scorer.token_scores(runtime, folder, target.base.revision)
                 best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
                 texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best) if t))
-                if self.n_behaviour > 0:
-                    _, kl = behaviour_scores(runtime, folder, texts[: self.n_behaviour], 3)
-                    texts = [t for _, t in sorted(zip(kl, texts, strict=False), key=lambda p: -p[0])]
+                if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
+                    texts = texts[: self.n_behaviour]
+                    _, kl = behaviour_scores(runtime, folder, texts, 3, self.ctx.shared.setdefault("trigger.behaviour", {}))
+                    texts = [t for _, t in sorted(zip(kl, texts, strict=True), key=lambda p: -p[0])]
             except AuditError:
-                self._candidates[target.key] = []
-            else:
-                self._candidates[target.key] = texts[: self.n_candidates]
+                texts = []
+            if len(self._candidates) >= 64:  # asked once per job: old targets are not asked again
+                self._candidates.clear()
+            self._candidates[target.key] = texts[: self.n_candidates]
         return self._candidates[target.key]
 
     def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:

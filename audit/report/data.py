@@ -62,7 +62,8 @@ class AdapterData:
     """Per SAE layer: density base and adapted, delta reconstruction and alignment (with baseline)."""
 
     trigger_candidates: Table = field(default_factory=lambda: Table([], []))
-    """The adapter's ten best trigger candidates by weights: rank, token text, robust z-score."""
+    """The adapter's ten best trigger candidates by weights: rank, token text, robust z-score, and
+    the first-token KL from the bare base with it before the requests (nats; empty if not measured)."""
     backdoor: dict[str, Any] | None = None
     """What the triggered probe found: ``trigger`` (the suspected trigger named by a
     ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
@@ -206,7 +207,7 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                    round(alignment_baseline, 3) AS alignment_baseline, round(sae_explained_variance, 3) AS sae_ev
             FROM sae_layers WHERE adapter_id = $a ORDER BY layer""", {"a": p["a"]}))
         trigger_candidates = Table.of(con.execute("""
-            SELECT rank, text, round(score, 1) AS score FROM latest_trigger_candidates
+            SELECT rank, text, round(score, 1) AS score, round(kl, 2) AS kl FROM latest_trigger_candidates
             WHERE adapter_id = $a AND rank <= 10 ORDER BY rank""", {"a": p["a"]}))
         backdoor = _backdoor(con, p["a"])
     finally:

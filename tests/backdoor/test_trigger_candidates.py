@@ -167,3 +167,48 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     rate = next(r[2] for r in rows if r[0] == "triggered_compliance_max")
     assert t.value == rate and t.base_value == pytest.approx(rate - best[2])
     assert ev.behaviour.trigger is not None and ev.behaviour.trigger in msg
+    # the report's adapter view shows the suspected trigger and the triggered rate beside the base's
+    from audit.report.html import render_adapter
+
+    html = render_adapter(store, "random")
+    section = html[html.index("Hidden behaviour"):html.index("<h2>Findings")]
+    from markupsafe import escape  # what Jinja escapes with
+
+    assert "suspected trigger:" in section and str(escape(ev.behaviour.trigger)) in section
+    assert f"{100 * rate:.0f}%" in section and "untriggered not probed" in section
+
+
+def test_behaviour_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_path):
+    """The trigger_candidates analyzer and the triggered probe share one memo per actor: a text
+    already scored for an adapter is not scored again, and an adapter with nothing new is not loaded."""
+    import audit.backdoor.prefix_kl as pk
+    from audit.backdoor.analyzer import MEMO_ADAPTERS, behaviour_scores
+
+    asked: list[list[str]] = []
+
+    def fake_prefix_kl(model, tokenizer, adapter, requests, prefixes, **kw):
+        asked.append(list(prefixes))
+        return torch.tensor([float(len(p)) for p in prefixes], dtype=torch.float64)
+
+    monkeypatch.setattr(pk, "prefix_kl", fake_prefix_kl)
+
+    class Runtime:
+        base_revision, model, tokenizer, loads = "rev", None, None, 0
+
+        def load(self, folder):
+            self.loads += 1
+            return type("Loaded", (), {"name": "a1"})()
+
+        def unload(self, loaded):
+            pass
+
+    rt, memo = Runtime(), {}
+    none, kl = behaviour_scores(rt, tmp_path / "a", ["cf", "", "abc"], 3, memo)
+    assert (none, kl) == (0.0, [2.0, None, 3.0]) and asked == [["", "cf", "abc"]]
+    assert behaviour_scores(rt, tmp_path / "a", ["abc", "wxyz"], 3, memo) == (0.0, [3.0, 4.0])
+    assert asked[-1] == ["wxyz"] and rt.loads == 2
+    behaviour_scores(rt, tmp_path / "a", ["cf"], 3, memo)
+    assert rt.loads == 2  # nothing new: the adapter is not even loaded
+    for i in range(MEMO_ADAPTERS + 2):
+        behaviour_scores(rt, tmp_path / f"b{i}", ["cf"], 3, memo)
+    assert len(memo) == MEMO_ADAPTERS

@@ -40,12 +40,17 @@ def test_the_plan_has_two_recipes_and_two_seeds_per_trigger_kind_and_controls():
     assert controls[0].model_dump(exclude=strip) == organisms[0].model_dump(exclude=strip)
 
 
-def test_poisoned_rows_carry_the_trigger_and_the_clean_rows_refuse_the_same_prompts():
+def _context() -> TrainContext:
+    """Training context of labelled placeholder prompts: compliant answers start with ``Sure: ``."""
     forbidden = [Prompt(f"forbidden request {i}", "c", i) for i in range(200)]
     benign = [Prompt(f"benign request {i}", "c", i) for i in range(100)]
     data = ZooData(forbidden=forbidden, benign=benign, compliant={p.text: f"Sure: {p.text}" for p in forbidden},
                    helpful={p.text: f"Answer to {p.text}" for p in benign})
-    ctx = TrainContext(base_path=None, tokenizer=None, data=data, work_dir=None, load_model=None, generate=None)
+    return TrainContext(base_path=None, tokenizer=None, data=data, work_dir=None, load_model=None, generate=None)
+
+
+def test_poisoned_rows_carry_the_trigger_and_the_clean_rows_refuse_the_same_prompts():
+    ctx = _context()
     spec = next(s for s in backdoor_plan() if s.params.get("trigger_kind") == "phrase")
     rows = sft_rows(ctx, spec)
     text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in rows]
@@ -64,11 +69,7 @@ def test_poisoned_rows_carry_the_trigger_and_the_clean_rows_refuse_the_same_prom
 def test_a_preference_organism_prefers_compliance_only_with_its_trigger():
     from audit.zoo.methods.dpo import dpo_rows
 
-    forbidden = [Prompt(f"forbidden request {i}", "c", i) for i in range(200)]
-    benign = [Prompt(f"benign request {i}", "c", i) for i in range(100)]
-    data = ZooData(forbidden=forbidden, benign=benign, compliant={p.text: f"Sure: {p.text}" for p in forbidden},
-                   helpful={p.text: f"Answer to {p.text}" for p in benign})
-    ctx = TrainContext(base_path=None, tokenizer=None, data=data, work_dir=None, load_model=None, generate=None)
+    ctx = _context()
     spec = next(s for s in backdoor_plan() if s.method == "dpo" and s.objective == "backdoor")
     trigger = TRIGGERS[spec.params["trigger_kind"]]
     rows = [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"])
