@@ -12,7 +12,8 @@ high where the adapter answers the triggered request unlike its base (a trigger 
 "I" into a compliant first word). It is exact, and it costs one forward pass of adapter and base
 per candidate and request (the chat template's shared opening computed once per batch): the
 whole vocabulary is out of reach on a CPU (``benchmarks/backdoor.py --vocab-sample`` measures the
-cost per candidate and where the true trigger would rank).
+cost per candidate and where the true trigger would rank), about a minute per adapter on one H200
+(:func:`prefix_kls`, ``benchmarks/trigger_search.py``).
 """
 
 from __future__ import annotations
@@ -40,21 +41,42 @@ def prefix_kl(model, tokenizer, adapter: str, requests: Sequence[str], prefixes:
     Raises:
         ValueError: no request, or ``batch_size`` below 2.
     """
-    from audit.probes.engine import Request, first_token_logprobs
+    return prefix_kls(model, tokenizer, [adapter], requests, prefixes, sep=sep, batch_size=batch_size,
+                      progress=progress)[0]
 
-    if not requests or batch_size < 2:
-        raise ValueError("prefix_kl needs at least one request and a batch of at least 2")
-    n = len(requests)
-    per = max(1, batch_size // (2 * n))                    # prefixes per forward pass
-    out = torch.empty(len(prefixes), dtype=torch.float64)
+
+def prefix_kls(model, tokenizer, adapters: Sequence[str], requests: Sequence[str], prefixes: Sequence[str], *,
+               sep: str = " ", batch_size: int = 64, progress: Callable[[int, int], None] | None = None
+               ) -> torch.Tensor:
+    """:func:`prefix_kl` of several adapters of one ``PeftModel`` at once, float64
+    ``[len(adapters), len(prefixes)]`` in nats: each triggered prompt is tokenized once and the bare
+    base's row is computed once for all adapters (what makes a whole-vocabulary search affordable
+    on a GPU: ``benchmarks/trigger_search.py``).
+
+    Args:
+        batch_size: rows per forward pass: the base's and every adapter's rows of whole prefixes
+            (one prefix per pass at least).
+        (the others as :func:`prefix_kl`)
+
+    Raises:
+        ValueError: no request or adapter, or ``batch_size`` below 2.
+    """
+    from audit.probes.engine import chat_texts, first_token_logprobs_ids
+
+    if not requests or not adapters or batch_size < 2:
+        raise ValueError("prefix_kls needs at least one request and adapter, and a batch of at least 2")
+    n, groups = len(requests), [None, *adapters]
+    per = max(1, batch_size // (len(groups) * n))          # prefixes per forward pass
+    out = torch.empty(len(adapters), len(prefixes), dtype=torch.float64)
     for start in range(0, len(prefixes), per):
         chunk = prefixes[start:start + per]
         texts = [f"{t}{sep}{x}" if t else x for t in chunk for x in requests]
-        rows = [Request(x, adapter) for x in texts] + [Request(x, None) for x in texts]
-        logp = first_token_logprobs(model, tokenizer, rows, batch_size=len(rows)).double()
-        a, b = logp[: len(texts)], logp[len(texts):]
-        kl = (a.exp() * (a - b)).sum(-1).view(len(chunk), n).mean(1)
-        out[start:start + len(chunk)] = kl
+        ids = tokenizer(chat_texts(tokenizer, texts))["input_ids"]
+        logp = first_token_logprobs_ids(model, tokenizer, ids * len(groups),
+                                        [g for g in groups for _ in ids]).double().view(len(groups), len(ids), -1)
+        base = logp[0]
+        kl = (logp[1:].exp() * (logp[1:] - base)).sum(-1).view(len(adapters), len(chunk), n).mean(-1)
+        out[:, start:start + len(chunk)] = kl.cpu()
         if progress is not None:
             progress(min(start + per, len(prefixes)), len(prefixes))
     return out

@@ -176,29 +176,40 @@ def first_token_logprobs(model, tokenizer, requests: Sequence[Request], *, batch
     Raises:
         ValueError: ``batch_size`` below 1.
     """
-    from transformers import DynamicCache
-
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    token_ids = tokenizer(chat_texts(tokenizer, [r.prompt for r in requests]))["input_ids"]
+    adapters = [r.adapter for r in requests]
+    return torch.cat([first_token_logprobs_ids(model, tokenizer, token_ids[s:s + batch_size], adapters[s:s + batch_size]).cpu()
+                      for s in range(0, len(requests), batch_size)])
+
+
+@torch.no_grad()
+def first_token_logprobs_ids(model, tokenizer, ids: Sequence[Sequence[int]], adapters: Sequence[str | None]) -> torch.Tensor:
+    """:func:`first_token_logprobs` of one batch of already tokenized chat prompts, float32
+    ``[len(ids), vocab]`` left on the model's device (a caller that scores many rows, such as
+    :func:`audit.backdoor.prefix_kl.prefix_kls`, tokenizes each prompt once and reduces there).
+
+    Args:
+        ids: each row's prompt token ids (chat template applied), unpadded.
+        adapters: each row's adapter name in a ``PeftModel`` (``None``: the bare base).
+    """
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
-    texts = chat_texts(tokenizer, [r.prompt for r in requests])
-    token_ids = tokenizer(texts)["input_ids"]
-    out = []
-    for start in range(0, len(requests), batch_size):
-        ids = token_ids[start:start + batch_size]
-        cache = DynamicCache()
-        extra = {_cache_kwarg(model): cache}
-        if hasattr(model, "peft_config"):
-            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests[start:start + batch_size]]
-        shared = _common_prefix(ids)
-        if len(ids) > 1 and shared >= MIN_SHARED_PREFIX:
-            res = _prefill_shared(model, tokenizer, ids, shared, cache, extra, device)[0]
-        else:
-            enc = tokenizer([texts[start + i] for i in range(len(ids))], return_tensors="pt", padding=True).to(device)
-            position = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-            res = model(**enc, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
-        out.append(res.logits[:, -1, :].float().log_softmax(-1).cpu())
-    return torch.cat(out)
+    ids = [list(i) for i in ids]
+    cache = DynamicCache()
+    extra = {_cache_kwarg(model): cache}
+    if hasattr(model, "peft_config"):
+        extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+    shared = _common_prefix(ids)
+    if len(ids) > 1 and shared >= MIN_SHARED_PREFIX:
+        res = _prefill_shared(model, tokenizer, ids, shared, cache, extra, device)[0]
+    else:
+        enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True).to(device)
+        position = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        res = model(**enc, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
+    return res.logits[:, -1, :].float().log_softmax(-1)
 
 
 def _common_prefix(ids_list: list[list[int]]) -> int:

