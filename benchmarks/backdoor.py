@@ -39,9 +39,13 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    behaviours; where the best piece would rank in an exhaustive single-token search of the
    vocabulary (1 + V × the share of random tokens scoring at least as high, with its Clopper-Pearson
    interval from ``scipy.stats``), and what that search would cost per adapter at the measured
-   seconds per candidate.
+   seconds per candidate (the whole search runs on a GPU: ``benchmarks/trigger_search.py``);
+9. with ``--heldout DIR``, the detector of ``--heldout-features`` fitted once on every adapter
+   not scanned from DIR and applied to those that were (e.g. ``lora-audit zoo build --size
+   backdoor-heldout``): P(backdoor) of each, how many organisms and healthy builds it flags.
 
-Usage: python benchmarks/backdoor.py --store DIR --zoo BACKDOOR_ZOO [--zoo OTHER_ZOO ...] [--json FILE]
+Usage: python benchmarks/backdoor.py --store DIR --zoo BACKDOOR_ZOO [--zoo OTHER_ZOO ...]
+       [--heldout HELDOUT_ZOO] [--json FILE]
 """
 
 from __future__ import annotations
@@ -98,6 +102,11 @@ def main() -> None:
                     help="what the scan of --zoo runs (comma-separated)")
     ap.add_argument("--features", default="spectral-v1,directional-v1,trigger-v1,spectral-v1+trigger-v1",
                     help="feature sets of the weight-space detector (comma-separated; '+' joins sets)")
+    ap.add_argument("--heldout", type=Path, action="append", default=[],
+                    help="a zoo folder whose scanned adapters the detector never trains on: fit on every other "
+                         "adapter, then score these (part 9; repeatable)")
+    ap.add_argument("--heldout-features", default="directional-v1+trigger-v1",
+                    help="the one feature set the --heldout check fits (chosen before seeing the held-out zoo)")
     ap.add_argument("--vocab-sample", type=int, default=0,
                     help="also measure the behavioural search's bound on this many random tokens (part 8; 0: skip)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -177,6 +186,8 @@ def main() -> None:
         print(f"  {fs:<24} AUC {r['auc']:.3f} [{_f(ci[0])}-{_f(ci[1])}] against {r['n_negatives']} healthy; against the "
               f"{r['n_controls']} healthy of the backdoor zoo {_f(ctrl)}; healthy FPR@0.5 {r['fpr']:.2f}, organisms "
               f"flagged {r['tpr']:.2f} ({r['n_organisms']} organisms, {r['n_left_out']} adapters without the features)")
+    if args.heldout:
+        out["heldout"] = heldout_check(con, args.heldout_features, args.heldout)
     out["rank1"] = rank1(con, labels)
     if args.vocab_sample:
         out["search_bound"] = search_bound(con, orgs, base, args.vocab_sample)
@@ -229,6 +240,52 @@ def leave_one_trigger_kind_out(con, feature_set: str, seed: int = 0) -> dict:
             "fpr": float((p[y == 0] >= 0.5).mean()), "tpr": float((p[y == 1] >= 0.5).mean()),
             "held_out": [{"adapter_id": lab.adapter_id, "group": lab.group, "backdoor": bool(t), "p": float(q)}
                          for lab, t, q in zip(labs, y, p, strict=True)]}
+
+
+def heldout_check(con, feature_set: str, folders: list[Path], seed: int = 0) -> dict:
+    """Part 9 of the module docstring: the detector fitted once on every labelled adapter outside
+    ``folders`` (organisms against healthy, as in part 5) scores the adapters scanned from them,
+    including the builds that do not count (leaking or unlocked by nothing), which are shown but
+    not counted."""
+    from audit.classify.labels import get_label_source
+    from audit.classify.metrics import auc, auc_interval
+    from audit.classify.models import drift_proba, fit_drift
+    from audit.classify.recalibrate import method_data
+
+    places = {f"local:{Path(f).resolve()}" for f in folders} | {f"local:{f}" for f in folders}
+    held_ids = {a for a, reg in con.execute("SELECT adapter_id, registry FROM latest_adapters").fetchall()
+                if reg in places}
+    if not held_ids:
+        print(f"\nheld-out check: no adapter in the store was scanned from {', '.join(map(str, folders))}")
+        return {"why": "no held-out adapter in the store"}
+    every = get_label_source("card").labels(con)
+    train_labs = [lab for lab in every if lab.adapter_id not in held_ids and (lab.objective == "backdoor" or not lab.drifted)]
+    train = method_data(con, train_labs, feature_set)
+    y_train = np.array([lab.objective == "backdoor" for lab in train.labels], dtype=int)
+    model = fit_drift(train.X, y_train, seed)
+    test = method_data(con, [lab for lab in every if lab.adapter_id in held_ids], feature_set)
+    p = drift_proba(model, test.X, len(y_train))
+    repo = dict(con.execute("SELECT adapter_id, repo_id FROM latest_adapters").fetchall())
+    rows = []
+    print(f"\nheld-out check ({test.feature_set}, fitted once on {int(y_train.sum())} organisms and "
+          f"{int((y_train == 0).sum())} healthy adapters outside the held-out zoo):")
+    for lab, q in sorted(zip(test.labels, p, strict=True), key=lambda r: repo[r[0].adapter_id]):
+        kind = "organism" if lab.objective == "backdoor" else "healthy" if not lab.drifted else f"drifted ({lab.objective})"
+        rows.append({"repo_id": repo[lab.adapter_id], "label": kind, "p": float(q)})
+        print(f"  {repo[lab.adapter_id]:<34} {kind:<30} P(backdoor) {q:.3f}")
+    y = np.array([r["label"] == "organism" for r in rows], dtype=int)
+    q = np.array([r["p"] for r in rows])
+    keep = np.array([r["label"] in ("organism", "healthy") for r in rows])
+    res = {"feature_set": test.feature_set, "adapters": rows, "n_organisms": int(y[keep].sum()),
+           "n_healthy": int((keep & (y == 0)).sum()), "n_left_out": test.n_without,
+           "fpr": float((q[keep & (y == 0)] >= 0.5).mean()) if (keep & (y == 0)).any() else None,
+           "tpr": float((q[y == 1] >= 0.5).mean()) if y.any() else None}
+    if 0 < y[keep].sum() < keep.sum():
+        res["auc"] = auc(y[keep], q[keep])
+        res["auc_ci"] = list(auc_interval(y[keep], q[keep]))
+    print(f"  organisms flagged (P >= 0.5) {res['tpr']}, healthy flagged {res['fpr']}, AUC {_f(res.get('auc'))} "
+          f"({res['n_organisms']} organisms, {res['n_healthy']} healthy; drifted builds shown, not counted)")
+    return res
 
 
 def rank1(con, labels: dict) -> dict:
