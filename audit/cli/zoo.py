@@ -31,7 +31,7 @@ def build(
                                            "seeds and one DPO, low-poison or attention-only variant; 5 benign "
                                            "controls; each measured with and without its trigger: about 2 hours "
                                            "on 2 cores), or backdoor-heldout (seed 2 of each trigger kind's main recipe and "
-                                           "2 more controls, never in backdoor: about 35 minutes).")] = "tiny",
+                                           "2 more controls, never in backdoor: about 25 minutes).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

@@ -52,7 +52,7 @@ def backdoor_plan(kinds: tuple[str, ...] = tuple(TRIGGERS), controls: int = 5, s
 def heldout_plan() -> list[AdapterSpec]:
     """The ``backdoor-heldout`` zoo: fresh seeds of the main recipe (seed 2 of each trigger kind)
     and two more controls (seeds 5, 6), never part of the ``backdoor`` zoo, so that a detector
-    chosen on that zoo can be checked on adapters it has never seen (about 35 minutes on 2 cores)."""
+    chosen on that zoo can be checked on adapters it has never seen (25 minutes on 2 cores, measured)."""
     return backdoor_plan(seeds=1, variants=False, first_seed=2, controls=2, first_control=5)
 
 
