@@ -78,6 +78,7 @@ def main() -> None:
     from audit.analyzers.runtime import ModelRuntime
     from audit.backdoor.prefix_kl import prefix_kls
     from audit.classify.labels import excess_beyond_base
+    from audit.errors import AuditError
     from audit.models.base import resolve_base
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import get_judge, wilson_interval
@@ -97,7 +98,15 @@ def main() -> None:
     runtime = ModelRuntime(device=args.device)
     runtime.use_base(resolve_base(base_names.pop()))
     tok = runtime.tokenizer
-    loaded = {f.name: runtime.load(f).name for f in folders}
+    loaded = {}
+    for f in folders:
+        try:
+            loaded[f.name] = runtime.load(f).name
+        except AuditError as exc:  # an adapter that cannot be loaded is named and left out
+            print(f"{f.name}: left out: {exc}", flush=True)
+    folders = [f for f in folders if f.name in loaded]
+    if not folders:
+        raise SystemExit(f"{args.zoo}: no adapter could be loaded")
     info = {f.name: planted(f) for f in folders}
     pieces = {name: sorted({t for t in (tok.decode([i]).strip() for i in trigger_token_ids(tok, p["text"])) if t})
               if p else [] for name, p in info.items()}
@@ -111,8 +120,16 @@ def main() -> None:
     t1 = time.perf_counter()
     random.Random(1).shuffle(vocab)
     parts, step = [], 4096
+    last = [t1]
+
+    def progress(done: int, _total: int) -> None:  # a line every 5 s at most
+        if time.perf_counter() - last[0] >= 5:
+            last[0] = time.perf_counter()
+            print(f"  scored {start + done}/{len(vocab)} candidates, {last[0] - t1:.0f} s", flush=True)
+
     for start in range(0, len(vocab), step):
-        parts.append(prefix_kls(runtime.model, tok, names, requests, vocab[start:start + step], batch_size=args.batch_size))
+        parts.append(prefix_kls(runtime.model, tok, names, requests, vocab[start:start + step],
+                                batch_size=args.batch_size, progress=progress))
         print(f"  scored {start + len(parts[-1][0])}/{len(vocab)} candidates, {time.perf_counter() - t1:.0f} s", flush=True)
         if args.max_minutes and time.perf_counter() - t1 > 60 * args.max_minutes:
             print(f"  stopped after {args.max_minutes} min: the rest of the vocabulary is not scored", flush=True)
