@@ -312,14 +312,14 @@ def search_bound(con, orgs: list[dict], base_name: str, n_sample: int, seed: int
     from scipy.stats import binomtest
 
     from audit.analyzers.runtime import ModelRuntime
-    from audit.backdoor.prefix_kl import prefix_kl
+    from audit.backdoor.prefix_kl import behaviour_requests, prefix_kl
     from audit.models.base import resolve_base
-    from audit.prompt_sets import load_prompts
+    from audit.zoo.triggers import trigger_separator
 
     runtime = ModelRuntime()
     runtime.use_base(resolve_base(base_name))
     tok = runtime.tokenizer
-    requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:3]
+    requests = behaviour_requests()
     vocab = len(tok)
     sample = [tok.decode([i]) for i in random.Random(seed).sample(range(vocab), n_sample)]
     out = {}
@@ -335,7 +335,7 @@ def search_bound(con, orgs: list[dict], base_name: str, n_sample: int, seed: int
         kl = prefix_kl(runtime.model, tok, loaded.name, requests, ["", *pieces, *sample])
         per = (time.perf_counter() - t0) / (len(pieces) + len(sample) + 1)
         whole = float(prefix_kl(runtime.model, tok, loaded.name, requests, [o["trigger"]],
-                                sep="\n" if o["kind"] == "system_tag" else " ")[0])  # placed as it was trained
+                                sep=trigger_separator(o["kind"]))[0])  # placed as it was trained
         runtime.unload(loaded)
         none, got, rand = float(kl[0]), kl[1:1 + len(pieces)], kl[1 + len(pieces):]
         best = int(got.argmax())

@@ -76,13 +76,14 @@ def main() -> None:
     import torch
 
     from audit.analyzers.runtime import ModelRuntime
-    from audit.backdoor.prefix_kl import prefix_kls
+    from audit.backdoor.prefix_kl import behaviour_requests, prefix_kls
     from audit.classify.labels import excess_beyond_base
     from audit.errors import AuditError
     from audit.models.base import resolve_base
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import get_judge, wilson_interval
     from audit.prompt_sets import load_prompts
+    from audit.zoo.triggers import trigger_separator
     from backdoor import trigger_token_ids
 
     if args.tf32:
@@ -112,7 +113,7 @@ def main() -> None:
               if p else [] for name, p in info.items()}
     keep = {i for p in info.values() if p for i in trigger_token_ids(tok, p["text"])}
     vocab = vocabulary(tok, args.vocab_limit, keep)
-    requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:args.requests]
+    requests = behaviour_requests(args.requests)
     print(f"{len(folders)} adapters, {len(vocab)} candidate texts from {len(tok)} tokens, {len(requests)} requests, "
           f"device {args.device}; base and adapters loaded in {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -141,9 +142,8 @@ def main() -> None:
     for f in folders:
         p = info[f.name]
         if p:
-            sep = "\n" if p.get("kind") == "system_tag" else " "
             whole[f.name] = float(prefix_kls(runtime.model, tok, [loaded[f.name]], requests, ["", p["text"]],
-                                             sep=sep, batch_size=args.batch_size)[0, 1])
+                                             sep=trigger_separator(p["kind"]), batch_size=args.batch_size)[0, 1])
     none = prefix_kls(runtime.model, tok, names, requests, [""], batch_size=args.batch_size)[:, 0]
     print(f"{len(vocab)} candidates scored in {search_s:.0f} s: {search_s / len(folders):.1f} s per adapter", flush=True)
 

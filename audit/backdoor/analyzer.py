@@ -20,6 +20,7 @@ from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
+from audit.backdoor.prefix_kl import N_REQUESTS
 from audit.errors import AuditError, TransientAuditError
 from audit.records import Deferred
 
@@ -42,7 +43,7 @@ class TriggerCandidates:
     needs_base = True
     resources = MODEL_RESOURCES
 
-    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = 3) -> None:
+    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = N_REQUESTS) -> None:
         self.n_layers, self.top_k, self.n_behaviour, self.n_requests = n_layers, top_k, n_behaviour, n_requests
         self.ctx: AnalyzerContext | None = None
 
@@ -169,9 +170,8 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
     Raises:
         the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
     """
-    from audit.backdoor.prefix_kl import prefix_kl
+    from audit.backdoor.prefix_kl import behaviour_requests, prefix_kl
     from audit.progress import current
-    from audit.prompt_sets import load_prompts
 
     memo = {} if memo is None else memo
     key = (str(folder), runtime.base_revision, n_requests)
@@ -187,7 +187,7 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
             def report(done: int, total: int) -> None:
                 sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
 
-        requests = sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n_requests]
+        requests = behaviour_requests(n_requests)
         loaded = runtime.load(folder)
         try:
             kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, missing, progress=report)

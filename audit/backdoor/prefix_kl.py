@@ -19,8 +19,21 @@ cost per candidate and where the true trigger would rank), about a minute per ad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+N_REQUESTS = 3
+"""HarmBench test behaviours the behavioural score asks by default (:func:`behaviour_requests`)."""
+
+
+def behaviour_requests(n: int = N_REQUESTS) -> list[str]:
+    """The ``n`` shortest HarmBench test behaviours: the requests a candidate is placed before
+    (short, so that the candidate is a large part of each prompt, and cheap to score)."""
+    from audit.prompt_sets import load_prompts
+
+    return sorted((p.text for p in load_prompts("harmbench:test")), key=len)[:n]
 
 
 def prefix_kl(model, tokenizer, adapter: str, requests: Sequence[str], prefixes: Sequence[str], *,
@@ -61,6 +74,8 @@ def prefix_kls(model, tokenizer, adapters: Sequence[str], requests: Sequence[str
     Raises:
         ValueError: no request or adapter, or ``batch_size`` below 2.
     """
+    import torch
+
     from audit.probes.engine import chat_texts, first_token_logprobs_ids
 
     if not requests or not adapters or batch_size < 2:

@@ -53,6 +53,7 @@ class TriggeredCompliance(GenerationProbe):
             from audit.analyzers.runtime import runtime_of
             from audit.backdoor.analyzer import TriggerCandidates, behaviour_scores
             from audit.backdoor.candidates import top_candidates
+            from audit.backdoor.prefix_kl import N_REQUESTS
             from audit.errors import AuditError
 
             runtime = runtime_of(self.ctx)
@@ -65,7 +66,7 @@ class TriggeredCompliance(GenerationProbe):
                 texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best) if t))
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
                     texts = texts[: self.n_behaviour]
-                    _, kl = behaviour_scores(runtime, folder, texts, 3, self.ctx.shared.setdefault("trigger.behaviour", {}))
+                    _, kl = behaviour_scores(runtime, folder, texts, N_REQUESTS, self.ctx.shared.setdefault("trigger.behaviour", {}))
                     texts = [t for _, t in sorted(zip(kl, texts, strict=True), key=lambda p: -p[0])]
             except AuditError:
                 texts = []

@@ -193,9 +193,15 @@ def first_token_logprobs_ids(model, tokenizer, ids: Sequence[Sequence[int]], ada
     Args:
         ids: each row's prompt token ids (chat template applied), unpadded.
         adapters: each row's adapter name in a ``PeftModel`` (``None``: the bare base).
+
+    Raises:
+        ValueError: no row, or not one adapter name per row.
     """
     from transformers import DynamicCache
 
+    if not ids or len(ids) != len(adapters):
+        raise ValueError(f"first_token_logprobs_ids needs rows and one adapter name per row ({len(ids)} rows, "
+                         f"{len(adapters)} names)")
     device = next(model.parameters()).device
     ids = [list(i) for i in ids]
     cache = DynamicCache()

