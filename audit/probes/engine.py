@@ -197,25 +197,49 @@ def first_token_logprobs_ids(model, tokenizer, ids: Sequence[Sequence[int]], ada
     Raises:
         ValueError: no row, or not one adapter name per row.
     """
+    return _last_token_pass(model, tokenizer, ids, adapters, "first_token_logprobs_ids").logits[:, -1, :].float().log_softmax(-1)
+
+
+@torch.no_grad()
+def last_token_states_ids(model, tokenizer, ids: Sequence[Sequence[int]], adapters: Sequence[str | None]) -> torch.Tensor:
+    """The residual stream after every decoder layer at each row's last prompt token (the opened
+    assistant turn), float32 ``[len(ids), n_layers, d_model]`` left on the model's device
+    (``hidden_states[l + 1]`` of transformers' output for layer ``l``, as
+    :func:`audit.probes.references.all_layer_last_token`; one forward pass, the chat template's
+    common prefix computed once per adapter).
+
+    Args:
+        ids: each row's prompt token ids (chat template applied), unpadded.
+        adapters: each row's adapter name in a ``PeftModel`` (``None``: the bare base).
+
+    Raises:
+        ValueError: no row, or not one adapter name per row.
+    """
+    out = _last_token_pass(model, tokenizer, ids, adapters, "last_token_states_ids", output_hidden_states=True)
+    return torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1).float()
+
+
+def _last_token_pass(model, tokenizer, ids: Sequence[Sequence[int]], adapters: Sequence[str | None], caller: str,
+                     **kwargs):
+    """One forward pass over left-padded rows (logits of the last position only), the common
+    prefix computed once per adapter when it is long enough; ``kwargs`` go to the model."""
     from transformers import DynamicCache
 
     if not ids or len(ids) != len(adapters):
-        raise ValueError(f"first_token_logprobs_ids needs rows and one adapter name per row ({len(ids)} rows, "
+        raise ValueError(f"{caller} needs rows and one adapter name per row ({len(ids)} rows, "
                          f"{len(adapters)} names)")
     device = next(model.parameters()).device
     ids = [list(i) for i in ids]
     cache = DynamicCache()
-    extra = {_cache_kwarg(model): cache}
+    extra = {_cache_kwarg(model): cache, **kwargs}
     if hasattr(model, "peft_config"):
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
     shared = _common_prefix(ids)
     if len(ids) > 1 and shared >= MIN_SHARED_PREFIX:
-        res = _prefill_shared(model, tokenizer, ids, shared, cache, extra, device)[0]
-    else:
-        enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True).to(device)
-        position = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        res = model(**enc, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
-    return res.logits[:, -1, :].float().log_softmax(-1)
+        return _prefill_shared(model, tokenizer, ids, shared, cache, extra, device)[0]
+    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True).to(device)
+    position = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    return model(**enc, position_ids=position, use_cache=True, logits_to_keep=1, **extra)
 
 
 def _common_prefix(ids_list: list[list[int]]) -> int:
