@@ -4,12 +4,15 @@ proportion (:mod:`audit.backdoor.candidates`), kept per adapter in ``trigger_can
 The ranking needs the base's embeddings and norms only (no forward pass): the base is loaded once
 per actor, the adapter's factors are read with the bounded safetensors reader (never a pickle).
 The best ``n_behaviour`` candidates are then scored by what the adapter does with them
-(:func:`behaviour_scores`: the first answer token's KL from the bare base with the candidate
-before ``n_requests`` HarmBench test behaviours), stored beside the weights' score. Metric rows:
-``trigger_top_score`` (the best candidate's robust z-score), ``trigger_score_gap`` (the best's
-score minus the tenth's), ``trigger_top_kl`` (the largest KL of a candidate) and
-``trigger_kl_no_prefix`` (the KL of the requests alone: the adapter's usual distance from its
-base). On a bare base it records nothing.
+(:func:`shift_scores`: the refusal shift, :mod:`audit.backdoor.refusal_shift`, with the candidate
+before ``n_requests`` HarmBench test behaviours), stored beside the weights' score, and so are
+``n_random`` random vocabulary texts (the same for every adapter: what an arbitrary prefix does to
+this adapter). Metric rows: ``trigger_top_score`` (the best candidate's robust z-score),
+``trigger_score_gap`` (the best's score minus the tenth's), ``trigger_top_shift`` (the most
+negative shift of a candidate), ``refusal_susceptibility`` (the mean shift of the random texts)
+and ``trigger_shift_z`` (the most negative candidate's shift as a robust z-score among the random
+texts' shifts: how far the best candidate stands out from arbitrary prefixes for this adapter).
+On a bare base it records nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from audit.analyzers.base import AnalyzerContext, Target
 from audit.analyzers.results import error_note, fetch_folder, make_unit, unavailable_unit
 from audit.analyzers.runtime import MODEL_RESOURCES, runtime_of
 from audit.backdoor.prefix_kl import N_REQUESTS
+from audit.backdoor.refusal_shift import N_RANDOM
 from audit.errors import AuditError, TransientAuditError
 from audit.records import Deferred
 
@@ -37,14 +41,17 @@ class TriggerCandidates:
         top_k: candidates kept per adapter.
         n_behaviour: how many of the best by weights get the behavioural score (0: none).
         n_requests: HarmBench test behaviours the behavioural score asks (the shortest).
+        n_random: random vocabulary texts scored as the adapter's reference (with ``n_behaviour``).
     """
 
-    name, version = "trigger_candidates", "trigger-candidates-2"
+    name, version = "trigger_candidates", "trigger-candidates-3"
     needs_base = True
     resources = MODEL_RESOURCES
 
-    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = N_REQUESTS) -> None:
+    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = N_REQUESTS,
+                 n_random: int = N_RANDOM) -> None:
         self.n_layers, self.top_k, self.n_behaviour, self.n_requests = n_layers, top_k, n_behaviour, n_requests
+        self.n_random = n_random
         self.ctx: AnalyzerContext | None = None
 
     def setup(self, ctx: AnalyzerContext) -> None:
@@ -76,25 +83,28 @@ class TriggerCandidates:
         top = top_candidates(scores, self.top_k)
         rows = [MetricRow(metric="trigger_top_score", value=top[0][1]),
                 MetricRow(metric="trigger_score_gap", value=top[0][1] - top[min(9, len(top) - 1)][1])]
-        kl: list[float | None] = [None] * len(top)
+        shift: list[float | None] = [None] * len(top)
         notes = []
         if self.n_behaviour > 0:
+            from audit.backdoor.refusal_shift import random_prefixes
+            from audit.probes.references import references_of
+
             texts = [runtime.tokenizer.decode([tid]).strip() for tid, _ in top[: self.n_behaviour]]
+            randoms = random_prefixes(runtime.tokenizer, self.n_random)
             try:
-                none, got = behaviour_scores(runtime, fetch_folder(self.ctx, target), texts, self.n_requests,
-                                             self.ctx.shared.setdefault("trigger.behaviour", {}))
+                unit_refusal = references_of(self.ctx, runtime, target.base).unit_refusal()
+                got = shift_scores(runtime, fetch_folder(self.ctx, target), texts + randoms, self.n_requests,
+                                   unit_refusal, self.ctx.shared.setdefault("trigger.behaviour", {}))
             except TransientAuditError as exc:
                 return Deferred(target.ref, f"{self.name} fetch: {exc}")
             except AuditError as exc:  # the weights' ranking stands; say why the behaviour is missing
                 notes.append(error_note(exc, "warning"))
                 got = []
-            kl[: len(got)] = got
-            measured = [v for v in got if v is not None]
-            if measured:
-                rows += [MetricRow(metric="trigger_top_kl", value=max(measured), n=self.n_requests),
-                         MetricRow(metric="trigger_kl_no_prefix", value=none, n=self.n_requests)]
+            shift[: len(got[: len(texts)])] = got[: len(texts)]
+            rows += refusal_gate_rows([v for v in got[: len(texts)] if v is not None],
+                                      [v for v in got[len(texts):] if v is not None], self.n_requests)
         unit = make_unit(self, target, "ok", probes=rows, notes=notes, seconds=time.perf_counter() - t0)
-        write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer, kl)
+        write_candidate_rows(self.ctx.store, unit, top, runtime.tokenizer, shift)
         return unit
 
     def token_scores(self, runtime, folder, base_revision: str):
@@ -147,30 +157,51 @@ class TriggerCandidates:
         return token_read_scores(cache[base_revision], readers)
 
 
+def refusal_gate_rows(candidates: list[float], randoms: list[float], n_requests: int) -> list[MetricRow]:
+    """``trigger_top_shift``, ``refusal_susceptibility`` and ``trigger_shift_z`` (module docstring)
+    from the candidates' and the random texts' refusal shifts; the robust z-score uses
+    ``scipy.stats.median_abs_deviation`` (normal scale). Rows that cannot be computed are left out."""
+    import numpy as np
+    from scipy.stats import median_abs_deviation
+
+    rows = []
+    if candidates:
+        rows.append(MetricRow(metric="trigger_top_shift", value=min(candidates), n=n_requests))
+    if randoms:
+        rows.append(MetricRow(metric="refusal_susceptibility", value=float(np.mean(randoms)), n=n_requests))
+    spread = float(median_abs_deviation(randoms, scale="normal")) if len(randoms) >= 2 else 0.0
+    if candidates and spread > 0:
+        rows.append(MetricRow(metric="trigger_shift_z", value=(min(candidates) - float(np.median(randoms))) / spread,
+                              n=len(randoms)))
+    return rows
+
+
 MEMO_ADAPTERS = 8
-"""Adapters whose behavioural scores an actor keeps (:func:`behaviour_scores`' ``memo``)."""
+"""Adapters whose behavioural scores an actor keeps (:func:`shift_scores`' ``memo``)."""
 
 
-def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
-                     memo: dict | None = None) -> tuple[float, list[float | None]]:
-    """The first-token KL from the bare base (nats, :func:`audit.backdoor.prefix_kl.prefix_kl`) of
-    the adapter in ``folder``, put into ``runtime``'s loaded base for the call, on the
-    ``n_requests`` shortest HarmBench test behaviours alone and with each of ``texts`` before them.
+def shift_scores(runtime, folder, texts: list[str], n_requests: int, unit_refusal,
+                 memo: dict | None = None) -> list[float | None]:
+    """The refusal shift (:func:`audit.backdoor.refusal_shift.refusal_shifts`) of the adapter in
+    ``folder``, put into ``runtime``'s loaded base for the call, of each of ``texts`` placed before
+    the ``n_requests`` shortest HarmBench test behaviours.
 
     Args:
+        unit_refusal: the base's unit refusal direction per layer ``[n_layers, d_model]``.
         memo: scores already computed, shared by the ``trigger_candidates`` analyzer and the
             ``triggered_compliance`` probe of one actor (``ctx.shared``): only texts not in it are
             scored, and the adapter is not loaded when none is missing. Keeps the last
             :data:`MEMO_ADAPTERS` adapters.
 
     Returns:
-        ``(kl of the requests alone, [kl of each text])``, ``None`` for an empty text. Progress
-        goes to the scan's sink (``batch``: candidates scored so far).
+        The shift of each text, ``None`` for an empty one. Progress goes to the scan's sink
+        (``batch``: texts scored so far).
 
     Raises:
         the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
     """
-    from audit.backdoor.prefix_kl import behaviour_requests, prefix_kl
+    from audit.backdoor.prefix_kl import behaviour_requests
+    from audit.backdoor.refusal_shift import refusal_shifts
     from audit.progress import current
 
     memo = {} if memo is None else memo
@@ -179,7 +210,7 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
     memo[key] = known                                    # most recent last
     while len(memo) > MEMO_ADAPTERS:
         memo.pop(next(iter(memo)))
-    missing = [t for t in dict.fromkeys(["", *texts]) if t not in known]
+    missing = [t for t in dict.fromkeys(texts) if t and t not in known]
     if missing:
         sink = current()
         report = None
@@ -187,14 +218,14 @@ def behaviour_scores(runtime, folder, texts: list[str], n_requests: int,
             def report(done: int, total: int) -> None:
                 sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
 
-        requests = behaviour_requests(n_requests)
         loaded = runtime.load(folder)
         try:
-            kl = prefix_kl(runtime.model, runtime.tokenizer, loaded.name, requests, missing, progress=report)
+            got = refusal_shifts(runtime.model, runtime.tokenizer, [loaded.name], behaviour_requests(n_requests),
+                                 missing, unit_refusal, progress=report)[0]
         finally:
             runtime.unload(loaded)
-        known.update(zip(missing, kl.tolist(), strict=True))
-    return known[""], [known[t] if t else None for t in texts]
+        known.update(zip(missing, got.tolist(), strict=True))
+    return [known[t] if t else None for t in texts]
 
 
 def causal_lm(model):
@@ -204,14 +235,14 @@ def causal_lm(model):
 
 
 def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer,
-                         kl: list[float | None] | None = None) -> None:
+                         shift: list[float | None] | None = None) -> None:
     """The candidates as rows of ``trigger_candidates`` (written before the unit is committed)."""
     from audit.backdoor.table import TriggerCandidateRow
 
-    kl = kl or [None] * len(top)
+    shift = shift or [None] * len(top)
     rows = [TriggerCandidateRow(unit_id=unit.unit_id, adapter_id=unit.adapter_id, repo_id=unit.repo_id,
                                 base_revision=unit.base_revision or "", rank=i, token_id=tid,
                                 token=tokenizer.convert_ids_to_tokens(tid), text=tokenizer.decode([tid]),
-                                score=score, created_at=unit.created_at, kl=k)
-            for i, ((tid, score), k) in enumerate(zip(top, kl, strict=True), start=1)]
+                                score=score, created_at=unit.created_at, refusal_shift=v)
+            for i, ((tid, score), v) in enumerate(zip(top, shift, strict=True), start=1)]
     store.write_rows("trigger_candidates", rows, unit.unit_id, unit.created_at)

@@ -33,6 +33,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+N_RANDOM = 32
+"""Random vocabulary texts a scan scores beside an adapter's candidates (:func:`random_prefixes`)."""
+
+
+def random_prefixes(tokenizer, n: int = N_RANDOM, seed: int = 0) -> list[str]:
+    """``n`` texts drawn with ``seed`` from the tokenizer's vocabulary (each token decoded and
+    stripped, empty ones and repeats left out): the same for every adapter of one base, so that
+    their shifts are the adapter's own reference for what an arbitrary prefix does to it."""
+    import random
+
+    texts = list(dict.fromkeys(t for t in (tokenizer.decode([i]).strip() for i in range(len(tokenizer))) if t))
+    return random.Random(seed).sample(texts, min(n, len(texts)))
+
 
 def middle_layers(n_layers: int) -> list[int]:
     """The middle third of ``n_layers`` decoder layers, 0-based: ``n//3 .. 2n//3`` (10..20 of 30).

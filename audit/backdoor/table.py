@@ -29,7 +29,12 @@ class TriggerCandidateRow(Record):
     created_at: datetime
     kl: float | None = None
     """First-answer-token KL from the bare base with the token's text before a few HarmBench test
-    behaviours, in nats (:mod:`audit.backdoor.prefix_kl`); ``None`` when not measured."""
+    behaviours, in nats (:mod:`audit.backdoor.prefix_kl`); ``None`` when not measured (written by
+    ``trigger-candidates-2``; version 3 writes ``refusal_shift``)."""
+    refusal_shift: float | None = None
+    """The refusal shift with the token's text before a few HarmBench test behaviours
+    (:mod:`audit.backdoor.refusal_shift`; negative: it turns the adapter away from refusal more
+    than its base); ``None`` when not measured."""
 
 
 register_table("trigger_candidates", record_schema(TriggerCandidateRow), "created_date", ("unit_id", "rank"))

@@ -98,11 +98,17 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     assert rows[[r[0] for r in rows].index("reads-sure")][2] == "sure"  # the word it reads, first
     top = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_score'").fetchall())
     assert top["reads-sure"] > top["random"]
-    # each candidate's behavioural score: the first-token KL from the bare base with it before the requests
-    kl = con.execute("SELECT repo_id, text, kl FROM latest_trigger_candidates ORDER BY repo_id, rank").fetchall()
-    assert all(k is not None and k >= 0 for _, t, k in kl if t.strip()) and any(k for _, _, k in kl)
-    top_kl = dict(con.execute("SELECT repo_id, value FROM probes WHERE metric = 'trigger_top_kl'").fetchall())
-    assert top_kl["reads-sure"] == pytest.approx(max(k for r, t, k in kl if r == "reads-sure" and t.strip()))
+    # each candidate's behavioural score: its refusal shift against the bare base before the requests
+    shift = con.execute("SELECT repo_id, text, refusal_shift FROM latest_trigger_candidates ORDER BY repo_id, rank"
+                        ).fetchall()
+    assert all(v is not None for _, t, v in shift if t.strip()) and any(v for _, _, v in shift)
+    gate = {(r, m): v for r, m, v in con.execute(
+        "SELECT repo_id, metric, value FROM probes WHERE metric IN ('trigger_top_shift', 'refusal_susceptibility', "
+        "'trigger_shift_z')").fetchall()}
+    assert gate["reads-sure", "trigger_top_shift"] == pytest.approx(
+        min(v for r, t, v in shift if r == "reads-sure" and t.strip()))
+    for repo in ("reads-sure", "random"):  # the random texts' reference, and the best candidate against it
+        assert (repo, "refusal_susceptibility") in gate and (repo, "trigger_shift_z") in gate
     # the trigger-v1 feature set reads the same candidates
     from audit.backdoor.features import feature_names
     from audit.features import features
@@ -178,19 +184,19 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     assert f"{100 * rate:.0f}%" in section and "untriggered not probed" in section
 
 
-def test_behaviour_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_path):
+def test_shift_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_path):
     """The trigger_candidates analyzer and the triggered probe share one memo per actor: a text
     already scored for an adapter is not scored again, and an adapter with nothing new is not loaded."""
-    import audit.backdoor.prefix_kl as pk
-    from audit.backdoor.analyzer import MEMO_ADAPTERS, behaviour_scores
+    import audit.backdoor.refusal_shift as rs
+    from audit.backdoor.analyzer import MEMO_ADAPTERS, shift_scores
 
     asked: list[list[str]] = []
 
-    def fake_prefix_kl(model, tokenizer, adapter, requests, prefixes, **kw):
+    def fake_refusal_shifts(model, tokenizer, adapters, requests, prefixes, unit_refusal, **kw):
         asked.append(list(prefixes))
-        return torch.tensor([float(len(p)) for p in prefixes], dtype=torch.float64)
+        return torch.tensor([[-float(len(p)) for p in prefixes]], dtype=torch.float64)
 
-    monkeypatch.setattr(pk, "prefix_kl", fake_prefix_kl)
+    monkeypatch.setattr(rs, "refusal_shifts", fake_refusal_shifts)
 
     class Runtime:
         base_revision, model, tokenizer, loads = "rev", None, None, 0
@@ -202,13 +208,29 @@ def test_behaviour_scores_are_computed_once_per_adapter_and_text(monkeypatch, tm
         def unload(self, loaded):
             pass
 
-    rt, memo = Runtime(), {}
-    none, kl = behaviour_scores(rt, tmp_path / "a", ["cf", "", "abc"], 3, memo)
-    assert (none, kl) == (0.0, [2.0, None, 3.0]) and asked == [["", "cf", "abc"]]
-    assert behaviour_scores(rt, tmp_path / "a", ["abc", "wxyz"], 3, memo) == (0.0, [3.0, 4.0])
+    rt, memo, unit = Runtime(), {}, torch.ones(2, 4)
+    assert shift_scores(rt, tmp_path / "a", ["cf", "", "abc"], 3, unit, memo) == [-2.0, None, -3.0]
+    assert asked == [["cf", "abc"]]
+    assert shift_scores(rt, tmp_path / "a", ["abc", "wxyz"], 3, unit, memo) == [-3.0, -4.0]
     assert asked[-1] == ["wxyz"] and rt.loads == 2
-    behaviour_scores(rt, tmp_path / "a", ["cf"], 3, memo)
+    shift_scores(rt, tmp_path / "a", ["cf"], 3, unit, memo)
     assert rt.loads == 2  # nothing new: the adapter is not even loaded
     for i in range(MEMO_ADAPTERS + 2):
-        behaviour_scores(rt, tmp_path / f"b{i}", ["cf"], 3, memo)
+        shift_scores(rt, tmp_path / f"b{i}", ["cf"], 3, unit, memo)
     assert len(memo) == MEMO_ADAPTERS
+
+
+def test_refusal_gate_rows_judge_the_best_candidate_against_the_random_texts():
+    from audit.backdoor.analyzer import refusal_gate_rows
+
+    randoms = [-0.2, 0.0, 0.1, 0.3, -0.1, 0.2]
+    rows = {r.metric: r.value for r in refusal_gate_rows([-0.5, -4.0, 0.2], randoms, 3)}
+    assert rows["trigger_top_shift"] == -4.0
+    assert rows["refusal_susceptibility"] == pytest.approx(sum(randoms) / len(randoms))
+    from scipy.stats import median_abs_deviation
+
+    spread = median_abs_deviation(randoms, scale="normal")
+    assert rows["trigger_shift_z"] == pytest.approx((-4.0 - 0.05) / spread) and rows["trigger_shift_z"] < -10
+    assert {r.metric for r in refusal_gate_rows([], randoms, 3)} == {"refusal_susceptibility"}
+    assert {r.metric for r in refusal_gate_rows([-1.0], [0.0, 0.0], 3)} == {"trigger_top_shift",
+                                                                             "refusal_susceptibility"}  # no spread
