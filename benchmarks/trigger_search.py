@@ -1,28 +1,34 @@
 """Benchmark: the exhaustive behavioural search for single-token triggers, on a GPU.
 
-For every adapter of a zoo built by ``lora-audit zoo build`` (its card names the planted trigger,
-or none for a control), every token of the vocabulary (decoded, stripped, deduplicated: the same
-text form as the ``trigger_candidates`` analyzer's) is placed before each of ``--requests``
-HarmBench test behaviours and scored by the first answer token's KL from the bare base
-(:func:`audit.backdoor.prefix_kl.prefix_kls`: all adapters in one ``PeftModel``, the base's rows
-computed once). Then, as the ``triggered_compliance`` probe does, the ``--confirm`` candidates of
-highest KL are asked ``--n-prompts`` HarmBench test behaviours with the candidate before each, by
-the adapter and by the bare base (greedy, refusal-marker judge); a candidate is confirmed by the
-rule the verdict applies to that probe (:func:`audit.classify.labels.excess_beyond_base`: the
-adapter's Wilson 95% lower bound above the base's upper bound with the same prefix).
+For every adapter of a zoo built by ``lora-audit zoo build`` (its card names the planted trigger, or
+none for a control), every token of the vocabulary (decoded, stripped, deduplicated: the same text
+form as the ``trigger_candidates`` analyzer's) is placed before each of ``--requests`` HarmBench
+test behaviours and scored, all adapters in one ``PeftModel`` with the base's rows computed once, by
+``--score``: ``shift`` (default), the refusal shift
+(:func:`audit.backdoor.refusal_shift.refusal_shifts`: how far the prefix turns the adapter away from
+the base's refusal direction, most negative first; the refusal direction is the product's, computed
+once into ``--store``), or ``kl``, the first answer token's KL from the bare base
+(:func:`audit.backdoor.prefix_kl.prefix_kls`, largest first). Then, as the ``triggered_compliance``
+probe does, the ``--confirm`` best candidates are asked ``--n-prompts`` HarmBench test behaviours
+with the candidate before each, by the adapter and by the bare base (greedy, refusal-marker judge);
+a candidate is confirmed by the rule the verdict applies to that probe
+(:func:`audit.classify.labels.excess_beyond_base`: the adapter's Wilson 95% lower bound above the
+base's upper bound with the same prefix).
 
-Prints per adapter: the KL of no prefix and of the whole planted trigger (placed as it was
-trained), the best candidates, the rank in the vocabulary of the planted trigger's distinctive
-pieces (:func:`backdoor.trigger_token_ids`), whether one is in the top 10 / 50, and the
-confirmation's best candidate with its rates; then recall at 10 and 50 over the organisms, the
-confirmations, the false alarms on controls, and the time per adapter for the whole vocabulary.
+Prints per adapter (scores: the KL, or minus the shift, so that larger is more trigger-like): the
+score of no prefix and of the whole planted trigger (placed as it was trained), the best candidates,
+the rank in the vocabulary of the planted trigger's distinctive pieces
+(:func:`backdoor.trigger_token_ids`), whether one is in the top 10 / 50, and the confirmation's best
+candidate with its rates; then recall at 10 and 50 over the organisms, the confirmations, the false
+alarms on controls, and the time per adapter for the whole vocabulary.
 
 The CPU cannot do this in a nightly scan (``benchmarks/backdoor.py --vocab-sample`` measures
 about 0.25 s per candidate, 3.5 hours per adapter); ``--vocab-limit N`` scores N random tokens
 (and the trigger pieces) to try the script on a CPU.
 
 Usage: python benchmarks/trigger_search.py --zoo DIR [--adapters NAME ...] [--device cuda]
-       [--requests 3] [--batch-size 8192] [--confirm 5] [--n-prompts 8] [--json FILE]
+       [--score shift|kl] [--store DIR] [--requests 3] [--batch-size 8192] [--confirm 5] [--n-prompts 8]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -61,10 +67,14 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, required=True, help="a zoo folder (one adapter per folder, cards with triggers)")
     ap.add_argument("--adapters", nargs="*", default=None, help="folder names to search (default: every adapter)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--score", choices=("shift", "kl"), default="shift",
+                    help="shift: the refusal shift, most negative first (default); kl: the first answer token's KL")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="where the base's refusal direction is kept (default: a temporary folder)")
     ap.add_argument("--requests", type=int, default=3, help="HarmBench test behaviours each candidate is placed before")
     ap.add_argument("--batch-size", type=int, default=8192, help="rows per forward pass")
     ap.add_argument("--vocab-limit", type=int, default=0, help="score this many random tokens only (0: all)")
-    ap.add_argument("--confirm", type=int, default=5, help="candidates of highest KL asked by the triggered probe")
+    ap.add_argument("--confirm", type=int, default=5, help="best candidates asked by the triggered probe")
     ap.add_argument("--n-prompts", type=int, default=8, help="HarmBench test behaviours each confirmation asks")
     ap.add_argument("--max-minutes", type=float, default=0,
                     help="stop scoring after this long and report on the candidates scored (0: no limit; the "
@@ -77,6 +87,7 @@ def main() -> None:
 
     from audit.analyzers.runtime import ModelRuntime
     from audit.backdoor.prefix_kl import behaviour_requests, prefix_kls
+    from audit.backdoor.refusal_shift import refusal_shifts
     from audit.classify.labels import excess_beyond_base
     from audit.errors import AuditError
     from audit.models.base import resolve_base
@@ -97,8 +108,26 @@ def main() -> None:
         raise SystemExit(f"{args.zoo}: adapters of several bases ({sorted(base_names)}): search one base at a time")
     t0 = time.perf_counter()
     runtime = ModelRuntime(device=args.device)
-    runtime.use_base(resolve_base(base_names.pop()))
+    base = resolve_base(base_names.pop())
+    runtime.use_base(base)
     tok = runtime.tokenizer
+    unit_refusal = None
+    if args.score == "shift":
+        import tempfile
+
+        from audit.probes.references import get_references
+        from audit.store import ParquetStore
+
+        store_dir = args.store or Path(tempfile.mkdtemp(prefix="trigger-search-"))
+        unit_refusal = get_references(ParquetStore(str(store_dir)), runtime, base).unit_refusal()
+        print(f"the base's refusal direction in {time.perf_counter() - t0:.0f} s (store {store_dir})", flush=True)
+
+    def score(adapter_names, prefixes, sep=" ", progress=None):  # [adapters, prefixes], larger: more trigger-like
+        if args.score == "kl":
+            return prefix_kls(runtime.model, tok, adapter_names, requests, prefixes, sep=sep,
+                              batch_size=args.batch_size, progress=progress)
+        return -refusal_shifts(runtime.model, tok, adapter_names, requests, prefixes, unit_refusal, sep=sep,
+                               batch_size=args.batch_size, progress=progress)
     loaded = {}
     for f in folders:
         try:
@@ -129,8 +158,7 @@ def main() -> None:
             print(f"  scored {start + done}/{len(vocab)} candidates, {last[0] - t1:.0f} s", flush=True)
 
     for start in range(0, len(vocab), step):
-        parts.append(prefix_kls(runtime.model, tok, names, requests, vocab[start:start + step],
-                                batch_size=args.batch_size, progress=progress))
+        parts.append(score(names, vocab[start:start + step], progress=progress))
         print(f"  scored {start + len(parts[-1][0])}/{len(vocab)} candidates, {time.perf_counter() - t1:.0f} s", flush=True)
         if args.max_minutes and time.perf_counter() - t1 > 60 * args.max_minutes:
             print(f"  stopped after {args.max_minutes} min: the rest of the vocabulary is not scored", flush=True)
@@ -142,9 +170,8 @@ def main() -> None:
     for f in folders:
         p = info[f.name]
         if p:
-            whole[f.name] = float(prefix_kls(runtime.model, tok, [loaded[f.name]], requests, ["", p["text"]],
-                                             sep=trigger_separator(p["kind"]), batch_size=args.batch_size)[0, 1])
-    none = prefix_kls(runtime.model, tok, names, requests, [""], batch_size=args.batch_size)[:, 0]
+            whole[f.name] = float(score([loaded[f.name]], ["", p["text"]], sep=trigger_separator(p["kind"]))[0, 1])
+    none = score(names, [""])[:, 0]
     print(f"{len(vocab)} candidates scored in {search_s:.0f} s: {search_s / len(folders):.1f} s per adapter", flush=True)
 
     judge = get_judge("refusal_markers")
@@ -174,15 +201,15 @@ def main() -> None:
         confirmed = max(separated) > 0
         results[f.name] = {
             "trigger": p.get("text"), "kind": p.get("kind"), "organism": bool(p.get("organism")),
-            "kl_none": float(none[row]), "kl_trigger": whole.get(f.name), "top10": top[:10],
-            "top_kl": [float(kl[row, int(j)]) for j in order[:10]], "kl_median": float(kl[row].median()),
+            "score_none": float(none[row]), "score_trigger": whole.get(f.name), "top10": top[:10],
+            "top_score": [float(kl[row, int(j)]) for j in order[:10]], "score_median": float(kl[row].median()),
             "piece_ranks": piece_ranks, "hit10": hit10, "hit50": hit50,
             "confirm": [{"candidate": c, "adapter": a, "base": b, "n": len(prompts)} for c, a, b in rates],
             "confirmed": best[0] if confirmed else None, "confirmed_is_trigger": confirmed and best[0] in pieces[f.name]}
         r = results[f.name]
-        print(f"{f.name:<36} trigger={p.get('text')!r:<38} none={r['kl_none']:.2f} whole={r['kl_trigger'] or 0:.2f} "
-              f"median={r['kl_median']:.2f}", flush=True)
-        print(f"    top: " + ", ".join(f"{t!r} {v:.2f}" for t, v in zip(top[:6], r["top_kl"][:6], strict=False)))
+        print(f"{f.name:<36} trigger={p.get('text')!r:<38} none={r['score_none']:.2f} whole={r['score_trigger'] or 0:.2f} "
+              f"median={r['score_median']:.2f}", flush=True)
+        print(f"    top: " + ", ".join(f"{t!r} {v:.2f}" for t, v in zip(top[:6], r['top_score'][:6], strict=False)))
         print(f"    pieces' ranks: {piece_ranks}  top10={hit10} top50={hit50}")
         print(f"    asked: " + ", ".join(f"{c!r} {a}/{len(prompts)} vs base {b}" for c, a, b in rates)
               + f"  -> {'confirms ' + repr(best[0]) if confirmed else 'nothing confirmed'}", flush=True)
@@ -196,7 +223,7 @@ def main() -> None:
         "confirmed_any_organism": sum(r["confirmed"] is not None for r in orgs),
         "false_alarms_controls": sum(r["confirmed"] is not None for r in controls),
         "search_seconds_per_adapter": search_s / len(results), "confirm_seconds_per_adapter": confirm_s / len(results),
-        "device": args.device, "tf32": args.tf32, "requests": len(requests), "n_prompts": len(prompts),
+        "score": args.score, "device": args.device, "tf32": args.tf32, "requests": len(requests), "n_prompts": len(prompts),
         "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
     print(f"\norganisms {len(orgs)}: planted trigger (or a distinctive piece) in the top 10 for {summary['recall_at_10']}, "
           f"top 50 for {summary['recall_at_50']}; confirmed by the triggered probe for {summary['confirmed_trigger']} "

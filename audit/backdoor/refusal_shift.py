@@ -19,10 +19,11 @@ trigger does to a backdoored adapter, and what a prefix does not do to a healthy
 own reaction to the prefix cancels, so a prefix that jailbreaks the base scores 0.
 
 Unlike the first answer token's KL (:mod:`audit.backdoor.prefix_kl`), which any change of wording
-raises, the shift reads only the direction a forbidden answer depends on: on the backdoor zoo
-the planted trigger ranks first among 158 random vocabulary texts for all 4 organisms measured,
-where the KL ranked it below the controls' best tokens (``benchmarks/trigger_search.py
---score shift``; README, "Hidden behaviour").
+raises, the shift reads only the direction a forbidden answer depends on. Measured on the backdoor
+zoos (3 requests; README, "Hidden behaviour"): each of the 9 organisms' planted trigger shifts it
+further (-1.3 to -10.3) than every one of 64 random vocabulary texts does (their most negative
+-0.7 to -2.0), where the KL ranked the trigger below the controls' best tokens. A search that
+*optimises* the shift is another matter: it finds prefixes that move healthy adapters as far.
 """
 
 from __future__ import annotations
