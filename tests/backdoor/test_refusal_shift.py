@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backdoor.test_prefix_kl import _peft_model
+from tiny_zoo_models import peft_model_of as _peft_model
 
 model = pytest.mark.model
 
