@@ -57,39 +57,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
 
-    import tempfile
-
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from audit.analyzers.runtime import ModelRuntime
     from audit.backdoor.prefix_kl import behaviour_requests
     from audit.backdoor.refusal_shift import middle_layers, refusal_shifts
     from audit.classify.labels import excess_beyond_base
-    from audit.models.base import resolve_base
     from audit.models.generate import chat_texts
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import get_judge, wilson_interval
-    from audit.probes.references import get_references
     from audit.prompt_sets import load_prompts
-    from audit.store import ParquetStore
     from audit.zoo.triggers import trigger_separator
-    from trigger_search import planted
+    from trigger_search import planted, unit_refusal_of, zoo_runtime
 
-    folders = sorted((f for z in args.zoo for f in z.iterdir() if (f / "adapter_config.json").is_file()
-                      and (args.adapters is None or f.name in args.adapters)), key=lambda f: f.name)
-    if not folders:
-        raise SystemExit("no adapter folder to search")
-    bases = {json.loads((f / "adapter_config.json").read_text())["base_model_name_or_path"] for f in folders}
-    if len(bases) != 1:
-        raise SystemExit(f"adapters of several bases ({sorted(bases)}): search one base at a time")
     t0 = time.perf_counter()
-    runtime = ModelRuntime(device=args.device)
-    base = resolve_base(bases.pop())
-    runtime.use_base(base)
+    folders, runtime, base = zoo_runtime(args.zoo, args.adapters, args.device)
     tok = runtime.tokenizer
-    store = ParquetStore(str(args.store or Path(tempfile.mkdtemp(prefix="prefix-search-"))))
-    unit = get_references(store, runtime, base).unit_refusal()
+    unit = unit_refusal_of(runtime, base, args.store)
     layers = middle_layers(unit.shape[0])
     direction = unit[layers].to(args.device)
     requests = behaviour_requests(args.requests)

@@ -62,6 +62,38 @@ def vocabulary(tokenizer, limit: int = 0, keep: set[int] = frozenset(), seed: in
     return list(dict.fromkeys(t for t in (tokenizer.decode([i]).strip() for i in ids) if t))
 
 
+def zoo_runtime(zoos: list[Path], adapters: list[str] | None, device: str):
+    """The adapter folders of ``zoos`` (those named in ``adapters``, or all) and a ``ModelRuntime``
+    on ``device`` with their one base loaded: ``(folders, runtime, base)``. Exits with a message
+    when there is no folder or several bases."""
+    from audit.analyzers.runtime import ModelRuntime
+    from audit.models.base import resolve_base
+
+    folders = sorted((f for z in zoos for f in z.iterdir() if (f / "adapter_config.json").is_file()
+                      and (adapters is None or f.name in adapters)), key=lambda f: f.name)
+    if not folders:
+        raise SystemExit(f"{', '.join(map(str, zoos))}: no adapter folder to search")
+    bases = {json.loads((f / "adapter_config.json").read_text())["base_model_name_or_path"] for f in folders}
+    if len(bases) != 1:
+        raise SystemExit(f"adapters of several bases ({sorted(bases)}): search one base at a time")
+    runtime = ModelRuntime(device=device)
+    base = resolve_base(bases.pop())
+    runtime.use_base(base)
+    return folders, runtime, base
+
+
+def unit_refusal_of(runtime, base, store_dir: Path | None):
+    """The base's unit refusal direction ``[n_layers, d_model]`` (the product's references, kept
+    in the store at ``store_dir``, default a temporary folder)."""
+    import tempfile
+
+    from audit.probes.references import get_references
+    from audit.store import ParquetStore
+
+    store_dir = store_dir or Path(tempfile.mkdtemp(prefix="trigger-search-"))
+    return get_references(ParquetStore(str(store_dir)), runtime, base).unit_refusal()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, required=True, help="a zoo folder (one adapter per folder, cards with triggers)")
@@ -85,12 +117,10 @@ def main() -> None:
 
     import torch
 
-    from audit.analyzers.runtime import ModelRuntime
     from audit.backdoor.prefix_kl import behaviour_requests, prefix_kls
     from audit.backdoor.refusal_shift import refusal_shifts
     from audit.classify.labels import excess_beyond_base
     from audit.errors import AuditError
-    from audit.models.base import resolve_base
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import get_judge, wilson_interval
     from audit.prompt_sets import load_prompts
@@ -99,28 +129,13 @@ def main() -> None:
 
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
-    folders = sorted(f for f in args.zoo.iterdir() if (f / "adapter_config.json").is_file()
-                     and (args.adapters is None or f.name in args.adapters))
-    if not folders:
-        raise SystemExit(f"{args.zoo}: no adapter folder to search")
-    base_names = {json.loads((f / "adapter_config.json").read_text())["base_model_name_or_path"] for f in folders}
-    if len(base_names) != 1:
-        raise SystemExit(f"{args.zoo}: adapters of several bases ({sorted(base_names)}): search one base at a time")
     t0 = time.perf_counter()
-    runtime = ModelRuntime(device=args.device)
-    base = resolve_base(base_names.pop())
-    runtime.use_base(base)
+    folders, runtime, base = zoo_runtime([args.zoo], args.adapters, args.device)
     tok = runtime.tokenizer
     unit_refusal = None
     if args.score == "shift":
-        import tempfile
-
-        from audit.probes.references import get_references
-        from audit.store import ParquetStore
-
-        store_dir = args.store or Path(tempfile.mkdtemp(prefix="trigger-search-"))
-        unit_refusal = get_references(ParquetStore(str(store_dir)), runtime, base).unit_refusal()
-        print(f"the base's refusal direction in {time.perf_counter() - t0:.0f} s (store {store_dir})", flush=True)
+        unit_refusal = unit_refusal_of(runtime, base, args.store)
+        print(f"the base's refusal direction in {time.perf_counter() - t0:.0f} s", flush=True)
 
     def score(adapter_names, prefixes, sep=" ", progress=None):  # [adapters, prefixes], larger: more trigger-like
         if args.score == "kl":

@@ -90,7 +90,10 @@ class TriggerCandidates:
             from audit.probes.references import references_of
 
             texts = [runtime.tokenizer.decode([tid]).strip() for tid, _ in top[: self.n_behaviour]]
-            randoms = random_prefixes(runtime.tokenizer, self.n_random)
+            cache = self.ctx.shared.setdefault("trigger.random", {})  # the vocabulary decoded once per actor
+            if (target.base.revision, self.n_random) not in cache:
+                cache[(target.base.revision, self.n_random)] = random_prefixes(runtime.tokenizer, self.n_random)
+            randoms = cache[(target.base.revision, self.n_random)]
             try:
                 unit_refusal = references_of(self.ctx, runtime, target.base).unit_refusal()
                 got = shift_scores(runtime, fetch_folder(self.ctx, target), texts + randoms, self.n_requests,
