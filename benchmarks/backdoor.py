@@ -20,9 +20,11 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    the trigger's tokens), and whether the verdict's evidence marks the adapter as never healthy
    (:attr:`audit.classify.outcome.Behaviour.backdoor`) — for organisms and for healthy adapters
    (false alarms);
-5. **a weight-space backdoor detector, leave-one-trigger-kind-out**: the drift detector's model
+5. **a backdoor detector, leave-one-trigger-kind-out**: the drift detector's model
    (:func:`audit.classify.models.fit_drift`, calibrated logistic regression) trained on each of
-   ``--features`` to tell organisms from healthy adapters (benign controls, other zoos' healthy
+   ``--features`` (weight-space sets, and ``refusal-shift-v1``: the refusal shifts of the trigger
+   candidates and of random prefixes, the product's backdoor detector's input,
+   :data:`audit.classify.general.BACKDOOR_FEATURE_SET`) to tell organisms from healthy adapters (benign controls, other zoos' healthy
    adapters and builds whose trigger unlocked nothing). Each fold holds out one trigger kind's
    organisms and a quarter of the healthy recipe families (so the held-out healthy adapters'
    recipes are unseen too); the pooled held-out probabilities give the AUC with a bootstrap
@@ -100,12 +102,13 @@ def main() -> None:
     ap.add_argument("--analyzers", default="directions,harmful_compliance,benign_refusal,rank1_elicitation,"
                                            "trigger_candidates,triggered_compliance",
                     help="what the scan of --zoo runs (comma-separated)")
-    ap.add_argument("--features", default="spectral-v1,directional-v1,trigger-v1,spectral-v1+trigger-v1",
+    ap.add_argument("--features", default="spectral-v1,directional-v1,trigger-v1,refusal-shift-v1,"
+                                          "directional-v1+refusal-shift-v1",
                     help="feature sets of the weight-space detector (comma-separated; '+' joins sets)")
     ap.add_argument("--heldout", type=Path, action="append", default=[],
                     help="a zoo folder whose scanned adapters the detector never trains on: fit on every other "
                          "adapter, then score these (part 9; repeatable)")
-    ap.add_argument("--heldout-features", default="directional-v1+trigger-v1",
+    ap.add_argument("--heldout-features", default="refusal-shift-v1",
                     help="the one feature set the --heldout check fits (chosen before seeing the held-out zoo)")
     ap.add_argument("--vocab-sample", type=int, default=0,
                     help="also measure the behavioural search's bound on this many random tokens (part 8; 0: skip)")
@@ -174,7 +177,7 @@ def main() -> None:
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
     out["detector"] = {}
-    print("\nweight-space backdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
+    print("\nbackdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
     for fs in args.features.split(","):
         r = leave_one_trigger_kind_out(con, fs)
         out["detector"][fs] = r

@@ -25,7 +25,8 @@ register_analyzer("activations", "audit.activations.analyzer:ActivationAnalyzer"
                   tables=(*_PROBE_TABLES, "audit.activations.table"),
                   feature_set=("audit.activations.features:FEATURES", "audit.activations.sae_features:FEATURES"))
 register_analyzer("trigger_candidates", "audit.backdoor.analyzer:TriggerCandidates",
-                  tables=(*_PROBE_TABLES, "audit.backdoor.table"), feature_set="audit.backdoor.features:FEATURES")
+                  tables=(*_PROBE_TABLES, "audit.backdoor.table"),
+                  feature_set=("audit.backdoor.features:FEATURES", "audit.backdoor.shift_features:FEATURES"))
 register_analyzer("triggered_compliance", "audit.backdoor.triggered:TriggeredCompliance", tables=_PROBE_TABLES)
 
 MODEL_ANALYZERS = ("directions", "harmful_compliance", "benign_refusal", "steering_alignment", "rank1_elicitation",

@@ -10,7 +10,13 @@ needs when the card names no method, or the method has no detector of its own.
   right only if the classifier abstains (its probability below :data:`METHOD_CONFIDENCE`);
 - the **verdict model** (``any.verdict.vN``): the drift detector's model on the behaviour
   features and the geometry detector's held-out P (:func:`audit.classify.models.verdict_features`),
-  trained on the labelled adapters that were probed.
+  trained on the labelled adapters that were probed;
+- the **backdoor detector** (``any.backdoor.vN``): the drift detector's model on the refusal
+  shifts of the trigger candidates and of random prefixes (:data:`BACKDOOR_FEATURE_SET`), trained
+  on trigger-backdoor organisms (objective :data:`BACKDOOR`) against healthy adapters and
+  evaluated leave-one-group-out (an organism's group is its trigger kind's family, so this is
+  leave-one-trigger-kind-out). Its P(backdoor) never makes a verdict ``drifted``; at or above 0.5
+  it keeps the verdict from ``healthy`` (:func:`audit.classify.outcome.decide`).
 
 Pure computation: features and labels in, fitted models and held-out metrics out.
 """
@@ -30,6 +36,15 @@ VERDICT_FEATURE_SET = "verdict-v1"
 """The verdict model's input: :data:`audit.classify.outcome.BEHAVIOUR_FEATURES` and the logit of
 the geometry detector's P(drifted)."""
 
+BACKDOOR = "backdoor"
+"""The objective of a trigger-backdoor organism (``lora-audit zoo build --size backdoor``)."""
+
+BACKDOOR_FEATURE_SET = "refusal-shift-v1"
+"""The backdoor detector's input (:mod:`audit.backdoor.shift_features`; the ``trigger_candidates``
+analyzer, version 3, measures it). Chosen as the best of five feature sets compared
+leave-one-trigger-kind-out on the same 9 organisms (README, "Hidden behaviour"), so that figure is
+optimistic; a zoo built afterwards is the test."""
+
 METHOD_CONFIDENCE = 0.8
 """An inferred method is used (to pick its own detector) only at or above this probability;
 below, the verdict uses the method-agnostic detector and says the method is uncertain."""
@@ -47,6 +62,13 @@ class MethodInference:
     whose method was in training), ``n_groups``."""
     held_out: list[tuple[str, float]] = field(default_factory=list)
     """``(method, probability)`` predicted for each adapter with its group held out."""
+
+
+def backdoor_labels(labels: list[Label]) -> list[Label]:
+    """What the backdoor detector learns from: the trigger-backdoor organisms (objective
+    :data:`BACKDOOR`, drifted) and the healthy adapters; other drifted adapters are left out (their
+    drift is not hidden: the probes and the drift detectors judge them)."""
+    return [lab for lab in labels if lab.objective == BACKDOOR or not lab.drifted]
 
 
 def usable_for_methods(labels: list[Label]) -> str | None:

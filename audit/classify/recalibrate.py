@@ -139,8 +139,8 @@ def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_clas
     latest version's gets no new version.
 
     Returns:
-        A :class:`RecalibrationReport` (the across-method models under ``any``, ``any:method`` and
-        ``any:verdict``); the ``classifiers`` table holds the same facts.
+        A :class:`RecalibrationReport` (the across-method models under ``any``, ``any:method``,
+        ``any:verdict`` and ``any:backdoor``); the ``classifiers`` table holds the same facts.
     """
     from audit.classify import general
 
@@ -155,6 +155,9 @@ def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_clas
         everyone = method_data(con, labels, feature_set) if labels else None
         shapes = method_data(con, labels, SPECTRAL) if labels else None
         behaviour = _behaviour(con, labels)
+        trojans = general.backdoor_labels(labels)
+        backdoor = (method_data(con, trojans, general.BACKDOOR_FEATURE_SET)
+                    if any(lab.objective == general.BACKDOOR for lab in trojans) else None)
     finally:
         con.close()
     ctx = _Context(store, versions, label_source, source.rule, seed, min_per_class, min_auc, max_ece, auc_tolerance)
@@ -166,6 +169,7 @@ def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_clas
         report.methods[f"{general.ANY}:method"] = _method_inference(ctx, shapes, min_method_accuracy)
         if agnostic is not None:
             report.methods[f"{general.ANY}:verdict"] = _verdict_model(ctx, everyone, agnostic, behaviour)
+        report.methods[f"{general.ANY}:backdoor"] = _backdoor_detector(ctx, backdoor)
     report.cross_method = cross_method_auc(
         {m: (d.X, np.array([lab.drifted for lab in d.labels], dtype=int)) for m, d in grouped.items()}, seed,
         diagonal={m: o.metrics["drift"]["auc_loo"] for m, o in report.methods.items()
@@ -297,6 +301,24 @@ def _verdict_model(ctx: _Context, everyone: MethodData, agnostic: MethodModels,
                          np.array([p_out[lab.adapter_id] for lab in labels]))
     outcome, _ = _detector(ctx, general.ANY, MethodData(labels, X, general.VERDICT_FEATURE_SET), lead="verdict")
     outcome.method = f"{general.ANY}:verdict"
+    return outcome
+
+
+def _backdoor_detector(ctx: _Context, data: MethodData | None) -> MethodOutcome:
+    """Train, gate and record the backdoor detector (:func:`audit.classify.general.backdoor_labels`
+    on :data:`audit.classify.general.BACKDOOR_FEATURE_SET`), leave-one-group-out like every detector."""
+    from audit.classify import general
+
+    name = f"{general.ANY}:backdoor"
+    if data is None:
+        return MethodOutcome(name, feature_set=general.BACKDOOR_FEATURE_SET,
+                             reason="no labelled trigger-backdoor organism (lora-audit zoo build --size backdoor)")
+    if not data.labels:
+        return MethodOutcome(name, feature_set=general.BACKDOOR_FEATURE_SET,
+                             reason=f"no labelled adapter has {general.BACKDOOR_FEATURE_SET} (scan with --probe "
+                                    "trigger_candidates)")
+    outcome, _ = _detector(ctx, general.ANY, data, lead="backdoor")
+    outcome.method = name
     return outcome
 
 

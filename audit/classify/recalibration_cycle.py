@@ -64,7 +64,7 @@ def recalibration_cycle(store: str = "audit-store", label_source: str = "card", 
         min_auc, max_ece, auc_tolerance: promotion gates (see ``audit.classify.recalibrate``).
 
     Returns:
-        Per model (each method's detector; ``any``, ``any:method``, ``any:verdict`` for the models
+        Per model (each method's detector; ``any``, ``any:method``, ``any:verdict``, ``any:backdoor`` for the models
         that judge across methods): metrics, whether a version was promoted and why;
         ``reaudit`` (when a model was promoted: adapters re-scored and those whose outcome
         flipped); ``cross_method_auc``; ``n_scored_unjudged``.

@@ -10,7 +10,9 @@ For each adapter (its newest audit) the verdict weighs (:mod:`audit.classify.out
   detector never judges another method (:class:`MethodClassifier` refuses by construction: the
   study behind this project found cross-method transfer fails), and no detector judges an adapter
   of a base none of its training adapters had;
-- its **findings**: a broken upload is ``invalid``.
+- its **findings**: a broken upload is ``invalid``;
+- where the ``trigger_candidates`` analyzer ran, the **backdoor detector**'s P(trigger backdoor)
+  (``any.backdoor.vN``): at or above 0.5 the verdict is never ``healthy``.
 
 The promoted verdict model combines behaviour and geometry into one calibrated P(drifted); with no
 behaviour, the detector's P stands alone; with neither, the outcome is ``insufficient_evidence``
@@ -35,14 +37,14 @@ import numpy as np
 from audit.classify import artifacts
 from audit.classify.evidence import Evidence, gather, unjudged as unjudged_ids
 from audit.classify.general import ANY, METHOD_CONFIDENCE
-from audit.classify.outcome import THRESHOLD, Combined, Decision, Geometry, decide
+from audit.classify.outcome import THRESHOLD, BackdoorReading, Combined, Decision, Geometry, decide
 from audit.classify.tables import ReauditRow, VerdictRow
 from audit.errors import MethodMismatchError
 from audit.features import SPECTRAL, features
 from audit.records import new_id, utcnow
 from audit.store.parquet import ParquetStore
 
-RULES_VERSION = "verdict-rules-1"
+RULES_VERSION = "verdict-rules-2"
 """Part of every evidence key: a change to how evidence is combined re-scores the history."""
 
 MEASURED = ("ok", "partial")
@@ -107,6 +109,7 @@ class Models:
     agnostic: MethodClassifier | None = None
     method: Loaded | None = None
     verdict: Loaded | None = None
+    backdoor: Loaded | None = None
     key: str = RULES_VERSION
     """Identity of the promoted set (part of every evidence key)."""
 
@@ -134,7 +137,7 @@ def load_models(store: ParquetStore, con=None) -> Models:
         by_method.setdefault(method, {})[target] = (cid, model, fs, n, known)
     for method, targets in by_method.items():
         if method == ANY:
-            for target in ("method", "verdict"):
+            for target in ("method", "verdict", "backdoor"):
                 if target in targets:
                     cid, model, fs, n, known = targets[target]
                     setattr(out, target, Loaded(cid, model, int(n), fs, known))
@@ -181,11 +184,13 @@ def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger:
         evidence = [e for e in gather(con, models.key, adapter_ids) if method is None or e.method == method]
         methods = _methods(con, evidence, models)
         geometry = _geometry(con, evidence, methods, models)
+        backdoor = _backdoor(con, evidence, models)
     finally:
         if own:
             con.close()
     now = utcnow()
-    out = [_row(e, methods[e.adapter_id], geometry[e.adapter_id], models, trigger, now) for e in evidence]
+    out = [_row(e, methods[e.adapter_id], geometry[e.adapter_id], models, trigger, now, backdoor.get(e.adapter_id))
+           for e in evidence]
     if write and out:
         store.write_rows("verdicts", out, f"{trigger}-{new_id()}", now)
     return out
@@ -204,6 +209,24 @@ def _methods(con, evidence: list[Evidence], models: Models) -> dict[str, tuple[s
     for adapter_id, (m, p) in zip(ids, infer(models.method.model, X[ok]) if ids else [], strict=True):
         out[adapter_id] = (m, "inferred", p)
     return out
+
+
+def _backdoor(con, evidence: list[Evidence], models: Models) -> dict[str, BackdoorReading]:
+    """The backdoor detector's reading of each adapter it may judge: one of a base it was trained
+    on, with its feature set measured (the ``trigger_candidates`` analyzer ran)."""
+    clf = models.backdoor
+    if clf is None:
+        return {}
+    ids = [e.adapter_id for e in evidence if e.status in MEASURED and e.kind in (None, "adapter")
+           and (clf.bases is None or (e.base_model or "").lower() in clf.bases)]
+    if not ids:
+        return {}
+    from audit.classify.models import drift_proba
+
+    X, ok = features(con, ids, clf.feature_set)
+    got = [a for a, k in zip(ids, ok, strict=True) if k]
+    p = drift_proba(clf.model, X[ok], clf.n_train) if got else []
+    return {a: BackdoorReading(clf.classifier_id, float(q)) for a, q in zip(got, p, strict=True)}
 
 
 @dataclass
@@ -295,7 +318,8 @@ def _source_text(source: str, p: float | None) -> str:
     return f"inferred from the weights, p {p:.2f}" if source == "inferred" else f"declared, {source}"
 
 
-def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: str, now) -> VerdictRow:
+def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: str, now,
+         backdoor: BackdoorReading | None = None) -> VerdictRow:
     m, source, mp = method
     g = judged.geometry
     combined = None
@@ -306,7 +330,7 @@ def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: s
         combined = Combined(models.verdict.classifier_id, float(drift_proba(models.verdict.model, V,
                                                                             models.verdict.n_train)[0]),
                             models.verdict.n_train, models.verdict.feature_set)
-    d: Decision = decide(e.status, e.error_codes, e.behaviour, g, combined, _missing(e, g, models))
+    d: Decision = decide(e.status, e.error_codes, e.behaviour, g, combined, _missing(e, g, models), backdoor)
     h, r = (e.behaviour.harmful, e.behaviour.refusal) if e.behaviour is not None else (None, None)
     objective = judged.objective if d.outcome == "drifted" else None
     if d.outcome == "drifted" and objective is None and e.behaviour is not None and e.behaviour.drifted:
@@ -325,7 +349,8 @@ def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: s
         base_harmful_ci_high=h.base_ci_high if h else None, benign_refusal=r.value if r else None,
         benign_ci_low=r.ci_low if r else None, benign_ci_high=r.ci_high if r else None,
         base_benign_refusal=r.base_value if r else None, base_benign_ci_high=r.base_ci_high if r else None,
-        n_labelled=d.n_labelled, evidence_key=e.evidence_key)
+        n_labelled=d.n_labelled, evidence_key=e.evidence_key,
+        backdoor_detector_id=backdoor.detector_id if backdoor else None, backdoor_p=backdoor.p if backdoor else None)
 
 
 def _missing(e: Evidence, g: Geometry, models: Models) -> list[str]:

@@ -16,7 +16,8 @@ from audit.classify.tables import ClassifierRow
 from audit.records import utcnow
 from audit.store.parquet import ParquetStore
 
-TARGET_FAMILIES = {"drift": ("drift", "objective", "severity"), "method": ("method",), "verdict": ("verdict",)}
+TARGET_FAMILIES = {"drift": ("drift", "objective", "severity"), "method": ("method",), "verdict": ("verdict",),
+                   "backdoor": ("backdoor",)}
 """The lead target of each model → the targets that version with it."""
 
 
@@ -41,8 +42,9 @@ class Versions:
             out.highest[key] = max(out.highest.get(key, 0), int(version))
         for method, target, cid, sha, status in con.execute(
                 "SELECT method, target, classifier_id, data_sha256, status FROM classifiers "
-                "WHERE target IN ('drift', 'method', 'verdict') "
-                "QUALIFY row_number() OVER (PARTITION BY method, target ORDER BY version DESC) = 1").fetchall():
+                "WHERE list_contains(?, target) "
+                "QUALIFY row_number() OVER (PARTITION BY method, target ORDER BY version DESC) = 1",
+                [list(TARGET_FAMILIES)]).fetchall():
             out.latest[(method, target)] = (cid, sha, status)
         for row in _rows(con, "SELECT * FROM promoted_classifiers"):
             out.promoted[(row.method, row.target)] = row

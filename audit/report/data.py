@@ -62,8 +62,10 @@ class AdapterData:
     """Per SAE layer: density base and adapted, delta reconstruction and alignment (with baseline)."""
 
     trigger_candidates: Table = field(default_factory=lambda: Table([], []))
-    """The adapter's ten best trigger candidates by weights: rank, token text, robust z-score, and
-    the first-token KL from the bare base with it before the requests (nats; empty if not measured)."""
+    """The adapter's ten best trigger candidates by weights: rank, token text, robust z-score, the
+    refusal shift with it before the requests (``trigger_candidates`` version 3: residual-stream
+    units along the base's refusal direction, negative = away from refusal) and the first-token KL
+    from the bare base (version 2, nats); a column is empty where its version did not measure it."""
     backdoor: dict[str, Any] | None = None
     """What the triggered probe found: ``trigger`` (the suspected trigger named by a
     ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
@@ -71,6 +73,9 @@ class AdapterData:
     ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
     ``untriggered_ci`` (the harmful-compliance probe's rate without it) and ``n``; ``None``
     when the probe did not run."""
+    backdoor_reading: dict[str, Any] | None = None
+    """The current verdict's backdoor detector reading: ``detector_id`` (``any.backdoor.vN``) and
+    ``p`` (P(trigger backdoor)); ``None`` where no backdoor detector judged the adapter."""
 
     def top_sae_change(self, direction: str) -> tuple | None:
         """The row of the largest change in ``direction`` (``on`` or ``off``) over all layers."""
@@ -167,7 +172,8 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                                            WHERE unit_id = $u ORDER BY severity, code""", {"u": p["u"]}))
         verdicts = Table.of(con.execute("""
             SELECT scored_at, trigger, outcome, round(p_drift, 3) AS p_drift, classifier_id, method_source,
-                   detector_id, round(detector_p, 3) AS detector_p, objective, n_labelled,
+                   detector_id, round(detector_p, 3) AS detector_p, round(backdoor_p, 3) AS backdoor_p, objective,
+                   n_labelled,
                    coalesce(explanation, reason) AS explanation, missing
             FROM verdicts WHERE adapter_id = $a ORDER BY scored_at""", {"a": p["a"]}))
         probes = Table.of(con.execute("""
@@ -207,15 +213,19 @@ def adapter_data(store: ParquetStore, adapter: str) -> AdapterData:
                    round(alignment_baseline, 3) AS alignment_baseline, round(sae_explained_variance, 3) AS sae_ev
             FROM sae_layers WHERE adapter_id = $a ORDER BY layer""", {"a": p["a"]}))
         trigger_candidates = Table.of(con.execute("""
-            SELECT rank, text, round(score, 1) AS score, round(kl, 2) AS kl FROM latest_trigger_candidates
+            SELECT rank, text, round(score, 1) AS score, round(refusal_shift, 2) AS refusal_shift, round(kl, 2) AS kl
+            FROM latest_trigger_candidates
             WHERE adapter_id = $a AND rank <= 10 ORDER BY rank""", {"a": p["a"]}))
         backdoor = _backdoor(con, p["a"])
+        reading = con.execute("SELECT backdoor_detector_id, backdoor_p FROM current_verdicts WHERE adapter_id = $a "
+                              "AND backdoor_p IS NOT NULL", {"a": p["a"]}).fetchone()
     finally:
         con.close()
     if facts.get("card_labels"):
         facts["card_labels"] = json.loads(facts["card_labels"])
     return AdapterData(facts, modules, findings, verdicts, probes, module_z, peer_z, peers, sae_features, sae_layers,
-                       trigger_candidates, backdoor)
+                       trigger_candidates, backdoor,
+                       None if reading is None else {"detector_id": reading[0], "p": reading[1]})
 
 
 def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:

@@ -118,6 +118,14 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     assert ok.tolist() == [True, True, False] and X[0, 0] == X[1, 0] == 5  # five candidates kept each
     col = feature_names().index("trig.all.top_score")
     assert X[0, col] == pytest.approx(top["reads-sure"]) and X[1, col] == pytest.approx(top["random"])
+    # and the refusal-shift-v1 set (the backdoor detector's input) reads the shifts
+    S, ok = features(con, [ids["reads-sure"], "no-such-adapter"], "refusal-shift-v1")
+    assert ok.tolist() == [True, False]
+    assert S[0, :3].tolist() == pytest.approx([gate["reads-sure", m] for m in
+                                               ("trigger_top_shift", "refusal_susceptibility", "trigger_shift_z")])
+    best5 = sorted(v for r, t, v in shift if r == "reads-sure" and t.strip())[:5]
+    assert S[0, 3] == pytest.approx(sum(best5) / len(best5))
+    assert S[0, 4] == pytest.approx(S[0, 0] - S[0, 1])
 
 
 @pytest.mark.slow
