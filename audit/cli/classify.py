@@ -146,8 +146,8 @@ def verdicts(
         sql = ("SELECT repo_id, method, CASE WHEN method_source = 'inferred' THEN 'inferred ' || "
                "round(method_p, 2) ELSE split_part(method_source, ':', -1) END AS src, outcome, "
                "round(p_drift, 3) AS p_drift, classifier_id, round(harmful_compliance, 2) AS hc, "
-               "round(base_harmful_compliance, 2) AS base, round(detector_p, 3) AS geometry_p, n_labelled, "
-               "missing FROM current_verdicts WHERE (? IS NULL OR method = ?) "
+               "round(base_harmful_compliance, 2) AS base, round(detector_p, 3) AS geometry_p, "
+               "round(backdoor_p, 3) AS backdoor_p, n_labelled, missing FROM current_verdicts WHERE (? IS NULL OR method = ?) "
                "ORDER BY outcome = 'drifted' DESC, outcome = 'review' DESC, outcome, p_drift DESC NULLS LAST, repo_id")
     con = open_store(store).connect()
     try:
@@ -183,5 +183,7 @@ def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple
         else:
             hc = "" if r[i["hc"]] is None else f"; hc {r[i['hc']]:.2f} vs base {r[i['base']]:.2f}"
             why = f"{r[i['method']]} ({r[i['src']]}) by {r[i['classifier_id']]}{hc}"
+        if r[i["backdoor_p"]] is not None and r[i["backdoor_p"]] >= 0.5:
+            why += f"; suspected trigger backdoor, P {r[i['backdoor_p']]:.2f}"
         out.append((middle(r[i["repo_id"]]), r[i["outcome"]], r[i["p_drift"]], why))
     return ["repo_id", "outcome", "p_drift", "why"], out

@@ -105,3 +105,24 @@ def test_the_report_shows_the_backdoor_detectors_reading(labelled):
     calm = section(render_adapter(store, "healthy-1"))
     assert "backdoor detector:" in calm and "the verdict cannot be healthy" not in calm
     assert "backdoor detector:" not in section(render_adapter(store, "healthy-6"))  # never measured
+
+
+def test_lora_audit_verdicts_says_which_adapters_the_backdoor_detector_suspects(labelled):
+    import json
+
+    from typer.testing import CliRunner
+
+    from audit.classify.recalibrate import recalibrate
+    from audit.classify.verdicts import score_unjudged
+    from audit.cli import app
+
+    store, names = labelled
+    recalibrate(store, min_auc=0.0, max_ece=1.0)
+    score_unjudged(store)
+    got = CliRunner().invoke(app, ["verdicts", "--store", str(store.root), "--format", "json"])
+    assert got.exit_code == 0, got.output
+    rows = {r["repo_id"]: r for r in map(json.loads, got.output.splitlines())}  # JSON lines
+    assert all(rows[n]["backdoor_p"] >= 0.5 for n in names.values() if n.startswith("organism"))
+    assert rows["healthy-6"]["backdoor_p"] is None
+    table = CliRunner().invoke(app, ["verdicts", "--store", str(store.root)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "suspected trigger backdoor, P" in table.output
