@@ -92,7 +92,7 @@ def test_an_unknown_feature_set_names_the_known_ones(tmp_path):
     from audit.errors import ConfigurationError
 
     con = ParquetStore(tmp_path / "store").connect()
-    with pytest.raises(ConfigurationError, match="known are activation-v1, directional-v1, sae-v1, spectral-v1"):
+    with pytest.raises(ConfigurationError, match="known are activation-v1, directional-v1, refusal-shift-v1, sae-v1, spectral-v1, trigger-v1"):
         features(con, ["a@0"], "spectral-v1+activations-v9")
 
 
