@@ -156,6 +156,10 @@ def recalibrate(store: ParquetStore, *, label_source: str = "card", min_per_clas
         shapes = method_data(con, labels, SPECTRAL) if labels else None
         behaviour = _behaviour(con, labels)
         trojans = general.backdoor_labels(labels)
+        # only bases with organisms: shifts are relative to a base, and a detector that saw only
+        # healthy adapters of a base must not be recorded as knowing it
+        infected = {lab.base_model for lab in trojans if lab.objective == general.BACKDOOR}
+        trojans = [lab for lab in trojans if lab.base_model in infected]
         backdoor = (method_data(con, trojans, general.BACKDOOR_FEATURE_SET)
                     if any(lab.objective == general.BACKDOOR for lab in trojans) else None)
     finally:

@@ -330,7 +330,7 @@ def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: s
         combined = Combined(models.verdict.classifier_id, float(drift_proba(models.verdict.model, V,
                                                                             models.verdict.n_train)[0]),
                             models.verdict.n_train, models.verdict.feature_set)
-    d: Decision = decide(e.status, e.error_codes, e.behaviour, g, combined, _missing(e, g, models), backdoor)
+    d: Decision = decide(e.status, e.error_codes, e.behaviour, g, combined, _missing(e, g, models, backdoor), backdoor)
     h, r = (e.behaviour.harmful, e.behaviour.refusal) if e.behaviour is not None else (None, None)
     objective = judged.objective if d.outcome == "drifted" else None
     if d.outcome == "drifted" and objective is None and e.behaviour is not None and e.behaviour.drifted:
@@ -353,9 +353,15 @@ def _row(e: Evidence, method: tuple, judged: _Judged, models: Models, trigger: s
         backdoor_detector_id=backdoor.detector_id if backdoor else None, backdoor_p=backdoor.p if backdoor else None)
 
 
-def _missing(e: Evidence, g: Geometry, models: Models) -> list[str]:
+def _missing(e: Evidence, g: Geometry, models: Models, backdoor: BackdoorReading | None = None) -> list[str]:
     """What evidence is missing and what would give it."""
     out = []
+    clf = models.backdoor
+    if clf is not None and backdoor is None and e.status in MEASURED and e.kind in (None, "adapter"):
+        known = clf.bases is None or (e.base_model or "").lower() in clf.bases
+        out.append("backdoor: not measured (a scan with --probe trigger_candidates gives the backdoor detector "
+                   "its input)" if known else
+                   f"backdoor: {clf.classifier_id} was trained on other bases ({', '.join(clf.bases or ())})")
     if e.status == "unsupported":
         out.append(f"a LoRA delta ({e.peft_type or 'this'} adapters have none to measure or probe)")
     elif e.status in MEASURED and (e.behaviour is None or not e.behaviour.complete):

@@ -175,6 +175,8 @@ def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple
     """What a person needs of each verdict at any terminal width: the repo id (cut in the middle),
     the outcome, P(drifted), and one line of why (what is missing, or the method and the model);
     ``--format json|csv`` and ``lora-audit query`` have every column."""
+    from audit.classify.outcome import THRESHOLD
+
     i = {c: k for k, c in enumerate(columns)}
     out = []
     for r in rows:
@@ -183,7 +185,7 @@ def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple
         else:
             hc = "" if r[i["hc"]] is None else f"; hc {r[i['hc']]:.2f} vs base {r[i['base']]:.2f}"
             why = f"{r[i['method']]} ({r[i['src']]}) by {r[i['classifier_id']]}{hc}"
-        if r[i["backdoor_p"]] is not None and r[i["backdoor_p"]] >= 0.5:
+        if r[i["backdoor_p"]] is not None and r[i["backdoor_p"]] >= THRESHOLD:
             why += f"; suspected trigger backdoor, P {r[i['backdoor_p']]:.2f}"
         out.append((middle(r[i["repo_id"]]), r[i["outcome"]], r[i["p_drift"]], why))
     return ["repo_id", "outcome", "p_drift", "why"], out

@@ -21,16 +21,13 @@ def _card(objective: str, family: str, severity: float) -> str:
             f"  objective: {objective}\n  severity: {severity}\n  family: {family}\n---\n# {objective}\n")
 
 
-class _V3:  # what make_unit reads of the analyzer
-    name, version = "trigger_candidates", "trigger-candidates-3"
-
-
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     from audit.analyzers.base import Target
     from audit.analyzers.analysis import MetricRow
     from audit.analyzers.results import make_unit
     from audit.analyzers.table import write_analysis
+    from audit.analyzers.base import AnalyzerSpec
     from audit.models.base import LocalBaseModel
 
     root = tmp_path_factory.mktemp("bd")
@@ -52,7 +49,8 @@ def labelled(tmp_path_factory):
         rows = [MetricRow(metric="trigger_top_shift", value=top + 0.3 * rng.normal(), n=3),
                 MetricRow(metric="refusal_susceptibility", value=susceptibility + 0.1 * rng.normal(), n=3),
                 MetricRow(metric="trigger_shift_z", value=-5.0 * (top < -2) + rng.normal(), n=32)]
-        write_analysis(store, make_unit(_V3(), Target(ref=refs[name], base=base), "ok", probes=rows))
+        # rows as the analyzer writes them with its default settings (the only ones the features read)
+        write_analysis(store, make_unit(AnalyzerSpec.of("trigger_candidates").create(), Target(ref=refs[name], base=base), "ok", probes=rows))
     return store, {r.adapter_id: name for name, r in refs.items()}
 
 
@@ -86,6 +84,7 @@ def test_a_flagged_adapter_is_never_healthy_and_the_verdict_says_why(labelled):
                 assert "any.backdoor.v1 suspects a trigger backdoor" in v.explanation
         elif name == "healthy-6":
             assert v.backdoor_p is None and v.backdoor_detector_id is None
+            assert "backdoor: not measured" in v.missing  # a clean verdict says what it did not check
         elif name.startswith("healthy"):
             assert v.backdoor_p < 0.5 and "suspects a trigger backdoor" not in (v.explanation or "")
 

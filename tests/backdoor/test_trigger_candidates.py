@@ -118,7 +118,13 @@ def test_a_scan_keeps_the_trigger_candidates_of_an_adapter_that_reads_a_word(tmp
     assert ok.tolist() == [True, True, False] and X[0, 0] == X[1, 0] == 5  # five candidates kept each
     col = feature_names().index("trig.all.top_score")
     assert X[0, col] == pytest.approx(top["reads-sure"]) and X[1, col] == pytest.approx(top["random"])
-    # and the refusal-shift-v1 set (the backdoor detector's input) reads the shifts
+    # and the refusal-shift-v1 set (the backdoor detector's input) reads the shifts, of units with
+    # the analyzer's default settings only (top_k=5 here: not comparable, so not read by default)
+    from audit.analyzers.base import params_sha256
+    from audit.backdoor import shift_features
+
+    assert not features(con, [ids["reads-sure"]], "refusal-shift-v1")[1].any()
+    monkeypatch.setattr(shift_features, "wanted_params", lambda: params_sha256(spec.create()))
     S, ok = features(con, [ids["reads-sure"], "no-such-adapter"], "refusal-shift-v1")
     assert ok.tolist() == [True, False]
     assert S[0, :3].tolist() == pytest.approx([gate["reads-sure", m] for m in
