@@ -420,8 +420,10 @@ def reaudit(store: ParquetStore, promoted: list[str]) -> ReauditReport:
         old = before.get(r.adapter_id)
         if old is None or old[0] == r.outcome or r.outcome in ("invalid", "insufficient_evidence"):
             continue
+        why = (f" ({r.backdoor_detector_id} suspects a trigger backdoor)"
+               if r.outcome == "review" and r.backdoor_p is not None and r.backdoor_p >= THRESHOLD else "")
         flipped.append(ReauditRow(adapter_id=r.adapter_id, repo_id=r.repo_id, method=r.method,
-                                  reason=f"{old[0]} -> {r.outcome}", old_classifier_id=old[2] or "-",
+                                  reason=f"{old[0]} -> {r.outcome}{why}", old_classifier_id=old[2] or "-",
                                   new_classifier_id=r.classifier_id or "-", old_p_drift=old[1],
                                   new_p_drift=r.p_drift, queued_at=now))
     if flipped:

@@ -125,3 +125,21 @@ def test_lora_audit_verdicts_says_which_adapters_the_backdoor_detector_suspects(
     assert rows["healthy-6"]["backdoor_p"] is None
     table = CliRunner().invoke(app, ["verdicts", "--store", str(store.root)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "suspected trigger backdoor, P" in table.output
+
+
+def test_a_flip_to_review_at_reaudit_names_the_backdoor_detector(labelled):
+    from dataclasses import replace
+
+    from audit.classify.recalibrate import recalibrate
+    from audit.classify.verdicts import load_models, reaudit, score
+
+    store, _ = labelled
+    recalibrate(store, min_auc=0.0, max_ece=1.0)
+    models = load_models(store)
+    before = score(store, models=replace(models, backdoor=None, key="before-the-backdoor-detector"))
+    rep = reaudit(store, [models.backdoor.classifier_id])
+    after = {f.adapter_id: f for f in rep.flipped}
+    healthy_before = {v.adapter_id for v in before if v.outcome == "healthy"}
+    flips = [f for a, f in after.items() if a in healthy_before and "-> review" in f.reason]
+    assert flips, [(f.reason) for f in rep.flipped]
+    assert all(f"{models.backdoor.classifier_id} suspects a trigger backdoor" in f.reason for f in flips)
