@@ -127,14 +127,18 @@ def test_lora_audit_verdicts_says_which_adapters_the_backdoor_detector_suspects(
     assert table.exit_code == 0 and "suspected trigger backdoor, P" in table.output
 
 
-def test_a_flip_to_review_at_reaudit_names_the_backdoor_detector(labelled):
+def test_a_flip_to_review_at_reaudit_names_the_backdoor_detector(labelled, tmp_path):
+    import shutil
     from dataclasses import replace
 
     from audit.classify.recalibrate import recalibrate
     from audit.classify.verdicts import load_models, reaudit, score
 
-    store, _ = labelled
-    recalibrate(store, min_auc=0.0, max_ece=1.0)
+    shared, _ = labelled
+    recalibrate(shared, min_auc=0.0, max_ece=1.0)
+    shutil.copytree(shared.root, tmp_path / "store")
+    shutil.rmtree(tmp_path / "store" / "verdicts", ignore_errors=True)  # no verdict yet, whatever ran before
+    store = ParquetStore(str(tmp_path / "store"))
     models = load_models(store)
     before = score(store, models=replace(models, backdoor=None, key="before-the-backdoor-detector"))
     rep = reaudit(store, [models.backdoor.classifier_id])
