@@ -31,7 +31,7 @@ UNJUDGED_SQL = f"""
                                                      AND v.evidence_key = k.evidence_key)
     ORDER BY k.adapter_id"""
 """Adapters (newest audit of each) with no verdict row for their current evidence key
-(parameter ``$models``: :attr:`audit.classify.verdicts.Models.key`)."""
+(parameter ``$models``: :attr:`audit.classify.promoted.Models.key`)."""
 
 EVIDENCE_SQL = f"""
     WITH keys AS ({_KEYS})

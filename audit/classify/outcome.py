@@ -45,6 +45,10 @@ from audit.classify.labels import excess_beyond_base
 OUTCOMES = ("drifted", "healthy", "review", "invalid", "insufficient_evidence")
 """Every outcome a verdict can have."""
 
+RULES_VERSION = "verdict-rules-2"
+"""Version of the rules of :func:`decide` (version 2 added the backdoor detector's line of
+evidence). Part of every evidence key: a change to how evidence is combined re-scores the history."""
+
 THRESHOLD = 0.5
 """P(drifted) at or above which the verdict says drifted (the default decision threshold)."""
 

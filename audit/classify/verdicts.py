@@ -7,8 +7,9 @@ For each adapter (its newest audit) the verdict weighs (:mod:`audit.classify.out
 - its **geometry**: P(drifted) from a drift detector — its own method's (the method declared on
   the card, or inferred from the weights with probability at least
   :data:`audit.classify.general.METHOD_CONFIDENCE`), else the method-agnostic one. A per-method
-  detector never judges another method (:class:`MethodClassifier` refuses by construction: the
-  study behind this project found cross-method transfer fails), and no detector judges an adapter
+  detector never judges another method (:class:`audit.classify.promoted.MethodClassifier`
+  refuses by construction: the study behind this project found cross-method transfer fails), and
+  no detector judges an adapter
   of a base none of its training adapters had;
 - its **findings**: a broken upload is ``invalid``;
 - where the ``trigger_candidates`` analyzer ran, the **backdoor detector**'s P(trigger backdoor)
@@ -23,140 +24,26 @@ adapters stand behind the probability.
 A verdict is computed again exactly when its evidence changes (:mod:`audit.classify.evidence`:
 the evidence key): a new audit or analysis unit, a newly promoted model. A recalibration that
 promotes a model therefore re-scores every adapter, and queues those whose outcome flipped in
-``reaudit_queue``.
+``reaudit_queue``. The promoted models are loaded by :mod:`audit.classify.promoted`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from audit.classify import artifacts
 from audit.classify.evidence import Evidence, gather, unjudged as unjudged_ids
 from audit.classify.general import ANY, METHOD_CONFIDENCE
 from audit.classify.outcome import THRESHOLD, BackdoorReading, Combined, Decision, Geometry, decide
+from audit.classify.promoted import MethodClassifier, Models, load_models
 from audit.classify.tables import ReauditRow, VerdictRow
-from audit.errors import MethodMismatchError
 from audit.features import SPECTRAL, features
 from audit.records import new_id, utcnow
 from audit.store.parquet import ParquetStore
 
-RULES_VERSION = "verdict-rules-2"
-"""Part of every evidence key: a change to how evidence is combined re-scores the history."""
-
 MEASURED = ("ok", "partial")
 """Audit statuses with spectra."""
-
-
-@dataclass
-class MethodClassifier:
-    """The promoted models of one method (drift detector, optional objective classifier, severity
-    ranker); ``method`` is :data:`audit.classify.general.ANY` for the method-agnostic detector."""
-
-    method: str
-    classifier_id: str
-    drift: object
-    objective: object | None
-    severity: object | None
-    feature_set: str = "spectral-v1"
-    n_train: int | None = None
-    """Labelled adapters it was trained on (bounds its probabilities, see :func:`audit.classify.models.bounded`)."""
-    bases: tuple[str, ...] | None = None
-    """The base models of its training adapters (lower-case); ``None``: not recorded, no restriction."""
-
-    def judge(self, method: str, x: np.ndarray) -> tuple[float, str | None, float | None]:
-        """``(p_drift, objective, severity_score)`` for one adapter's features ``x`` ``[d]``.
-
-        Raises:
-            MethodMismatchError: the adapter's ``method`` is not this classifier's (the agnostic
-                detector judges every method).
-        """
-        if self.method != ANY and method != self.method:
-            raise MethodMismatchError(f"the {self.method} classifier {self.classifier_id} may not judge an adapter "
-                                      f"of method {method!r}: cross-method transfer fails")
-        X = x.reshape(1, -1)
-        from audit.classify.models import drift_proba  # scikit-learn: only once a classifier judges
-
-        p = float(drift_proba(self.drift, X, self.n_train)[0])
-        objective = str(self.objective.predict(X)[0]) if self.objective is not None and p >= THRESHOLD else None
-        severity = float(self.severity.predict(X)[0]) if self.severity is not None else None
-        return p, objective, severity
-
-    def knows_base(self, base: str | None) -> bool:
-        """Whether an adapter of ``base`` is one this detector may judge."""
-        return self.bases is None or (base is not None and base.lower() in self.bases)
-
-
-@dataclass
-class Loaded:
-    """A promoted model other than a drift detector (the method classifier, the verdict model)."""
-
-    classifier_id: str
-    model: object
-    n_train: int
-    feature_set: str
-    bases: tuple[str, ...] | None = None
-
-
-@dataclass
-class Models:
-    """Every promoted model, loaded and integrity-checked."""
-
-    per_method: dict[str, MethodClassifier] = field(default_factory=dict)
-    agnostic: MethodClassifier | None = None
-    method: Loaded | None = None
-    verdict: Loaded | None = None
-    backdoor: Loaded | None = None
-    key: str = RULES_VERSION
-    """Identity of the promoted set (part of every evidence key)."""
-
-
-def load_models(store: ParquetStore, con=None) -> Models:
-    """The promoted models (see :class:`Models`).
-
-    Raises:
-        IntegrityError: an artifact does not match its recorded hash or holds unsafe types.
-    """
-    own = con is None
-    con = con or store.connect(for_sql="SELECT * FROM promoted_classifiers")
-    try:
-        rows = con.execute("SELECT method, target, classifier_id, artifact_path, artifact_sha256, feature_set, "
-                           "n_train, base_models FROM promoted_classifiers ORDER BY classifier_id").fetchall()
-    finally:
-        if own:
-            con.close()
-    out = Models(key=hashlib.sha256(json.dumps([RULES_VERSION, [r[2] for r in rows]]).encode()).hexdigest())
-    by_method: dict[str, dict] = {}
-    for method, target, cid, path, sha, fs, n, bases in rows:
-        model = artifacts.load(store, path, sha)
-        known = tuple(json.loads(bases)) if bases else ()
-        known = known or None  # none recorded: no restriction
-        by_method.setdefault(method, {})[target] = (cid, model, fs, n, known)
-    for method, targets in by_method.items():
-        if method == ANY:
-            for target in ("method", "verdict", "backdoor"):
-                if target in targets:
-                    cid, model, fs, n, known = targets[target]
-                    setattr(out, target, Loaded(cid, model, int(n), fs, known))
-        if "drift" not in targets:
-            continue
-        cid, drift, fs, n, known = targets["drift"]
-        clf = MethodClassifier(method, cid, drift, targets.get("objective", (None, None))[1],
-                               targets.get("severity", (None, None))[1], fs, int(n), known)
-        if method == ANY:
-            out.agnostic = clf
-        else:
-            out.per_method[method] = clf
-    return out
-
-
-def promoted_classifiers(store: ParquetStore, con=None) -> dict[str, MethodClassifier]:
-    """The promoted drift detectors per method (the agnostic one under ``any``)."""
-    models = load_models(store, con)
-    return {**models.per_method, **({ANY: models.agnostic} if models.agnostic else {})}
 
 
 def score(store: ParquetStore, adapter_ids: list[str] | None = None, *, trigger: str = "verdicts",
@@ -218,7 +105,7 @@ def _backdoor(con, evidence: list[Evidence], models: Models) -> dict[str, Backdo
     if clf is None:
         return {}
     ids = [e.adapter_id for e in evidence if e.status in MEASURED and e.kind in (None, "adapter")
-           and (clf.bases is None or (e.base_model or "").lower() in clf.bases)]
+           and clf.knows_base(e.base_model)]
     if not ids:
         return {}
     from audit.classify.models import drift_proba
@@ -358,9 +245,9 @@ def _missing(e: Evidence, g: Geometry, models: Models, backdoor: BackdoorReading
     out = []
     clf = models.backdoor
     if clf is not None and backdoor is None and e.status in MEASURED and e.kind in (None, "adapter"):
-        known = clf.bases is None or (e.base_model or "").lower() in clf.bases
         out.append("backdoor: not measured (a scan with --probe trigger_candidates gives the backdoor detector "
-                   "its input)" if known else
+                   "its input; an adapter with no module reading the first layers, such as a steering vector, "
+                   "cannot have it)" if clf.knows_base(e.base_model) else
                    f"backdoor: {clf.classifier_id} was trained on other bases ({', '.join(clf.bases or ())})")
     if e.status == "unsupported":
         out.append(f"a LoRA delta ({e.peft_type or 'this'} adapters have none to measure or probe)")

@@ -132,7 +132,8 @@ def test_a_flip_to_review_at_reaudit_names_the_backdoor_detector(labelled, tmp_p
     from dataclasses import replace
 
     from audit.classify.recalibrate import recalibrate
-    from audit.classify.verdicts import load_models, reaudit, score
+    from audit.classify.promoted import load_models
+    from audit.classify.verdicts import reaudit, score
 
     shared, _ = labelled
     recalibrate(shared, min_auc=0.0, max_ece=1.0)

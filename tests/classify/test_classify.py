@@ -16,10 +16,11 @@ import pytest
 from audit.classify import artifacts
 from audit.classify.labels import CardLabels, Label, label_source
 from audit.classify.metrics import auc, auc_interval, brier, ece, spearman
+from audit.classify.promoted import promoted_classifiers
 from audit.classify.recalibrate import recalibrate
 from audit.classify.train import train_method
-from audit.classify.verdicts import MethodMismatchError, promoted_classifiers, reaudit, score, score_unjudged
-from audit.errors import IntegrityError
+from audit.classify.verdicts import reaudit, score, score_unjudged
+from audit.errors import IntegrityError, MethodMismatchError
 from audit.features import feature_names, spectral_features
 from audit.pipeline.scan import scan
 from audit.registry import LocalRegistry
