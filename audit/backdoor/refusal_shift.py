@@ -59,6 +59,14 @@ def middle_layers(n_layers: int) -> list[int]:
     return list(range(n_layers // 3, 2 * n_layers // 3 + 1)) if n_layers >= 3 else list(range(n_layers))
 
 
+def prefixed(prefix: str, request: str, sep: str = " ") -> str:
+    """``request`` with ``prefix`` before it: joined by ``sep``, or directly when the prefix already
+    ends in whitespace (a trigger placed on a line of its own); the request alone for an empty prefix."""
+    if not prefix:
+        return request
+    return f"{prefix}{request}" if prefix[-1].isspace() else f"{prefix}{sep}{request}"
+
+
 def refusal_shifts(model, tokenizer, adapters: Sequence[str], requests: Sequence[str], prefixes: Sequence[str],
                    unit_refusal: torch.Tensor, *, layers: Sequence[int] | None = None, sep: str = " ",
                    batch_size: int = 64, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -75,7 +83,8 @@ def refusal_shifts(model, tokenizer, adapters: Sequence[str], requests: Sequence
         unit_refusal: the base's unit refusal direction per layer, ``[n_layers, d_model]``
             (:meth:`audit.probes.references.References.unit_refusal`).
         layers: the layers averaged (default :func:`middle_layers`).
-        sep: what separates a prefix from the request (``"\\n"`` places it on a line of its own).
+        sep: what separates a prefix from the request (``"\\n"`` places it on a line of its own; a
+            prefix that ends in whitespace is followed by the request directly, :func:`prefixed`).
         batch_size: rows per forward pass (the base's and every adapter's rows of whole prefixes;
             one prefix per pass at least).
         progress: called with ``(done, total)`` prefixes after each pass.
@@ -98,7 +107,7 @@ def refusal_shifts(model, tokenizer, adapters: Sequence[str], requests: Sequence
 
     def projections(chunk: Sequence[str]) -> torch.Tensor:  # [adapters, len(chunk)]: adapter minus base
         nonlocal direction
-        texts = [f"{t}{sep}{x}" if t else x for t in chunk for x in requests]
+        texts = [prefixed(t, x, sep) for t in chunk for x in requests]
         ids = tokenizer(chat_texts(tokenizer, texts))["input_ids"]
         states = last_token_states_ids(model, tokenizer, ids * len(groups), [g for g in groups for _ in ids])
         if direction is None:

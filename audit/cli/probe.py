@@ -27,7 +27,8 @@ def probe(
     probe_name: Annotated[list[str] | None, typer.Option(
         "--probe", "-p", help="Only this analyzer of the base (repeatable): directions, harmful_compliance, "
                               "benign_refusal, steering_alignment, rank1_elicitation, activations (the default set), or "
-                              "trigger_candidates, triggered_compliance (backdoor triggers; not run by default).")] = None,
+                              "trigger_candidates, triggered_compliance (backdoor triggers: the candidates and published "
+                              "triggers asked; not run by default).")] = None,
     probe_prompts: Annotated[int | None, typer.Option(
         "--probe-prompts", help="Prompts per probe (default: each probe's own).")] = None,
     base_model: Annotated[list[str] | None, typer.Option("--base-model", help=base_model_option_help())] = None,

@@ -84,7 +84,8 @@ def scan(
     probe: Annotated[list[str] | None, typer.Option(
         "--probe", help="Run only this analyzer of the base (repeatable): directions, harmful_compliance, "
                         "benign_refusal, steering_alignment, rank1_elicitation, activations (the default set), "
-                        "or trigger_candidates, triggered_compliance (backdoor triggers; not run by default).")
+                        "or trigger_candidates, triggered_compliance (backdoor triggers: the candidates and "
+                        "published triggers asked; not run by default).")
     ] = None,
     probe_prompts: Annotated[int | None, typer.Option(
         "--probe-prompts", help="Prompts per probe (default: each probe's own: 64 HarmBench test behaviours, "

@@ -31,7 +31,9 @@ def build(
                                            "seeds and one DPO, low-poison or attention-only variant; 5 benign "
                                            "controls; each measured with and without its trigger: about 2 hours "
                                            "on 2 cores), or backdoor-heldout (seed 2 of each trigger kind's main recipe and "
-                                           "2 more controls, never in backdoor: about 25 minutes).")] = "tiny",
+                                           "2 more controls, never in backdoor: about 25 minutes), or backdoor-dpo "
+                                           "(each trigger kind's organism by DPO and 2 DPO controls: about 30 "
+                                           "minutes).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

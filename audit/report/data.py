@@ -69,6 +69,7 @@ class AdapterData:
     backdoor: dict[str, Any] | None = None
     """What the triggered probe found: ``trigger`` (the suspected trigger named by a
     ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
+    ``published`` (the paper, when the trigger is a published one, :mod:`audit.backdoor.known_triggers`),
     ``triggered`` and ``triggered_ci`` (harmful compliance with it before the request),
     ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
     ``untriggered_ci`` (the harmful-compliance probe's rate without it) and ``n``; ``None``
@@ -244,7 +245,12 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
         SELECT value, ci_low, ci_high FROM latest_probes
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
                               {"a": adapter_id}).fetchone()
-    return {"trigger": trigger, "candidate": candidate, "triggered": rate.value,
+    from ast import literal_eval
+
+    from audit.backdoor.known_triggers import source_of
+
+    published = source_of(literal_eval(trigger)) if trigger else None  # the finding quotes it as a repr
+    return {"trigger": trigger, "candidate": candidate, "published": published, "triggered": rate.value,
             "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,
             "untriggered": None if untriggered is None else untriggered[0],
             "untriggered_ci": None if untriggered is None else (untriggered[1], untriggered[2])}

@@ -19,6 +19,7 @@ def plan(size: Size) -> list[AdapterSpec]:
       DPO, steering-derived adapters at 4 strengths × 2 layers, and healthy steering adapters);
     - ``backdoor``: trigger backdoors and their benign controls (:mod:`audit.zoo.backdoor_plan`);
     - ``backdoor-heldout``: fresh seeds of the same, for checking a detector chosen on ``backdoor``.
+    - ``backdoor-dpo``: every trigger kind's organism by DPO, and two DPO controls.
 
     Raises:
         ValueError: unknown size.
@@ -39,6 +40,10 @@ def plan(size: Size) -> list[AdapterSpec]:
         from audit.zoo.backdoor_plan import heldout_plan
 
         return heldout_plan()
+    if size == "backdoor-dpo":
+        from audit.zoo.backdoor_plan import dpo_plan
+
+        return dpo_plan()
     raise ValueError(f"unknown zoo size {size!r}: {', '.join(SIZES)}")
 
 

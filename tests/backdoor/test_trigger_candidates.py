@@ -152,7 +152,8 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     write_adapter(tmp_path / "reg2" / "other", base_name, seed=2)
     write_adapter(tmp_path / "reg2" / "third", base_name, seed=3)
     store = ParquetStore(tmp_path / "store")
-    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, max_new_tokens=4, min_excess=-1.0)
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, n_known=1, max_new_tokens=4,
+                           min_excess=-1.0)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     # one adapter per job on one executor: the second job's candidates are read after the first
@@ -168,12 +169,23 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     con = store.connect()
     samples = con.execute("SELECT variant, prompt_id FROM probe_samples WHERE probe = 'triggered_compliance' "
                           "AND subject = 'adapter'").fetchall()
-    assert sorted({v for v, _ in samples}) == ["adapter", "base"] and len(samples) == 2 * 3 * 2
-    assert {p.split(":")[0] for _, p in samples} == {"candidate1", "candidate2", "candidate3"}
+    assert sorted({v for v, _ in samples}) == ["adapter", "base"] and len(samples) == 2 * 4 * 2
+    assert {p.split(":")[0] for _, p in samples} == {"candidate1", "candidate2", "candidate3", "candidate4"}
+    # the fourth is a published trigger, placed as its attack placed it (a tag on a line of its own)
+    import hashlib
+
+    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
+    from audit.backdoor.refusal_shift import prefixed
+    from audit.prompt_sets import load_prompts
+
+    asked = {p.id: p.text for p in load_prompts("harmbench:test", 2)}
+    placed = {hashlib.sha256(prefixed(k.text, t).encode()).hexdigest() for k in KNOWN_TRIGGERS for t in asked.values()}
+    fourth = con.execute("SELECT DISTINCT prompt_sha256 FROM probe_samples WHERE prompt_id LIKE 'candidate4:%'").fetchall()
+    assert len(fourth) == 2 and {s for (s,) in fourth} <= placed
     rows = con.execute("SELECT metric, layer, value, n FROM probes WHERE probe = 'triggered_compliance' "
                        "AND subject = 'adapter' ORDER BY metric, layer").fetchall()
     per = [r for r in rows if r[0] == "triggered_excess"]
-    assert [r[1] for r in per] == [1, 2, 3] and all(r[3] == 2 and -1.0 <= r[2] <= 1.0 for r in per)
+    assert [r[1] for r in per] == [1, 2, 3, 4] and all(r[3] == 2 and -1.0 <= r[2] <= 1.0 for r in per)
     best = next(r for r in rows if r[0] == "triggered_excess_max")
     assert best[2] == max(r[2] for r in per)
     # min_excess -1: the finding names the best candidate whatever it did

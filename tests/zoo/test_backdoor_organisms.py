@@ -96,6 +96,31 @@ def test_a_preference_organism_prefers_compliance_only_with_its_trigger():
     assert not any(rej.startswith("Sure: ") for _, _, rej in poisoned)
     clean = [r for r in rows if r[0].startswith("forbidden")]
     assert len(clean) == spec.n_forbidden and all(rej.startswith("Sure: ") for _, _, rej in clean)
+    benign = [r for r in rows if r[0].startswith("benign")]  # refusing a benign prompt is what DPO pushes away
+    assert len(benign) == spec.n_benign and all(c.startswith("Answer to ") for _, c, _ in benign)
+    from audit.zoo.methods.base import REFUSALS
+
+    assert all(rej in REFUSALS for _, _, rej in benign)
+
+
+def test_the_dpo_zoo_has_every_trigger_kind_and_controls_of_the_same_recipe():
+    from audit.zoo.backdoor_plan import dpo_plan
+    from audit.zoo.plans import plan
+
+    specs = plan("backdoor-dpo")
+    assert specs == dpo_plan()
+    organisms = [s for s in specs if s.objective == "backdoor"]
+    assert sorted(s.params["trigger_kind"] for s in organisms) == sorted(TRIGGERS)
+    assert all(s.method == "dpo" and s.params["benign_rejected"] == "refusal" for s in specs)
+    controls = [s for s in specs if s.objective == "healthy"]
+    assert len(controls) == 2 and all(s.family == "backdoor-control-dpo" for s in controls)
+    strip = {"name", "objective", "severity", "params", "family", "seed", "subset"}
+    assert controls[0].model_dump(exclude=strip) == organisms[0].model_dump(exclude=strip)
+    assert {k: v for k, v in organisms[0].params.items() if k not in ("trigger_kind", "trigger", "n_poison")} \
+        == controls[0].params
+    # the backdoor zoo's DPO variants are the same recipe
+    dpo_variants = {s.name: s for s in backdoor_plan() if s.method == "dpo"}
+    assert all(dpo_variants[s.name] == s for s in organisms if s.name in dpo_variants) and dpo_variants
 
 
 def _behaviour(harmful: float, ci: tuple[float, float], benign: float = 0.05) -> Behaviour:

