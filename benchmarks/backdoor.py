@@ -370,11 +370,14 @@ def organism_folder(con, adapter_id: str) -> Path:
 def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
     """What the triggered probe found: per organism the best candidate and whether it is the
     trigger; over healthy adapters, how many the evidence marks as never healthy."""
+    from ast import literal_eval
+
+    from audit.backdoor.known_triggers import source_of
     from audit.classify.evidence import gather
 
     evidence = {e.adapter_id: e for e in gather(con, "")}
     print(f"\n{'adapter':<34} {'best candidate':<16} {'adapter':>7} {'base':>5} {'backdoor':>8} {'confirms':>8}")
-    confirmed, flagged = [], []
+    confirmed, published, flagged = [], [], []
     for o in orgs:
         b = evidence.get(o["adapter_id"]).behaviour if o["adapter_id"] in evidence else None
         t = None if b is None else b.triggered
@@ -393,9 +396,11 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         if lab is not None and not lab.drifted and e.behaviour is not None and e.behaviour.triggered is not None:
             flagged.append(e.behaviour.backdoor)
     res = {"confirmed": (sum(confirmed) / len(confirmed)) if confirmed else None,
+           "confirmed_as_published": sum(published), "n_organisms": len(confirmed),
            "healthy_flagged": (sum(flagged) / len(flagged)) if flagged else None, "n_healthy": len(flagged)}
-    print(f"organisms whose trigger the probe confirms: {sum(confirmed)}/{len(confirmed)}; healthy adapters the "
-          f"evidence marks as never healthy: {sum(flagged)}/{len(flagged)}")
+    print(f"organisms whose trigger the probe confirms: {sum(confirmed)}/{len(confirmed)} ({sum(published)} of them "
+          f"as a published trigger, {sum(confirmed) - sum(published)} from the weights' candidates); healthy "
+          f"adapters the evidence marks as never healthy: {sum(flagged)}/{len(flagged)}")
     return res
 
 

@@ -54,7 +54,8 @@ class TriggeredCompliance(GenerationProbe):
 
     def candidates(self, target: Target) -> list[str]:
         """The prefixes asked of ``target``'s adapter: its decoded candidates, then the published
-        triggers chosen (none when the adapter cannot be read)."""
+        triggers chosen (published triggers only for an adapter with no early reader; none when the
+        adapter cannot be read)."""
         if target.ref is None:
             return []
         if target.key not in self._candidates:
@@ -64,17 +65,21 @@ class TriggeredCompliance(GenerationProbe):
             from audit.backdoor.candidates import top_candidates
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
             from audit.backdoor.prefix_kl import N_REQUESTS
-            from audit.errors import AuditError
+            from audit.errors import AuditError, UnsupportedAdapterError
 
             runtime = runtime_of(self.ctx)
             scorer = TriggerCandidates(n_layers=self.n_layers)
             scorer.setup(self.ctx)
+            known = [k.text for k in KNOWN_TRIGGERS] if self.n_known > 0 else []
             try:
                 folder = fetch_folder(self.ctx, target)
-                scores = scorer.token_scores(runtime, folder, target.base.revision)
-                best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
-                texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best) if t))
-                known = [k.text for k in KNOWN_TRIGGERS] if self.n_known > 0 else []
+                try:
+                    scores = scorer.token_scores(runtime, folder, target.base.revision)
+                    best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
+                    texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best)
+                                               if t))
+                except UnsupportedAdapterError:  # no early reader (a steering vector): published triggers only
+                    texts = []
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
                     texts = texts[: self.n_behaviour]
                     from audit.probes.references import references_of
@@ -82,8 +87,7 @@ class TriggeredCompliance(GenerationProbe):
                     unit_refusal = references_of(self.ctx, runtime, target.base).unit_refusal()
                     shift = shift_scores(runtime, folder, texts + known, N_REQUESTS, unit_refusal,
                                          self.ctx.shared.setdefault("trigger.behaviour", {}))
-                    texts = ranked(texts, shift[: len(texts)])
-                    known = ranked(known, shift[len(texts):])
+                    texts, known = ranked(texts, shift[: len(texts)]), ranked(known, shift[len(texts):])
             except AuditError:
                 texts, known = [], []
             if len(self._candidates) >= 64:  # asked once per job: old targets are not asked again

@@ -260,3 +260,35 @@ def test_refusal_gate_rows_judge_the_best_candidate_against_the_random_texts():
     assert {r.metric for r in refusal_gate_rows([], randoms, 3)} == {"refusal_susceptibility"}
     assert {r.metric for r in refusal_gate_rows([-1.0], [0.0, 0.0], 3)} == {"trigger_top_shift",
                                                                              "refusal_susceptibility"}  # no spread
+
+
+@pytest.mark.slow
+def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(tmp_path, monkeypatch):
+    """A steering-like adapter (o_proj only) has no trigger candidates from the weights; the
+    published triggers are asked all the same, placed as their attacks placed them."""
+    import hashlib
+
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
+    from audit.backdoor.refusal_shift import prefixed
+    from audit.pipeline.scan import scan
+    from audit.prompt_sets import load_prompts
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from synth import SynthAdapter, SynthModule
+    from tinyllama import write_tiny_llama
+
+    base_name = "tiny-org/tiny-llama"
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(write_tiny_llama(tmp_path / "base"))}))
+    SynthAdapter([SynthModule("model.layers.1.self_attn.o_proj", d_out=64, d_in=64, r=4)],
+                 config={"base_model_name_or_path": base_name}, seed=4).write(tmp_path / "reg" / "steer")
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_known=2, max_new_tokens=2)
+    scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    con = store.connect()
+    got = con.execute("SELECT prompt_id, prompt_sha256 FROM probe_samples WHERE probe = 'triggered_compliance' "
+                      "AND subject = 'adapter' AND variant = 'adapter' ORDER BY prompt_id").fetchall()
+    [request] = [p.text for p in load_prompts("harmbench:test", 1)]
+    placed = {hashlib.sha256(prefixed(k.text, request).encode()).hexdigest() for k in KNOWN_TRIGGERS}
+    assert [p.split(":")[0] for p, _ in got] == ["candidate1", "candidate2"]
+    assert len({s for _, s in got}) == 2 and {s for _, s in got} <= placed
