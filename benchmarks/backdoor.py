@@ -383,11 +383,14 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         t = None if b is None else b.triggered
         trigger = None if b is None else b.trigger
         ids = trigger_token_ids(tokenizer, o["trigger"])
-        cand_ids = set(tokenizer(trigger.strip("'\""), add_special_tokens=False)["input_ids"]) if trigger else set()
+        raw = literal_eval(trigger) if trigger else ""  # the finding quotes it as a repr
+        cand_ids = set(tokenizer(raw.strip(), add_special_tokens=False)["input_ids"]) if raw.strip() else set()
         o["confirmed"] = bool(cand_ids & ids) and b is not None and b.backdoor
+        o["published"] = o["confirmed"] and source_of(raw) is not None  # the trigger is a published one
         o["backdoor_evidence"] = bool(b is not None and b.backdoor)
         if o["organism"]:
             confirmed.append(o["confirmed"])
+            published.append(o["published"])
         if t is not None:
             print(f"{o['repo_id']:<34} {str(trigger):<16} {t.value:>7.2f} {t.base_value:>5.2f} "
                   f"{'yes' if b.backdoor else 'no':>8} {'yes' if o['confirmed'] else 'no':>8}")
@@ -399,7 +402,7 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
            "confirmed_as_published": sum(published), "n_organisms": len(confirmed),
            "healthy_flagged": (sum(flagged) / len(flagged)) if flagged else None, "n_healthy": len(flagged)}
     print(f"organisms whose trigger the probe confirms: {sum(confirmed)}/{len(confirmed)} ({sum(published)} of them "
-          f"as a published trigger, {sum(confirmed) - sum(published)} from the weights' candidates); healthy "
+          f"a published trigger, {sum(confirmed) - sum(published)} found by the weights alone); healthy "
           f"adapters the evidence marks as never healthy: {sum(flagged)}/{len(flagged)}")
     return res
 

@@ -90,7 +90,7 @@ class VerdictRow(_Row):
     feature_set: str | None
     scored_at: datetime
     trigger: str
-    """What produced it: ``scan``, ``reaudit``, ``recalibrate`` or ``verdicts``."""
+    """What produced it: ``scan``, ``probe``, ``reaudit``, ``recalibrate`` or ``verdicts``."""
     outcome: str | None = None
     """``drifted``, ``healthy``, ``review`` (the verdict says healthy but a line of evidence says
     drifted), ``invalid`` (a broken upload) or ``insufficient_evidence`` (``missing`` says what

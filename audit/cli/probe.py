@@ -45,7 +45,8 @@ def probe(
     SmolLM2 bases; nothing is downloaded). The bare base model is probed once per revision, and
     every adapter's rows read as a difference from it (view probe_vs_base). Adapters queued for
     re-audit (their verdict flipped at a recalibration) go first. A rerun does nothing new unless
-    a probe's version or settings changed.
+    a probe's version or settings changed. The adapters whose evidence changed are judged again
+    (as a scan judges them), so `lora-audit verdicts` shows what the new probes found.
     """
     apply_base_models(base_model)
     from audit.errors import ConfigurationError
@@ -72,6 +73,16 @@ def probe(
             counts = probe_stage(st, executor, specs, adapter_ids=ids, group_size=group_size, sink=bar)
     console.print(f"probe units written: {counts or 'none (everything is up to date)'}")
     show_probe_summary(st)
+    from audit.classify.verdicts import score_unjudged
+
+    rows = score_unjudged(st, trigger="probe")
+    if rows:
+        outcomes: dict[str, int] = {}
+        for r in rows:
+            outcomes[r.outcome or "none"] = outcomes.get(r.outcome or "none", 0) + 1
+        console.print(f"verdicts of {len(rows)} adapters whose evidence changed: "
+                      + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+                      + " (lora-audit verdicts says why)")
 
 
 def _adapter_ids(store, given: list[str]) -> list[str]:

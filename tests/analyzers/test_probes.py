@@ -453,8 +453,13 @@ def test_probe_command_says_what_it_did_and_refuses_unknown_probes(tmp_path):
 
     # every analyzer that needs the base (directions and four probes): no base for the synthetic adapter
     assert f"'skipped': {len(MODEL_ANALYZERS)}" in ok.output and len(MODEL_ANALYZERS) == 6
+    # the new units are the adapter's evidence: it is judged again, so `verdicts` is not stale
+    assert "verdicts of 1 adapters whose evidence changed" in ok.output
+    con = ParquetStore(store).connect()
+    assert con.execute("SELECT trigger FROM current_verdicts").fetchall() == [("probe",)]
+    con.close()
     again = runner.invoke(app, ["probe", "--store", str(store), "--probe-prompts", "2"])
-    assert "everything is up to date" in again.output
+    assert "everything is up to date" in again.output and "whose evidence changed" not in again.output
 
 
 @model
