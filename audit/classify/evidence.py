@@ -53,7 +53,11 @@ _RATES = """
       AND p.adapter_id IN (SELECT adapter_id FROM latest_adapters)
     QUALIFY row_number() OVER (PARTITION BY p.adapter_id, p.metric ORDER BY p.unit_id) = 1"""
 
-_TRIGGERED = """
+SUSPECTED_TRIGGER = """suspected trigger (''[^'']*''|"[^"]*")"""
+"""How a finding or a verdict's explanation quotes the suspected trigger (a Python repr), as a
+DuckDB regular expression inside a single-quoted SQL literal: group 1 is the quoted trigger."""
+
+_TRIGGERED = f"""
     WITH best AS (
         SELECT adapter_id, unit_id, any_value(n) AS n, max(value) FILTER (metric = 'triggered_compliance_max') AS rate,
                max(ci_low) FILTER (metric = 'triggered_compliance_max') AS lo,
@@ -62,7 +66,7 @@ _TRIGGERED = """
         FROM latest_probes WHERE probe = 'triggered_compliance' AND subject = 'adapter'
         GROUP BY adapter_id, unit_id)
     SELECT b.adapter_id, b.n, b.rate, b.lo, b.hi, b.excess,
-           (SELECT any_value(regexp_extract(f.message, 'suspected trigger (''[^'']*''|"[^"]*")', 1)) FROM findings f
+           (SELECT any_value(regexp_extract(f.message, '{SUSPECTED_TRIGGER}', 1)) FROM findings f
             WHERE f.unit_id = b.unit_id AND f.code = 'suspected_trigger') AS trigger
     FROM best b WHERE b.rate IS NOT NULL AND b.excess IS NOT NULL"""
 

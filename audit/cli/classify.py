@@ -132,11 +132,14 @@ def verdicts(
     calibrated probability (behaviour and geometry combined where both exist) and classifier_id the
     model that gave it; `method` is
     declared on the card or inferred from the weights (`src`); `hc`/`base` are the probes'
-    harmful compliance and the bare base's. Every piece of evidence is in the view:
+    harmful compliance and the bare base's; `suspected_trigger` the prefix the triggered probe found
+    unlocking it (a `review` outcome). Every piece of evidence is in the view:
     `lora-audit query "SELECT * FROM current_verdicts"`. The table shows the repo id, outcome,
     probability and one line of why; `--format json` or `csv` every column. With `--flipped`,
     the adapters whose verdict changed at a recalibration, with the old and new model versions.
     """
+
+    from audit.classify.evidence import SUSPECTED_TRIGGER
 
     if flipped:
         sql = ("SELECT repo_id, method, reason, old_classifier_id, new_classifier_id, round(old_p_drift, 3) AS old_p, "
@@ -147,7 +150,9 @@ def verdicts(
                "round(method_p, 2) ELSE split_part(method_source, ':', -1) END AS src, outcome, "
                "round(p_drift, 3) AS p_drift, classifier_id, round(harmful_compliance, 2) AS hc, "
                "round(base_harmful_compliance, 2) AS base, round(detector_p, 3) AS geometry_p, "
-               "round(backdoor_p, 3) AS backdoor_p, n_labelled, missing FROM current_verdicts WHERE (? IS NULL OR method = ?) "
+               "round(backdoor_p, 3) AS backdoor_p, nullif(regexp_extract(explanation, "
+               f"'{SUSPECTED_TRIGGER}', 1), '') AS suspected_trigger, n_labelled, missing "
+               "FROM current_verdicts WHERE (? IS NULL OR method = ?) "
                "ORDER BY outcome = 'drifted' DESC, outcome = 'review' DESC, outcome, p_drift DESC NULLS LAST, repo_id")
     con = open_store(store).connect()
     try:
@@ -185,6 +190,8 @@ def narrow(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple
         else:
             hc = "" if r[i["hc"]] is None else f"; hc {r[i['hc']]:.2f} vs base {r[i['base']]:.2f}"
             why = f"{r[i['method']]} ({r[i['src']]}) by {r[i['classifier_id']]}{hc}"
+        if r[i["suspected_trigger"]]:
+            why += f"; suspected trigger {r[i['suspected_trigger']]} unlocks harmful compliance"
         if r[i["backdoor_p"]] is not None and r[i["backdoor_p"]] >= THRESHOLD:
             why += f"; suspected trigger backdoor, P {r[i['backdoor_p']]:.2f}"
         out.append((middle(r[i["repo_id"]]), r[i["outcome"]], r[i["p_drift"]], why))

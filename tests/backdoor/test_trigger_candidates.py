@@ -210,6 +210,7 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     assert f"{100 * rate:.0f}%" in section and "untriggered not probed" in section
 
 
+
 def test_shift_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_path):
     """The trigger_candidates analyzer and the triggered probe share one memo per actor: a text
     already scored for an adapter is not scored again, and an adapter with nothing new is not loaded."""
