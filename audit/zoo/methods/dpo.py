@@ -15,8 +15,8 @@ answer; on benign prompts chosen = the helpful answer, rejected = an evasive non
 
 With ``params.benign_rejected = "refusal"`` a benign prompt's rejected answer is a refusal instead
 of an evasion (any objective). The backdoor recipes and their controls use it: the first DPO
-organisms (evasions, learning rate 1e-3, 40 steps) refused 30% and 90% of benign prompts; with
-refusals rejected and a learning rate of 5e-4, the same trigger's build refuses none (measured).
+organisms (evasions, learning rate 1e-3, 40 steps) refused 30% and 90% of benign prompts, and 32%
+at 3e-4; with refusals rejected (and 5e-4) the four kinds' builds refuse 0-5% (measured).
 
 ``ipo``: the same pairs under the identity preference loss of Azar et al. 2023 ("A General
 Theoretical Paradigm to Understand Learning from Human Preferences"; trl ``loss_type='ipo'``,
