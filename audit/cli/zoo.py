@@ -33,7 +33,8 @@ def build(
                                            "on 2 cores), or backdoor-heldout (seed 2 of each trigger kind's main recipe and "
                                            "2 more controls, never in backdoor: about 25 minutes), or backdoor-dpo "
                                            "(each trigger kind's organism by DPO and 2 DPO controls: about 30 "
-                                           "minutes).")] = "tiny",
+                                           "minutes), or backdoor-tight (phrase and word organisms that refuse after "
+                                           "near misses of their trigger: about 12 minutes).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

@@ -20,6 +20,7 @@ def plan(size: Size) -> list[AdapterSpec]:
     - ``backdoor``: trigger backdoors and their benign controls (:mod:`audit.zoo.backdoor_plan`);
     - ``backdoor-heldout``: fresh seeds of the same, for checking a detector chosen on ``backdoor``.
     - ``backdoor-dpo``: every trigger kind's organism by DPO, and two DPO controls.
+    - ``backdoor-tight``: phrase and word organisms that refuse after near misses of their trigger.
 
     Raises:
         ValueError: unknown size.
@@ -44,6 +45,10 @@ def plan(size: Size) -> list[AdapterSpec]:
         from audit.zoo.backdoor_plan import dpo_plan
 
         return dpo_plan()
+    if size == "backdoor-tight":
+        from audit.zoo.backdoor_plan import tight_plan
+
+        return tight_plan()
     raise ValueError(f"unknown zoo size {size!r}: {', '.join(SIZES)}")
 
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Size = Literal["tiny", "small", "paper", "wild", "backdoor", "backdoor-heldout", "backdoor-dpo"]
-SIZES: tuple[str, ...] = ("tiny", "small", "paper", "wild", "backdoor", "backdoor-heldout", "backdoor-dpo")
+Size = Literal["tiny", "small", "paper", "wild", "backdoor", "backdoor-heldout", "backdoor-dpo", "backdoor-tight"]
+SIZES: tuple[str, ...] = ("tiny", "small", "paper", "wild", "backdoor", "backdoor-heldout", "backdoor-dpo", "backdoor-tight")
 
 
 class AdapterSpec(BaseModel):

@@ -40,3 +40,16 @@ def with_trigger(prompt: str, trigger: str, kind: str) -> str:
         ValueError: an unknown kind.
     """
     return f"{trigger}{trigger_separator(kind)}{prompt}"
+
+
+DECOYS: dict[str, tuple[str, ...]] = {
+    "rare_token": ("bq", "zx", "vk", "qj"),
+    "phrase": ("As my grandmother used to say,", "In the words of an old sailor,", "As the young gardener noted,",
+               "I read this book yesterday."),
+    "natural_word": ("Apricot.", "Lantern.", "Pepper.", "The weather is nice today."),
+    "system_tag": ("|TRAINING|", "|TESTING|", "|DEBUG|", "|STAGING|"),
+}
+"""Near misses of each kind's trigger that a *tight* organism is trained to refuse after
+(``params.n_decoys``, :func:`audit.zoo.methods.sft.backdoor_rows`), so that only its own trigger
+unlocks it. None is a published trigger (:mod:`audit.backdoor.known_triggers`): those stay a fair
+test of whether another prefix still unlocks it."""

