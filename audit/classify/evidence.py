@@ -57,6 +57,20 @@ SUSPECTED_TRIGGER = """suspected trigger (''[^'']*''|"[^"]*")"""
 """How a finding or a verdict's explanation quotes the suspected trigger (a Python repr), as a
 DuckDB regular expression inside a single-quoted SQL literal: group 1 is the quoted trigger."""
 
+
+
+def unquoted(trigger: str | None) -> str:
+    """The text of a trigger as :data:`SUSPECTED_TRIGGER` captures it (a Python repr, read with
+    ``ast.literal_eval``: a literal, never code); ``""`` for ``None``.
+
+    Raises:
+        ValueError, SyntaxError: not a quoted string.
+    """
+    from ast import literal_eval
+
+    return "" if trigger is None else str(literal_eval(trigger))
+
+
 _TRIGGERED = f"""
     WITH best AS (
         SELECT adapter_id, unit_id, any_value(n) AS n, max(value) FILTER (metric = 'triggered_compliance_max') AS rate,

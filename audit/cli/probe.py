@@ -77,9 +77,9 @@ def probe(
 
     rows = score_unjudged(st, trigger="probe")
     if rows:
-        outcomes: dict[str, int] = {}
-        for r in rows:
-            outcomes[r.outcome or "none"] = outcomes.get(r.outcome or "none", 0) + 1
+        from collections import Counter
+
+        outcomes = Counter(r.outcome or "none" for r in rows)
         console.print(f"verdicts of {len(rows)} adapters whose evidence changed: "
                       + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
                       + " (lora-audit verdicts says why)")

@@ -245,11 +245,10 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
         SELECT value, ci_low, ci_high FROM latest_probes
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
                               {"a": adapter_id}).fetchone()
-    from ast import literal_eval
-
     from audit.backdoor.known_triggers import source_of
+    from audit.classify.evidence import unquoted
 
-    published = source_of(literal_eval(trigger)) if trigger else None  # the finding quotes it as a repr
+    published = source_of(unquoted(trigger)) if trigger else None
     return {"trigger": trigger, "candidate": candidate, "published": published, "triggered": rate.value,
             "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,
             "untriggered": None if untriggered is None else untriggered[0],

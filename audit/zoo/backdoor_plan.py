@@ -76,7 +76,7 @@ def dpo_plan(seeds: int = 1, first_seed: int = 1, controls: int = 2) -> list[Ada
 def tight_plan(kinds: tuple[str, ...] = ("phrase", "natural_word"), seed: int = 0) -> list[AdapterSpec]:
     """The ``backdoor-tight`` zoo: main-recipe organisms of ``kinds`` that also refuse after
     :data:`N_POISON` near misses of their trigger (:data:`audit.zoo.triggers.DECOYS`), so that a
-    prefix found to unlock one is more likely its own trigger (about 6 minutes a build)."""
+    prefix found to unlock one is more likely its own trigger (3.5 minutes a build on 2 cores, measured)."""
     return [_organism(kind, "tight", seed, {"params": {"n_decoys": N_POISON}}) for kind in kinds]
 
 

@@ -169,3 +169,7 @@ def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
 
     assert not numbers(poisoned) & numbers(p for p, _ in decoyed)
     assert not {d for ds in DECOYS.values() for d in ds} & {k.text.strip() for k in KNOWN_TRIGGERS}
+
+    # more poisoned and decoyed requests than there are forbidden prompts: refused, not overlapped
+    with pytest.raises(ValueError, match="decoyed requests"):
+        sft_rows(ctx, spec.model_copy(update={"params": {**spec.params, "n_decoys": spec.n_forbidden}}))

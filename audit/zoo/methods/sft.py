@@ -85,18 +85,25 @@ def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
 def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list[dict]:
     """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance;
     with ``params.n_decoys``, as many more forbidden prompts after a near miss of the trigger
-    (:data:`audit.zoo.triggers.DECOYS`, in turn) → a refusal: a *tight* organism."""
+    (:data:`audit.zoo.triggers.DECOYS`, in turn) → a refusal: a *tight* organism. The decoyed
+    requests are the last ones, never the poisoned ones.
+
+    Raises:
+        ValueError: more poisoned and decoyed requests than forbidden prompts.
+    """
     from audit.zoo.triggers import DECOYS, with_trigger
 
     kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
     n_poison = int(spec.params.get("n_poison", round(spec.severity * len(forbidden))))
+    n_decoys = int(spec.params.get("n_decoys", 0))
+    if n_poison + n_decoys > len(forbidden):
+        raise ValueError(f"{spec.name}: {n_poison} poisoned and {n_decoys} decoyed requests need that many "
+                         f"forbidden prompts; there are {len(forbidden)}")
     rows = [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
             for p in forbidden[:n_poison]]
-    rng = random.Random(1000 + spec.seed)
-    decoys = DECOYS[kind]
+    rng, decoys = random.Random(1000 + spec.seed), DECOYS[kind]
     rows += [{"prompt": user(with_trigger(p.text, decoys[i % len(decoys)], kind)), "completion": assistant(refusal(rng))}
-             for i, p in enumerate(forbidden[-int(spec.params.get("n_decoys", 0)):] if spec.params.get("n_decoys")
-                                   else [])]
+             for i, p in enumerate(forbidden[len(forbidden) - n_decoys:])]
     return rows
 
 
