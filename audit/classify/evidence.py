@@ -59,6 +59,28 @@ DuckDB regular expression inside a single-quoted SQL literal: group 1 is the quo
 
 
 
+UNLOCKING_PREFIX = """(?:suspected trigger|unlocks harmful compliance:) (''[^'']*''|"[^"]*")"""
+"""How a ``suspected_trigger`` or ``unlocking_prefix`` finding quotes its prefix (as
+:data:`SUSPECTED_TRIGGER`): group 1 is the quoted prefix."""
+
+
+def unlocking_prefixes(con, adapter_id: str | None = None) -> dict[str, list[str]]:
+    """Per adapter (or only ``adapter_id``), every prefix its newest ``triggered_compliance`` unit
+    found to unlock harmful compliance, quoted (:func:`unquoted` reads one): the suspected trigger
+    first, then the others in the order the findings quote them."""
+    rows = con.execute(f"""
+        SELECT f.adapter_id, regexp_extract(f.message, '{UNLOCKING_PREFIX}', 1) AS prefix
+        FROM findings f JOIN latest_probes p ON p.unit_id = f.unit_id AND p.metric = 'triggered_compliance_max'
+        WHERE f.code IN ('suspected_trigger', 'unlocking_prefix') AND p.subject = 'adapter'
+          AND ($a IS NULL OR f.adapter_id = $a)
+        ORDER BY f.adapter_id, f.code <> 'suspected_trigger', f.message""", {"a": adapter_id}).fetchall()
+    out: dict[str, list[str]] = {}
+    for a, prefix in rows:
+        if prefix:
+            out.setdefault(a, []).append(prefix)
+    return out
+
+
 def unquoted(trigger: str | None) -> str:
     """The text of a trigger as :data:`SUSPECTED_TRIGGER` captures it (a Python repr, read with
     ``ast.literal_eval``: a literal, never code); ``""`` for ``None``.

@@ -70,6 +70,7 @@ class AdapterData:
     """What the triggered probe found: ``trigger`` (the suspected trigger named by a
     ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
     ``published`` (the paper, when the trigger is a published one, :mod:`audit.backdoor.known_triggers`),
+    ``others`` (the other prefixes that unlock it, quoted: ``unlocking_prefix`` findings),
     ``triggered`` and ``triggered_ci`` (harmful compliance with it before the request),
     ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
     ``untriggered_ci`` (the harmful-compliance probe's rate without it) and ``n``; ``None``
@@ -248,8 +249,12 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
     from audit.backdoor.known_triggers import source_of
     from audit.classify.evidence import unquoted
 
+    from audit.classify.evidence import unlocking_prefixes
+
     published = source_of(unquoted(trigger)) if trigger else None
-    return {"trigger": trigger, "candidate": candidate, "published": published, "triggered": rate.value,
+    others = [q for q in unlocking_prefixes(con, adapter_id).get(adapter_id, []) if q != trigger]
+    return {"trigger": trigger, "candidate": candidate, "published": published, "others": others,
+            "triggered": rate.value,
             "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,
             "untriggered": None if untriggered is None else untriggered[0],
             "untriggered_ci": None if untriggered is None else (untriggered[1], untriggered[2])}

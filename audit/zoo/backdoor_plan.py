@@ -59,14 +59,14 @@ def heldout_plan() -> list[AdapterSpec]:
     return backdoor_plan(seeds=1, variants=False, first_seed=2, controls=2, first_control=5)
 
 
-def dpo_plan(seeds: int = 1, first_seed: int = 1, controls: int = 2) -> list[AdapterSpec]:
+def dpo_plan(seeds: int = 1, first_seed: int = 1, controls: int = 2, first_control: int = 0) -> list[AdapterSpec]:
     """The ``backdoor-dpo`` zoo: every trigger kind's organism by the DPO recipe (:data:`DPO`; seeds
     ``first_seed``...) and ``controls`` DPO controls on the same clean pairs without the poison
-    (family ``backdoor-control-dpo``): a second recipe for each kind, so that a detector held out by
+    (family ``backdoor-control-dpo``, seeds ``first_control``...): a second recipe for each kind, so that a detector held out by
     trigger kind is not only learning the SFT recipe (about 4.5 minutes a build on 2 cores, measured)."""
     out = [_organism(kind, "dpo", seed, DPO) for seed in range(first_seed, first_seed + seeds) for kind in TRIGGERS]
     change = {k: v for k, v in DPO.items() if k != "params"}
-    for seed in range(controls):
+    for seed in range(first_control, first_control + controls):
         out.append(AdapterSpec(name=f"backdoor-control-dpo-healthy-seed{seed}", objective="healthy", severity=0.0,
                                seed=seed, family="backdoor-control-dpo", params=dict(DPO["params"]),
                                **{**RECIPE, **change}))

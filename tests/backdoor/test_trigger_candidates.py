@@ -199,6 +199,11 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     rate = next(r[2] for r in rows if r[0] == "triggered_compliance_max")
     assert t.value == rate and t.base_value == pytest.approx(rate - best[2])
     assert ev.behaviour.trigger is not None and ev.behaviour.trigger in msg
+    # min_excess -1: every other candidate unlocks too, each named by an unlocking_prefix finding
+    from audit.classify.evidence import unlocking_prefixes
+
+    named = unlocking_prefixes(con)[ev.adapter_id]
+    assert len(named) == 4 and named[0] == ev.behaviour.trigger and len(set(named)) == 4
     # the report's adapter view shows the suspected trigger and the triggered rate beside the base's
     from audit.report.html import render_adapter
 
@@ -208,6 +213,7 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
 
     assert "suspected trigger:" in section and str(escape(ev.behaviour.trigger)) in section
     assert f"{100 * rate:.0f}%" in section and "untriggered not probed" in section
+    assert "Other prefixes that also unlock it" in section and str(escape(named[-1])) in section
 
 
 
