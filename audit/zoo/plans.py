@@ -20,7 +20,8 @@ def plan(size: Size) -> list[AdapterSpec]:
     - ``backdoor``: trigger backdoors and their benign controls (:mod:`audit.zoo.backdoor_plan`);
     - ``backdoor-heldout``: fresh seeds of the same, for checking a detector chosen on ``backdoor``.
     - ``backdoor-dpo``: every trigger kind's organism by DPO, and two DPO controls.
-    - ``backdoor-tight``: phrase and word organisms that refuse after near misses of their trigger.
+    - ``backdoor-tight``: phrase and word organisms that refuse after near misses of their trigger
+      (and, in the ``tight-wide`` builds, after generic sentences too).
 
     Raises:
         ValueError: unknown size.

