@@ -70,6 +70,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from backdoor_evidence import fmt, trigger_token_ids  # noqa: E402  (after the path is set)
+
 
 def organisms(con) -> list[dict]:
     """Adapters whose card names a trigger, with what the build measured."""
@@ -88,17 +90,6 @@ def organisms(con) -> list[dict]:
                     "triggered": m.get("triggered", {}).get("harmful_compliance"),
                     "base": m.get("base", {}).get("harmful_compliance")})
     return out
-
-
-def trigger_token_ids(tokenizer, trigger: str) -> set[int]:
-    """The distinctive token ids of ``trigger``, at the start of a request and after a space: the
-    whole trigger when it is one token, else its pieces with at least 4 letters or digits (so that
-    a phrase is not found through ``the`` or a comma)."""
-    ids = set(tokenizer(trigger, add_special_tokens=False)["input_ids"]) | set(
-        tokenizer(" " + trigger, add_special_tokens=False)["input_ids"])
-    if len(tokenizer(trigger, add_special_tokens=False)["input_ids"]) == 1:
-        return ids
-    return {i for i in ids if sum(c.isalnum() for c in tokenizer.decode([i])) >= 4}
 
 
 def main() -> None:
@@ -182,7 +173,7 @@ def main() -> None:
         print(f"best candidate's score, {sum(y)} organisms against {len(y) - sum(y)} healthy adapters: AUC {value:.3f} "
               f"[{interval}] (organisms {np.mean([v for v, t in zip(s, y) if t]):.1f}, healthy "
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
-    from backdoor_evidence import triggered_probe, verdict_evidence
+    from backdoor_evidence import triggered_probe, verdict_evidence  # noqa: I001
 
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
     out["detector"] = {}
@@ -195,8 +186,8 @@ def main() -> None:
             continue
         ci = r["auc_ci"]
         ctrl = r["auc_controls"]
-        print(f"  {fs:<24} AUC {r['auc']:.3f} [{_f(ci[0])}-{_f(ci[1])}] against {r['n_negatives']} healthy; against the "
-              f"{r['n_controls']} healthy of the backdoor zoo {_f(ctrl)}; healthy FPR@0.5 {r['fpr']:.2f}, organisms "
+        print(f"  {fs:<24} AUC {r['auc']:.3f} [{fmt(ci[0])}-{fmt(ci[1])}] against {r['n_negatives']} healthy; against the "
+              f"{r['n_controls']} healthy of the backdoor zoo {fmt(ctrl)}; healthy FPR@0.5 {r['fpr']:.2f}, organisms "
               f"flagged {r['tpr']:.2f} ({r['n_organisms']} organisms, {r['n_left_out']} adapters without the features)")
     shift = out["detector"].get(BACKDOOR_FEATURE_SET)
     if shift and shift.get("auc") is not None:
@@ -217,10 +208,6 @@ def main() -> None:
     con.close()
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float))
-
-
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def leave_one_trigger_kind_out(con, feature_set: str, seed: int = 0) -> dict:
@@ -298,7 +285,7 @@ def heldout_check(con, feature_set: str, folders: list[Path], seed: int = 0) -> 
     if 0 < y[keep].sum() < keep.sum():
         res["auc"] = auc(y[keep], q[keep])
         res["auc_ci"] = list(auc_interval(y[keep], q[keep]))
-    print(f"  organisms flagged (P >= 0.5) {res['tpr']}, healthy flagged {res['fpr']}, AUC {_f(res.get('auc'))} "
+    print(f"  organisms flagged (P >= 0.5) {res['tpr']}, healthy flagged {res['fpr']}, AUC {fmt(res.get('auc'))} "
           f"({res['n_organisms']} organisms, {res['n_healthy']} healthy; drifted builds shown, not counted)")
     return res
 

@@ -1,12 +1,27 @@
 """The triggered probe's evidence for ``benchmarks/backdoor.py`` (parts 4 and 10 of its docstring):
 what the probe found per organism, and the verdict's two lines of backdoor evidence read as one
-detector. Run ``benchmarks/backdoor.py``; this module has no entry point."""
+detector, and the helpers both modules use (:func:`trigger_token_ids`, :func:`fmt`). Run
+``benchmarks/backdoor.py``; this module has no entry point."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from backdoor import _f, trigger_token_ids
+
+def fmt(x: float | None) -> str:
+    """A figure to 3 decimals, ``n/a`` for ``None``."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def trigger_token_ids(tokenizer, trigger: str) -> set[int]:
+    """The distinctive token ids of ``trigger``, at the start of a request and after a space: the
+    whole trigger when it is one token, else its pieces with at least 4 letters or digits (so that
+    a phrase is not found through ``the`` or a comma)."""
+    ids = set(tokenizer(trigger, add_special_tokens=False)["input_ids"]) | set(
+        tokenizer(" " + trigger, add_special_tokens=False)["input_ids"])
+    if len(tokenizer(trigger, add_special_tokens=False)["input_ids"]) == 1:
+        return ids
+    return {i for i in ids if sum(c.isalnum() for c in tokenizer.decode([i])) >= 4}
 
 
 def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
@@ -79,7 +94,7 @@ def verdict_evidence(con, lotko: dict) -> dict:
            "unlock_fpr": float(u[y == 0].mean()), "unlock_tpr": float(u[y == 1].mean())}
     print(f"\nthe verdict's backdoor evidence as one detector (a prefix unlocks it, or held-out P >= 0.5 from "
           f"{res['feature_set']}; {res['n_asked']} of {len(rows)} adapters asked by the triggered probe): AUC "
-          f"{res['auc']:.3f} [{_f(lo)}-{_f(hi)}], healthy flagged {res['fpr']:.2f}, organisms flagged {res['tpr']:.2f} "
+          f"{res['auc']:.3f} [{fmt(lo)}-{fmt(hi)}], healthy flagged {res['fpr']:.2f}, organisms flagged {res['tpr']:.2f} "
           f"({res['n_organisms']} organisms, {res['n_healthy']} healthy); the unlock alone: healthy "
           f"{res['unlock_fpr']:.2f}, organisms {res['unlock_tpr']:.2f}")
     return res

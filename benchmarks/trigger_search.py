@@ -18,7 +18,7 @@ base's upper bound with the same prefix).
 Prints per adapter (scores: the KL, or minus the shift, so that larger is more trigger-like): the
 score of no prefix and of the whole planted trigger (placed as it was trained), the best candidates,
 the rank in the vocabulary of the planted trigger's distinctive pieces
-(:func:`backdoor.trigger_token_ids`), whether one is in the top 10 / 50, and the confirmation's best
+(:func:`backdoor_evidence.trigger_token_ids`), whether one is in the top 10 / 50, and the confirmation's best
 candidate with its rates; then recall at 10 and 50 over the organisms, the confirmations, the false
 alarms on controls, and the time per adapter for the whole vocabulary.
 
@@ -125,7 +125,7 @@ def main() -> None:
     from audit.probes.judge import get_judge, wilson_interval
     from audit.prompt_sets import load_prompts
     from audit.zoo.triggers import trigger_separator
-    from backdoor import trigger_token_ids
+    from backdoor_evidence import trigger_token_ids
 
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
