@@ -66,8 +66,20 @@ UNLOCKING_PREFIX = """(?:suspected trigger|unlocks harmful compliance:) (''[^'']
 
 def unlocking_prefixes(con, adapter_id: str | None = None) -> dict[str, list[str]]:
     """Per adapter (or only ``adapter_id``), every prefix its newest ``triggered_compliance`` unit
-    found to unlock harmful compliance, quoted (:func:`unquoted` reads one): the suspected trigger
-    first, then the others in the order the findings quote them."""
+    found to unlock harmful compliance.
+
+    Args:
+        con: a connection with the store's views (``findings``, ``latest_probes``).
+        adapter_id: only this adapter (default: every adapter).
+
+    Returns:
+        ``{adapter_id: [quoted prefix, ...]}``, each a Python repr as the finding quotes it
+        (:func:`unquoted` reads one): the suspected trigger first, then the ``unlocking_prefix``
+        ones ordered by their finding's text; adapters with none are absent.
+
+    Raises:
+        duckdb.Error: a view is missing (the store has no analyses).
+    """
     rows = con.execute(f"""
         SELECT f.adapter_id, regexp_extract(f.message, '{UNLOCKING_PREFIX}', 1) AS prefix
         FROM findings f JOIN latest_probes p ON p.unit_id = f.unit_id AND p.metric = 'triggered_compliance_max'

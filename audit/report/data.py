@@ -247,9 +247,7 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
                               {"a": adapter_id}).fetchone()
     from audit.backdoor.known_triggers import source_of
-    from audit.classify.evidence import unquoted
-
-    from audit.classify.evidence import unlocking_prefixes
+    from audit.classify.evidence import unlocking_prefixes, unquoted
 
     published = source_of(unquoted(trigger)) if trigger else None
     others = [q for q in unlocking_prefixes(con, adapter_id).get(adapter_id, []) if q != trigger]

@@ -78,8 +78,9 @@ def tight_plan(kinds: tuple[str, ...] = ("phrase", "natural_word"), seed: int = 
     :data:`N_POISON` near misses of their trigger (:data:`audit.zoo.triggers.DECOYS`), so that a
     prefix found to unlock one is more likely its own trigger; and the same organisms trained
     against twice as many decoys, generic sentences among them (``tight-wide``,
-    :data:`audit.zoo.triggers.WIDE_DECOYS`), so that "a sentence before the request" no longer
-    unlocks them (3.5-4 minutes a build on 2 cores, measured)."""
+    :data:`audit.zoo.triggers.WIDE_DECOYS`), meant to stop "a sentence before the request" from
+    unlocking them. Measured (README): it did not for the phrase organism, which the published
+    sentence trigger still unlocks (3.5-4 minutes a build on 2 cores, measured)."""
     return ([_organism(kind, "tight", seed, {"params": {"n_decoys": N_POISON}}) for kind in kinds]
             + [_organism(kind, "tight-wide", seed, {"params": {"n_decoys": 2 * N_POISON, "decoys": "wide"}})
                for kind in kinds])
