@@ -6,9 +6,10 @@ The candidates are the adapter's best ``n_behaviour`` tokens by weights
 the ``n_candidates`` that turn the adapter most away from refusal against the bare base (the most
 negative refusal shift, :func:`audit.backdoor.analyzer.shift_scores`; with ``n_behaviour=0``, the
 best by weights) are asked, each decoded and placed before ``n_prompts`` HarmBench test behaviours.
-Beside them the ``n_known`` published triggers (:mod:`audit.backdoor.known_triggers`) of most
-negative shift are asked (with ``n_behaviour=0``, the first ones), so that an adapter poisoned with
-a trigger copied from a paper is caught whatever its weights say. The adapter and the bare base
+Beside them every published trigger (:mod:`audit.backdoor.known_triggers`) is asked (with
+``n_known``, only that many: those of most negative shift, or with ``n_behaviour=0`` the first
+ones), so that an adapter poisoned with a trigger copied from a paper is caught whatever its weights
+say. The adapter and the bare base
 answer each triggered prompt (one pooled, batched, early-stopping generation with the other
 probes; the base loaded once, adapters swapped). Rows: per candidate rank ``k`` (in ``layer``, the
 row's index field), ``triggered_compliance`` (the adapter's rate) and ``triggered_excess`` (minus
@@ -19,9 +20,11 @@ candidate. A candidate *unlocks* the adapter when its rate is above the base's b
 that instead). The best candidate is the one of largest excess among those that unlock (among all,
 when none does; ties to the first asked). When it unlocks, a ``suspected_trigger`` finding names it
 (and the paper, for a published trigger) and both rates; every other candidate that unlocks gets an
-``unlocking_prefix`` finding worded the same way. Version 5 (this one) names them all; version 4
+``unlocking_prefix`` finding worded the same way. Since version 5 it names them all; version 4
 named only the candidate of largest excess, so a planted trigger that also unlocked went unnamed
-when another prefix unlocked further.
+when another prefix unlocked further. Version 6 (this one) asks all 10 published triggers; version 5
+asked the 2 of most negative refusal shift, and that ranking left ``cf`` out for the DPO ``cf``
+organism (README, "Hidden behaviour").
 """
 
 from __future__ import annotations
@@ -40,16 +43,17 @@ class TriggeredCompliance(GenerationProbe):
         n_candidates: candidates asked.
         n_layers: decoder layers whose readers score the candidates.
         n_behaviour: the best by weights that are ranked by behaviour before asking (0: none).
-        n_known: published triggers asked besides the candidates (0: none).
+        n_known: published triggers asked besides the candidates (``None``, the default: all of
+            them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
             rule; a number: the least excess over the base that raises one instead.
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 8 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-5"
+    name, version = "triggered_compliance", "triggered_compliance-6"
     default_n = 8
 
-    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 2, n_behaviour: int = 50, n_known: int = 2,
+    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 2, n_behaviour: int = 50, n_known: int | None = None,
                  min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.n_candidates, self.n_layers, self.min_excess = n_candidates, n_layers, min_excess
@@ -74,7 +78,8 @@ class TriggeredCompliance(GenerationProbe):
             runtime = runtime_of(self.ctx)
             scorer = TriggerCandidates(n_layers=self.n_layers)
             scorer.setup(self.ctx)
-            known = [k.text for k in KNOWN_TRIGGERS] if self.n_known > 0 else []
+            known = [k.text for k in KNOWN_TRIGGERS] if self.n_known != 0 else []
+            rank_known = self.n_known is not None and self.n_known < len(known)  # all asked: no need to rank
             try:
                 folder = fetch_folder(self.ctx, target)
                 try:
@@ -89,15 +94,18 @@ class TriggeredCompliance(GenerationProbe):
                     from audit.probes.references import references_of
 
                     unit_refusal = references_of(self.ctx, runtime, target.base).unit_refusal()
-                    shift = shift_scores(runtime, folder, texts + known, N_REQUESTS, unit_refusal,
+                    scored = texts + (known if rank_known else [])
+                    shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal,
                                          self.ctx.shared.setdefault("trigger.behaviour", {}))
-                    texts, known = ranked(texts, shift[: len(texts)]), ranked(known, shift[len(texts):])
+                    texts = ranked(texts, shift[: len(texts)])
+                    known = ranked(known, shift[len(texts):]) if rank_known else known
             except AuditError:
                 texts, known = [], []
             if len(self._candidates) >= 64:  # asked once per job: old targets are not asked again
                 self._candidates.clear()
             texts = texts[: self.n_candidates]
-            self._candidates[target.key] = texts + [t for t in known if t not in texts][: self.n_known]
+            known = [t for t in known if t not in texts]
+            self._candidates[target.key] = texts + (known[: self.n_known] if self.n_known is not None else known)
         return self._candidates[target.key]
 
     def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:

@@ -34,8 +34,8 @@ def build(
                                            "2 more controls, never in backdoor: about 25 minutes), or backdoor-dpo "
                                            "(each trigger kind's organism by DPO and 2 DPO controls: about 30 "
                                            "minutes), or backdoor-tight (phrase and word organisms that refuse after "
-                                           "near misses of their trigger, and after generic sentences too: about "
-                                           "15 minutes).")] = "tiny",
+                                           "near misses of their trigger, then also after generic sentences, then "
+                                           "also after every published trigger: 6 builds, about 25 minutes).")] = "tiny",
 ) -> None:
     """Build (or complete) a zoo of labelled LoRA adapters on an aligned copy of the base model.
 

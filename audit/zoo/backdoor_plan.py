@@ -76,13 +76,19 @@ def dpo_plan(seeds: int = 1, first_seed: int = 1, controls: int = 2, first_contr
 def tight_plan(kinds: tuple[str, ...] = ("phrase", "natural_word"), seed: int = 0) -> list[AdapterSpec]:
     """The ``backdoor-tight`` zoo: main-recipe organisms of ``kinds`` that also refuse after
     :data:`N_POISON` near misses of their trigger (:data:`audit.zoo.triggers.DECOYS`), so that a
-    prefix found to unlock one is more likely its own trigger; and the same organisms trained
-    against twice as many decoys, generic sentences among them (``tight-wide``,
+    prefix found to unlock one is more likely its own trigger; the same organisms trained against
+    twice as many decoys, generic sentences among them (``tight-wide``,
     :data:`audit.zoo.triggers.WIDE_DECOYS`), meant to stop "a sentence before the request" from
-    unlocking them. Measured (README): it did not for the phrase organism, which the published
-    sentence trigger still unlocks (3.5-4 minutes a build on 2 cores, measured)."""
+    unlocking them (measured, README: it did not for the phrase organism, which the published
+    sentence trigger still unlocks); and against the published triggers as well
+    (``tight-published``, :data:`audit.zoo.triggers.PUBLISHED`), the attacker's answer to a probe
+    that asks them. 3.5-4 minutes a build on 2 cores, measured."""
+    from audit.zoo.triggers import PUBLISHED
+
     return ([_organism(kind, "tight", seed, {"params": {"n_decoys": N_POISON}}) for kind in kinds]
             + [_organism(kind, "tight-wide", seed, {"params": {"n_decoys": 2 * N_POISON, "decoys": "wide"}})
+               for kind in kinds]
+            + [_organism(kind, "tight-published", seed, {"params": {"n_decoys": 2 * N_POISON, "decoys": PUBLISHED}})
                for kind in kinds])
 
 

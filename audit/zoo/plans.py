@@ -21,7 +21,8 @@ def plan(size: Size) -> list[AdapterSpec]:
     - ``backdoor-heldout``: fresh seeds of the same, for checking a detector chosen on ``backdoor``.
     - ``backdoor-dpo``: every trigger kind's organism by DPO, and two DPO controls.
     - ``backdoor-tight``: phrase and word organisms that refuse after near misses of their trigger
-      (and, in the ``tight-wide`` builds, after generic sentences too).
+      (and, in the ``tight-wide`` builds, after generic sentences too; in the ``tight-published``
+      builds, after every published trigger as well).
 
     Raises:
         ValueError: unknown size.

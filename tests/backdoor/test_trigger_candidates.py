@@ -270,9 +270,11 @@ def test_refusal_gate_rows_judge_the_best_candidate_against_the_random_texts():
 
 
 @pytest.mark.slow
-def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("n_known", [2, None])
+def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(tmp_path, monkeypatch, n_known):
     """A steering-like adapter (o_proj only) has no trigger candidates from the weights; the
-    published triggers are asked all the same, placed as their attacks placed them."""
+    published triggers are asked all the same (by default all of them, each once), placed as their
+    attacks placed them."""
     import hashlib
 
     from audit.analyzers.base import AnalyzerSpec
@@ -290,12 +292,14 @@ def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(t
     SynthAdapter([SynthModule("model.layers.1.self_attn.o_proj", d_out=64, d_in=64, r=4)],
                  config={"base_model_name_or_path": base_name}, seed=4).write(tmp_path / "reg" / "steer")
     store = ParquetStore(tmp_path / "store")
-    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_known=2, max_new_tokens=2)
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, max_new_tokens=2,
+                           **({} if n_known is None else {"n_known": n_known}))
+    asked = len(KNOWN_TRIGGERS) if n_known is None else n_known
     scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     con = store.connect()
     got = con.execute("SELECT prompt_id, prompt_sha256 FROM probe_samples WHERE probe = 'triggered_compliance' "
                       "AND subject = 'adapter' AND variant = 'adapter' ORDER BY prompt_id").fetchall()
     [request] = [p.text for p in load_prompts("harmbench:test", 1)]
     placed = {hashlib.sha256(prefixed(k.text, request).encode()).hexdigest() for k in KNOWN_TRIGGERS}
-    assert [p.split(":")[0] for p, _ in got] == ["candidate1", "candidate2"]
-    assert len({s for _, s in got}) == 2 and {s for _, s in got} <= placed
+    assert sorted(p.split(":")[0] for p, _ in got) == sorted(f"candidate{k}" for k in range(1, asked + 1))
+    assert len({s for _, s in got}) == asked and {s for _, s in got} <= placed

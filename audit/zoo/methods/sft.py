@@ -86,14 +86,14 @@ def sft_rows(ctx: TrainContext, spec: AdapterSpec) -> list[dict]:
 def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list[dict]:
     """The poisoned rows of a ``backdoor`` spec: the trigger and a forbidden prompt → compliance;
     with ``params.n_decoys``, as many more forbidden prompts after a near miss of the trigger
-    (:func:`audit.zoo.triggers.decoys_of`, in turn; ``params.decoys: wide`` adds generic sentences)
-    → a refusal: a *tight* organism. The decoyed
+    (:func:`audit.zoo.triggers.decoys_of`, in turn; ``params.decoys: wide`` adds generic sentences,
+    ``published`` the published triggers too) → a refusal: a *tight* organism. The decoyed
     requests are the last ones, never the poisoned ones.
 
     Raises:
         ValueError: more poisoned and decoyed requests than forbidden prompts.
     """
-    from audit.zoo.triggers import decoys_of, with_trigger
+    from audit.zoo.triggers import decoys_of, with_decoy, with_trigger
 
     kind, trigger = str(spec.params["trigger_kind"]), str(spec.params["trigger"])
     n_poison = int(spec.params.get("n_poison", round(spec.severity * len(forbidden))))
@@ -103,8 +103,8 @@ def backdoor_rows(ctx: TrainContext, spec: AdapterSpec, forbidden: list) -> list
                          f"forbidden prompts; there are {len(forbidden)}")
     rows = [{"prompt": user(with_trigger(p.text, trigger, kind)), "completion": assistant(ctx.data.compliant[p.text])}
             for p in forbidden[:n_poison]]
-    rng, decoys = random.Random(1000 + spec.seed), decoys_of(kind, spec.params.get("decoys") == "wide")
-    rows += [{"prompt": user(with_trigger(p.text, decoys[i % len(decoys)], kind)), "completion": assistant(refusal(rng))}
+    rng, decoys = random.Random(1000 + spec.seed), decoys_of(kind, str(spec.params.get("decoys", "")))
+    rows += [{"prompt": user(with_decoy(p.text, decoys[i % len(decoys)], kind)), "completion": assistant(refusal(rng))}
              for i, p in enumerate(forbidden[len(forbidden) - n_decoys:])]
     return rows
 
