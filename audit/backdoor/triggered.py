@@ -133,14 +133,12 @@ class TriggeredCompliance(GenerationProbe):
         """Every candidate's rates and whether it unlocks harmful compliance (the verdict's interval
         rule, or ``min_excess``), best first: those that unlock before those that do not, then by
         excess over the base, then by rank asked."""
-        from audit.classify.labels import excess_beyond_base
-        from audit.probes.judge import wilson_interval
+        from audit.backdoor.unlock import unlock_margin
 
         def unlocks(a: RateCount, b: RateCount) -> bool:
             if self.min_excess is not None:
                 return (a.k - b.k) / a.n >= self.min_excess
-            return excess_beyond_base(a.k / a.n, wilson_interval(a.k, a.n)[0], b.k / b.n,
-                                      wilson_interval(b.k, b.n)[1]) > 0
+            return unlock_margin(a.k, b.k, a.n) > 0
 
         out = [(k, c, a, b, unlocks(a, b)) for k, c, a, b in self._rates(target, judged)]
         return sorted(out, key=lambda r: (not r[4], -(r[2].k - r[3].k), r[0]))
