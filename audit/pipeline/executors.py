@@ -7,7 +7,7 @@ commits every result where it was computed, yielding a small report per unit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from audit.analyzers.base import AnalyzerContext, AnalyzerSpec, Job, Target, run_job
@@ -160,11 +160,26 @@ def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None
     from audit.analyzers.base import ANALYZERS
     from audit.analyzers.builtin import MODEL_ANALYZERS
 
-    import inspect
-
     chosen = tuple(names) if names else MODEL_ANALYZERS
     specs = []
     for n in chosen:
-        takes = "n_prompts" in inspect.signature(ANALYZERS.factory(n)).parameters
+        takes = accepts_keyword(ANALYZERS.factory(n), "n_prompts")
         specs.append(AnalyzerSpec.of(n, n_prompts=n_prompts) if takes and n_prompts is not None else AnalyzerSpec.of(n))
     return tuple(specs)
+
+
+def accepts_keyword(factory: Callable, name: str) -> bool:
+    """Whether ``factory`` (a class or a function) takes the keyword argument ``name``: named in its
+    signature, or passed on by ``**kwargs`` to a base class's ``__init__`` that names it (a probe
+    that adds its own arguments and forwards the rest, such as ``triggered_compliance``)."""
+    import inspect
+
+    for f in (inspect.getmro(factory) if inspect.isclass(factory) else (factory,)):
+        if f is object:
+            return False
+        params = inspect.signature(f.__init__ if inspect.isclass(f) else f).parameters
+        if name in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
