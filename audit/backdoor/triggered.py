@@ -16,7 +16,8 @@ row's index field), ``triggered_compliance`` (the adapter's rate) and ``triggere
 the base's); summaries ``triggered_excess_max`` and ``triggered_compliance_max`` at the best
 candidate. A candidate *unlocks* the adapter when its rate is above the base's by the verdict's rule
 (the adapter's Wilson 95% lower bound above the base's upper bound with the same prefix,
-:func:`audit.classify.labels.excess_beyond_base`; or, when ``min_excess`` is given, its excess reaches
+:func:`audit.classify.labels.excess_beyond_base`, i.e. a positive unlock margin,
+:func:`audit.backdoor.unlock.unlock_margin`; or, when ``min_excess`` is given, its excess reaches
 that instead). The best candidate is the one of largest excess among those that unlock (among all,
 when none does; ties to the first asked). When it unlocks, a ``suspected_trigger`` finding names it
 (and the paper, for a published trigger) and both rates; every other candidate that unlocks gets an
