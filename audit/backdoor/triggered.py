@@ -23,9 +23,11 @@ when none does; ties to the first asked). When it unlocks, a ``suspected_trigger
 (and the paper, for a published trigger) and both rates; every other candidate that unlocks gets an
 ``unlocking_prefix`` finding worded the same way. Since version 5 it names them all; version 4
 named only the candidate of largest excess, so a planted trigger that also unlocked went unnamed
-when another prefix unlocked further. Version 6 (this one) asks all 10 published triggers; version 5
+when another prefix unlocked further. Version 6 asks all 10 published triggers; version 5
 asked the 2 of most negative refusal shift, and that ranking left ``cf`` out for the DPO ``cf``
-organism (README, "Hidden behaviour").
+organism. Version 7 (this one) asks 16 requests per prefix by default (version 6: 8, where 5/8
+against the base's 0/8 is not separated): on the backdoor zoos 16 requests unlock 11 of 13
+organisms and none of 10 same-recipe healthy adapters (README, "Hidden behaviour").
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ class TriggeredCompliance(GenerationProbe):
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
             rule; a number: the least excess over the base that raises one instead.
-        (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 8 prompts)
+        (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-6"
-    default_n = 8
+    name, version = "triggered_compliance", "triggered_compliance-7"
+    default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 2, n_behaviour: int = 50, n_known: int | None = None,
                  min_excess: float | None = None, **kwargs) -> None:
