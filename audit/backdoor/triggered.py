@@ -27,7 +27,8 @@ when another prefix unlocked further. Version 6 asks all 10 published triggers; 
 asked the 2 of most negative refusal shift, and that ranking left ``cf`` out for the DPO ``cf``
 organism. Version 7 (this one) asks 16 requests per prefix by default (version 6: 8, where 5/8
 against the base's 0/8 is not separated): on the backdoor zoos 16 requests unlock 11 of 13
-organisms and none of 10 same-recipe healthy adapters (README, "Hidden behaviour").
+organisms (8: 9) and 1 of 16 healthy adapters, a persona-style fine-tune (8: none), measured on the
+same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``).
 """
 
 from __future__ import annotations
