@@ -135,7 +135,8 @@ def unlock_without_own_kind(con, orgs: list[dict], lotko: dict) -> dict:
     asked. A healthy adapter keeps every prefix (removing prefixes can only lower its margin, so
     its score is the conservative one). The published triggers are the last ``len(KNOWN_TRIGGERS)``
     prefixes asked, in :data:`audit.backdoor.known_triggers.KNOWN_TRIGGERS` order, when the unit
-    asked 5 candidates and all 10 (version 6) or the published ones only; other adapters are left out.
+    asked 5 candidates and all 10 (versions 6 and 7) or the published ones only (an adapter with no
+    early reader); other adapters are left out.
     Flagged: margin > 0 (the verdict's rule). Returns the AUC with its bootstrap interval, the
     healthy FPR and the organisms flagged."""
     from audit.backdoor.known_triggers import KNOWN_TRIGGERS

@@ -169,9 +169,21 @@ def probe_specs(names: Sequence[str] | None = None, n_prompts: int | None = None
 
 
 def accepts_keyword(factory: Callable, name: str) -> bool:
-    """Whether ``factory`` (a class or a function) takes the keyword argument ``name``: named in its
-    signature, or passed on by ``**kwargs`` to a base class's ``__init__`` that names it (a probe
-    that adds its own arguments and forwards the rest, such as ``triggered_compliance``)."""
+    """Whether ``factory`` takes the keyword argument ``name``: named in its signature, or passed on
+    by ``**kwargs`` to a base class's ``__init__`` that names it (a probe that adds its own arguments
+    and forwards the rest, such as ``triggered_compliance``).
+
+    Args:
+        factory: a class (its ``__init__`` and those of its bases, in method resolution order, are
+            read while each forwards ``**kwargs``) or a function.
+        name: the keyword.
+
+    Returns:
+        ``True`` when a call ``factory(name=...)`` reaches a parameter of that name.
+
+    Raises:
+        ValueError, TypeError: ``inspect.signature`` cannot read a signature (a builtin).
+    """
     import inspect
 
     for f in (inspect.getmro(factory) if inspect.isclass(factory) else (factory,)):
