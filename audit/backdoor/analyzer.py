@@ -1,8 +1,10 @@
 """The ``trigger_candidates`` analyzer: the tokens an adapter's first layers read out of all
 proportion (:mod:`audit.backdoor.candidates`), kept per adapter in ``trigger_candidates``.
 
-The ranking needs the base's embeddings and norms only (no forward pass): the base is loaded once
-per actor, the adapter's factors are read with the bounded safetensors reader (never a pickle).
+The ranking needs the base's residuals of every vocabulary token at the first ``n_layers`` layers
+(:mod:`audit.backdoor.context`: computed once per actor and base revision, about a minute on two
+CPU cores) and the adapter's factors, read with the bounded safetensors reader (never a pickle);
+no forward pass per adapter.
 The best ``n_behaviour`` candidates are then scored by what the adapter does with them
 (:func:`shift_scores`: the refusal shift, :mod:`audit.backdoor.refusal_shift`, with the candidate
 before ``n_requests`` HarmBench test behaviours), stored beside the weights' score, and so are
@@ -37,18 +39,20 @@ class TriggerCandidates:
     """Trigger candidates from the weights.
 
     Args:
-        n_layers: decoder layers whose readers are scored (layer 0 exactly, later ones approximately).
+        n_layers: decoder layers whose readers are scored, on the bare base's residual of each
+            token at the start of the user's turn (version 4; version 3 scored 2 layers on the
+            embeddings).
         top_k: candidates kept per adapter.
         n_behaviour: how many of the best by weights get the behavioural score (0: none).
         n_requests: HarmBench test behaviours the behavioural score asks (the shortest).
         n_random: random vocabulary texts scored as the adapter's reference (with ``n_behaviour``).
     """
 
-    name, version = "trigger_candidates", "trigger-candidates-3"
+    name, version = "trigger_candidates", "trigger-candidates-4"
     needs_base = True
     resources = MODEL_RESOURCES
 
-    def __init__(self, n_layers: int = 2, top_k: int = 50, n_behaviour: int = 50, n_requests: int = N_REQUESTS,
+    def __init__(self, n_layers: int = 4, top_k: int = 50, n_behaviour: int = 50, n_requests: int = N_REQUESTS,
                  n_random: int = N_RANDOM) -> None:
         self.n_layers, self.top_k, self.n_behaviour, self.n_requests = n_layers, top_k, n_behaviour, n_requests
         self.n_random = n_random
@@ -112,7 +116,8 @@ class TriggerCandidates:
 
     def token_scores(self, runtime, folder, base_revision: str):
         """Every vocabulary token's score (``[V]`` float64, robust z) for the adapter in ``folder``,
-        on ``runtime``'s loaded base (its embeddings normalised once per actor and ``base_revision``).
+        on ``runtime``'s loaded base (its residuals computed once per actor and ``base_revision``,
+        with progress to the scan's sink).
 
         Raises:
             AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.
@@ -124,7 +129,8 @@ class TriggerCandidates:
         from audit.adapter.measure import iter_factors
         from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
         from audit.adapter_audit import read_config
-        from audit.backdoor.candidates import Reader, normalised_embeddings, token_read_scores
+        from audit.backdoor.candidates import Reader, token_read_scores
+        from audit.backdoor.context import SITE_OF
         from audit.errors import AdapterFormatError, UnsupportedAdapterError
         from audit.findings import FindingLog
 
@@ -148,16 +154,31 @@ class TriggerCandidates:
                 a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)
                 a, b = (b.T, a.T) if f.transposed else (a, b)
                 norm = getattr(layers[layer], READS[mtype]).weight.detach().float().cpu()
-                readers.append(Reader(f.keys.module, a, b, f.scale, norm))
+                readers.append(Reader(f.keys.module, a, b, f.scale, norm, (layer, SITE_OF[READS[mtype]])))
         if not readers:
             raise UnsupportedAdapterError(f"no module reads the residual stream in the first {self.n_layers} layers "
                                           f"(q/k/v/gate/up): no trigger candidates", file=loc.path.name)
-        cache = self.ctx.shared.setdefault("trigger.embeddings", {})  # once per actor and base revision
-        if base_revision not in cache:
+        cache = self.ctx.shared.setdefault("trigger.residuals", {})  # once per actor, base revision and depth
+        key = (base_revision, self.n_layers)
+        if key not in cache:
             cache.clear()
-            embeddings = base.get_input_embeddings().weight.detach().float().cpu()
-            cache[base_revision] = normalised_embeddings(embeddings, float(getattr(base.config, "rms_norm_eps", 1e-6)))
-        return token_read_scores(cache[base_revision], readers)
+            cache[key] = base_residuals(runtime, self.n_layers)
+        return token_read_scores(cache[key], readers)
+
+
+def base_residuals(runtime, n_layers: int):
+    """:func:`audit.backdoor.context.token_residuals` of ``runtime``'s loaded base, with progress to
+    the scan's sink (``batch``: vocabulary tokens done)."""
+    from audit.backdoor.context import token_residuals
+    from audit.progress import current
+
+    sink = current()
+    report = None
+    if sink is not None and hasattr(sink, "batch"):
+        def report(done: int, total: int) -> None:
+            sink.batch(f"base residuals of the vocabulary ({n_layers} layers, once per actor)", done, total)
+
+    return token_residuals(runtime.model, runtime.tokenizer, n_layers, progress=report)
 
 
 def refusal_gate_rows(candidates: list[float], randoms: list[float], n_requests: int) -> list[MetricRow]:

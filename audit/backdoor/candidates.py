@@ -1,25 +1,27 @@
 """Trigger candidates from the weights: which vocabulary tokens an adapter's first layers read out
 of all proportion (pure torch; float64 inside).
 
-A LoRA that reacts to a trigger token must read it. At decoder layer 0 the input of every module
-that reads the residual stream is the token's own embedding, normalised: for a Llama-style block,
-``x_t = g ⊙ e_t / sqrt(mean(e_t²) + ε)`` with ``e_t`` the token's embedding and ``g`` the weight
-of the RMSNorm before the module (``input_layernorm`` for q/k/v, ``post_attention_layernorm`` for
-gate/up: exact for attention, an approximation for the MLP, which also sees the attention's
-output; later layers use the same embedding as an approximation of their input). Each reader
-module ``m`` with delta weight ``ΔW_m = s_m B_m A_m`` responds to token ``t`` with
+A LoRA that reacts to a trigger token must read it. Each module ``m`` that reads the residual
+stream (q/k/v after ``input_layernorm``, gate/up after ``post_attention_layernorm``) sees, for a
+token ``t``, ``g_m ⊙ x_m(t)`` with ``g_m`` the RMSNorm's weight and ``x_m(t)`` the normalised
+residual at its site: in version 4 (:mod:`audit.backdoor.context`) the bare base's residual at
+``t``'s position when ``t`` opens the user's turn, layer by layer (exact for the bare base; the
+adapter's own changes to earlier layers are left out); before, the token's normalised embedding
+``e_t / sqrt(mean(e_t²) + ε)`` at every site (exact only for layer 0's attention). With delta
+weight ``ΔW_m = s_m B_m A_m`` the module responds with
 
-    ρ_m(t) = ‖ΔW_m x_t‖ / median_t' ‖ΔW_m x_t'‖
+    ρ_m(t) = ‖ΔW_m (g_m ⊙ x_m(t))‖ / median_t' ‖ΔW_m (g_m ⊙ x_m(t'))‖
 
 (its response relative to the typical token's, so that no module dominates by its size), and the
 token's score is the robust z-score of ``Σ_m ρ_m(t)`` over the vocabulary, ``(S_t − median S) /
 (1.4826 · MAD S)``. The candidates are the top-k tokens by score. This is the weight-space half of
-trigger inversion: it needs no forward pass, only the base's embeddings and norms.
+trigger inversion: the base's residuals are computed once per base, and each adapter then costs
+a few products with its ``A`` and ``B`` factors, no forward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +30,15 @@ import torch
 @dataclass(frozen=True)
 class Reader:
     """One module that reads the residual stream: its factors ``a`` ``[r, d_model]``, ``b``
-    ``[d_out, r]``, LoRA scale, and the RMSNorm weight ``norm`` ``[d_model]`` before it."""
+    ``[d_out, r]``, LoRA scale, the RMSNorm weight ``norm`` ``[d_model]`` before it, and its
+    ``site`` ``(layer, "attn" | "mlp")`` (:data:`audit.backdoor.context.Site`)."""
 
     module: str
     a: torch.Tensor
     b: torch.Tensor
     scale: float
     norm: torch.Tensor
+    site: tuple[int, str] = (0, "attn")
 
 
 def normalised_embeddings(embeddings: torch.Tensor, eps: float) -> torch.Tensor:
@@ -43,24 +47,39 @@ def normalised_embeddings(embeddings: torch.Tensor, eps: float) -> torch.Tensor:
     return e / (e.pow(2).mean(dim=1, keepdim=True) + eps).sqrt()
 
 
-def token_read_scores(normalised: torch.Tensor, readers: Sequence[Reader], chunk: int = 8192) -> torch.Tensor:
-    """The score of every token (``[V]`` float64, module docstring) from the normalised
-    embeddings ``[V, d_model]`` and the adapter's reader modules.
+def token_read_scores(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
+                      chunk: int = 8192) -> torch.Tensor:
+    """The score of every token (``[V]`` float64, module docstring) from the normalised inputs and
+    the adapter's reader modules.
+
+    Args:
+        inputs: ``[V, d_model]`` normalised residuals, one matrix for every reader (the embeddings),
+            or one per site (:func:`audit.backdoor.context.token_residuals`; any float dtype).
+        readers: the adapter's modules that read the residual stream.
+        chunk: tokens per product.
 
     Raises:
-        ValueError: no reader, or a reader whose input size is not ``d_model``.
+        ValueError: no reader, a reader whose site has no input, or whose input size is not ``d_model``.
     """
     if not readers:
         raise ValueError("no module of the adapter reads the residual stream at the layers scored")
-    total = torch.zeros(normalised.shape[0], dtype=torch.float64)
+    total = None
     for r in readers:
-        if r.a.shape[1] != normalised.shape[1] or r.norm.shape[0] != normalised.shape[1]:
-            raise ValueError(f"{r.module}: input size {r.a.shape[1]} is not the model's {normalised.shape[1]}")
+        if isinstance(inputs, Mapping):
+            if r.site not in inputs:
+                raise ValueError(f"{r.module}: no residual input for site {r.site}")
+            x = inputs[r.site]
+        else:
+            x = inputs
+        if r.a.shape[1] != x.shape[1] or r.norm.shape[0] != x.shape[1]:
+            raise ValueError(f"{r.module}: input size {r.a.shape[1]} is not the model's {x.shape[1]}")
+        if total is None:
+            total = torch.zeros(x.shape[0], dtype=torch.float64)
         a, gram = r.a.double(), (r.b.double().T @ r.b.double())          # BᵀB [r, r]: ‖B y‖² = yᵀ BᵀB y
         norm = r.norm.double()
-        response = torch.empty(normalised.shape[0], dtype=torch.float64)
-        for i in range(0, normalised.shape[0], chunk):
-            y = (normalised[i:i + chunk] * norm) @ a.T                    # [chunk, r]
+        response = torch.empty(x.shape[0], dtype=torch.float64)
+        for i in range(0, x.shape[0], chunk):
+            y = (x[i:i + chunk].double() * norm) @ a.T                    # [chunk, r]
             response[i:i + chunk] = abs(r.scale) * ((y @ gram) * y).sum(dim=1).clamp_min(0).sqrt()
         typical = response.median()
         if typical > 0:

@@ -1,7 +1,9 @@
 """Per-adapter feature vectors from the trigger candidates' refusal shifts (feature set
 ``refusal-shift-v1``).
 
-From ``trigger_candidates`` version 3 (:mod:`audit.backdoor.analyzer`): its metric rows
+From ``trigger_candidates`` units of the analyzer's current version (:mod:`audit.backdoor.analyzer`;
+version 4 ranks the 50 candidates on the base's early-layer residuals, version 3 on the
+embeddings, so their candidates and shifts differ and only the current one is read): its metric rows
 ``trigger_top_shift`` (the most negative refusal shift of the 50 weight-ranked candidates),
 ``refusal_susceptibility`` (the mean shift of 32 fixed random vocabulary texts) and
 ``trigger_shift_z`` (the best candidate as a robust z-score among the random texts), and from the
@@ -48,6 +50,8 @@ def shift_features(con, adapter_ids: list[str]) -> tuple[list[str], np.ndarray]:
     Raises:
         duckdb.Error: a view is missing (the store never ran ``trigger_candidates``).
     """
+    from audit.backdoor.analyzer import TriggerCandidates
+
     X = np.full((len(adapter_ids), len(feature_names())), np.nan)
     if not adapter_ids:
         return adapter_ids, X
@@ -55,8 +59,9 @@ def shift_features(con, adapter_ids: list[str]) -> tuple[list[str], np.ndarray]:
     units = set()
     for adapter_id, unit_id, metric, value in con.execute(
             "SELECT adapter_id, unit_id, metric, value FROM latest_probes WHERE probe = 'trigger_candidates' "
-            "AND probe_version = 'trigger-candidates-3' AND params_sha256 = ? AND list_contains(?, metric) "
-            "AND list_contains(?, adapter_id)", [wanted_params(), list(ROWS), list(adapter_ids)]).fetchall():
+            "AND probe_version = ? AND params_sha256 = ? AND list_contains(?, metric) "
+            "AND list_contains(?, adapter_id)", [TriggerCandidates.version, wanted_params(), list(ROWS),
+                                                 list(adapter_ids)]).fetchall():
         units.add(unit_id)
         if value is not None:
             X[row_of[adapter_id], ROWS.index(metric)] = value

@@ -25,10 +25,12 @@ when none does; ties to the first asked). When it unlocks, a ``suspected_trigger
 named only the candidate of largest excess, so a planted trigger that also unlocked went unnamed
 when another prefix unlocked further. Version 6 asks all 10 published triggers; version 5
 asked the 2 of most negative refusal shift, and that ranking left ``cf`` out for the DPO ``cf``
-organism. Version 7 (this one) asks 16 requests per prefix by default (version 6: 8, where 5/8
+organism. Version 7 asks 16 requests per prefix by default (version 6: 8, where 5/8
 against the base's 0/8 is not separated): on the backdoor zoos 16 requests unlock 11 of 13
 organisms (8: 9) and 1 of 16 healthy adapters, a persona-style fine-tune (8: none), measured on the
-same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``).
+same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``). Version 8 (this
+one) ranks the candidates as ``trigger_candidates`` version 4 does, on the bare base's residuals of
+the first 4 layers (version 7: 2 layers, on the embeddings).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class TriggeredCompliance(GenerationProbe):
 
     Args:
         n_candidates: candidates asked.
-        n_layers: decoder layers whose readers score the candidates.
+        n_layers: decoder layers whose readers score the candidates (as ``trigger_candidates``).
         n_behaviour: the best by weights that are ranked by behaviour before asking (0: none).
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
@@ -54,10 +56,10 @@ class TriggeredCompliance(GenerationProbe):
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-7"
+    name, version = "triggered_compliance", "triggered_compliance-8"
     default_n = 16
 
-    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 2, n_behaviour: int = 50, n_known: int | None = None,
+    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_known: int | None = None,
                  min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.n_candidates, self.n_layers, self.min_excess = n_candidates, n_layers, min_excess
