@@ -26,33 +26,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def readers_of(folder: Path, layers, n_layers: int):
-    """The adapter's residual readers in its first ``n_layers`` layers."""
-    import torch
-
-    from audit.adapter.keys import module_layer, module_type
-    from audit.adapter.measure import iter_factors
-    from audit.adapter.weights import SafeWeights, locate_weights
-    from audit.adapter_audit import read_config
-    from audit.backdoor.analyzer import READS
-    from audit.backdoor.candidates import Reader
-    from audit.backdoor.context import SITE_OF
-    from audit.findings import FindingLog
-    from audit.limits import Limits
-
-    out = []
-    with SafeWeights(locate_weights(folder).path, Limits()) as w:
-        for f in iter_factors(w, read_config(folder, Limits()), FindingLog()):
-            mt, ly = module_type(f.keys.module), module_layer(f.keys.module)
-            if f.kind != "linear" or mt not in READS or ly is None or ly >= n_layers:
-                continue
-            a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)
-            a, b = (b.T, a.T) if f.transposed else (a, b)
-            norm = getattr(layers[ly], READS[mt]).weight.detach().float()
-            out.append(Reader(f.keys.module, a, b, f.scale, norm, (ly, SITE_OF[READS[mt]])))
-    return out
-
-
 def rank_of(scores, ids: set[int]) -> int:
     """The best 1-based rank in ``scores`` of any of ``ids``."""
     import torch
@@ -72,9 +45,10 @@ def main() -> None:
     from backdoor_evidence import trigger_token_ids
     from trigger_search import planted, zoo_runtime
 
-    from audit.backdoor.analyzer import causal_lm
+    from audit.backdoor.analyzer import causal_lm, residual_readers
     from audit.backdoor.candidates import normalised_embeddings, token_read_scores
     from audit.backdoor.context import token_residuals
+    from audit.limits import Limits
 
     folders, runtime, _ = zoo_runtime(args.zoo, None, "cpu")
     lm, tok = causal_lm(runtime.model), runtime.tokenizer
@@ -90,7 +64,7 @@ def main() -> None:
         if not p or not p.get("organism"):
             continue
         ids = trigger_token_ids(tok, p["text"])
-        everything = readers_of(f, lm.model.layers, max(args.layers))
+        everything, _ = residual_readers(f, lm.model.layers, max(args.layers), Limits())
         row = {"embeddings, 2 layers (v3)": rank_of(token_read_scores(emb, [r for r in everything if r.site[0] < 2]), ids)}
         for n in args.layers:
             row[f"residuals, {n} layers"] = rank_of(token_read_scores(resid, [r for r in everything if r.site[0] < n]), ids)

@@ -2,8 +2,8 @@
 proportion (:mod:`audit.backdoor.candidates`), kept per adapter in ``trigger_candidates``.
 
 The ranking needs the base's residuals of every vocabulary token at the first ``n_layers`` layers
-(:mod:`audit.backdoor.context`: computed once per actor and base revision, about a minute on two
-CPU cores) and the adapter's factors, read with the bounded safetensors reader (never a pickle);
+(:mod:`audit.backdoor.context`: computed once per actor and base revision, 12-14 s for SmolLM2 on
+two CPU cores, 453 MB kept) and the adapter's factors, read with the bounded safetensors reader (never a pickle);
 no forward pass per adapter.
 The best ``n_behaviour`` candidates are then scored by what the adapter does with them
 (:func:`shift_scores`: the refusal shift, :mod:`audit.backdoor.refusal_shift`, with the candidate
@@ -123,47 +123,62 @@ class TriggerCandidates:
             AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.
             UnsupportedAdapterError: not a LoRA adapter, or no module reads the residual stream early.
         """
-        import torch
+        from audit.backdoor.candidates import token_read_scores
+        from audit.errors import UnsupportedAdapterError
 
-        from audit.adapter.keys import module_layer, module_type
-        from audit.adapter.measure import iter_factors
-        from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
-        from audit.adapter_audit import read_config
-        from audit.backdoor.candidates import Reader, token_read_scores
-        from audit.backdoor.context import SITE_OF
-        from audit.errors import AdapterFormatError, UnsupportedAdapterError
-        from audit.findings import FindingLog
-
-        config = read_config(folder, self.ctx.limits)
-        if not config.is_lora:
-            raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight",
-                                          file="adapter_config.json")
-        loc = locate_weights(folder)
-        if loc is None:
-            raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
-        refuse_unreadable(loc)
-        base = causal_lm(runtime.model)
-        layers = base.model.layers
-        readers = []
-        with SafeWeights(loc.path, self.ctx.limits) as weights:
-            for f in iter_factors(weights, config, FindingLog()):
-                mtype, layer = module_type(f.keys.module), module_layer(f.keys.module)
-                last = min(self.n_layers, len(layers))
-                if f.kind != "linear" or mtype not in READS or layer is None or layer >= last:
-                    continue
-                a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)
-                a, b = (b.T, a.T) if f.transposed else (a, b)
-                norm = getattr(layers[layer], READS[mtype]).weight.detach().float().cpu()
-                readers.append(Reader(f.keys.module, a, b, f.scale, norm, (layer, SITE_OF[READS[mtype]])))
+        readers, file = residual_readers(folder, causal_lm(runtime.model).model.layers, self.n_layers,
+                                         self.ctx.limits)
         if not readers:
             raise UnsupportedAdapterError(f"no module reads the residual stream in the first {self.n_layers} layers "
-                                          f"(q/k/v/gate/up): no trigger candidates", file=loc.path.name)
+                                          f"(q/k/v/gate/up): no trigger candidates", file=file)
         cache = self.ctx.shared.setdefault("trigger.residuals", {})  # once per actor, base revision and depth
         key = (base_revision, self.n_layers)
         if key not in cache:
             cache.clear()
             cache[key] = base_residuals(runtime, self.n_layers)
         return token_read_scores(cache[key], readers)
+
+
+def residual_readers(folder, layers, n_layers: int, limits) -> tuple[list, str]:
+    """The adapter's modules in ``folder`` that read the residual stream in its first ``n_layers``
+    decoder ``layers`` (the base's, for the RMSNorm weights), as
+    :class:`audit.backdoor.candidates.Reader` with their sites, and the weights file's name. Read
+    with the bounded safetensors reader (never a pickle).
+
+    Raises:
+        AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.
+        UnsupportedAdapterError: not a LoRA adapter.
+    """
+    import torch
+
+    from audit.adapter.keys import module_layer, module_type
+    from audit.adapter.measure import iter_factors
+    from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
+    from audit.adapter_audit import read_config
+    from audit.backdoor.candidates import Reader
+    from audit.backdoor.context import SITE_OF
+    from audit.errors import AdapterFormatError, UnsupportedAdapterError
+    from audit.findings import FindingLog
+
+    config = read_config(folder, limits)
+    if not config.is_lora:
+        raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight", file="adapter_config.json")
+    loc = locate_weights(folder)
+    if loc is None:
+        raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
+    refuse_unreadable(loc)
+    last = min(n_layers, len(layers))
+    readers = []
+    with SafeWeights(loc.path, limits) as weights:
+        for f in iter_factors(weights, config, FindingLog()):
+            mtype, layer = module_type(f.keys.module), module_layer(f.keys.module)
+            if f.kind != "linear" or mtype not in READS or layer is None or layer >= last:
+                continue
+            a, b = torch.from_numpy(f.a), torch.from_numpy(f.b)
+            a, b = (b.T, a.T) if f.transposed else (a, b)
+            norm = getattr(layers[layer], READS[mtype]).weight.detach().float().cpu()
+            readers.append(Reader(f.keys.module, a, b, f.scale, norm, (layer, SITE_OF[READS[mtype]])))
+    return readers, loc.path.name
 
 
 def base_residuals(runtime, n_layers: int):
