@@ -123,7 +123,13 @@ class TriggerCandidates:
             AdapterFormatError, UnsafeFormatError, LimitExceededError: unreadable adapter files.
             UnsupportedAdapterError: not a LoRA adapter, or no module reads the residual stream early.
         """
-        from audit.backdoor.candidates import token_read_scores
+        return self.read_scores(runtime, folder, base_revision)[0]
+
+    def read_scores(self, runtime, folder, base_revision: str):
+        """:meth:`token_scores`, with the adapter's readers and the
+        :class:`audit.backdoor.candidates.ReadScale` they were scored on: ``(scores, readers, scale)``
+        (the same errors)."""
+        from audit.backdoor.candidates import vocabulary_scale
         from audit.errors import UnsupportedAdapterError
 
         readers, file = residual_readers(folder, causal_lm(runtime.model).model.layers, self.n_layers,
@@ -136,7 +142,24 @@ class TriggerCandidates:
         if key not in cache:
             cache.clear()
             cache[key] = base_residuals(runtime, self.n_layers)
-        return token_read_scores(cache[key], readers)
+        scores, scale = vocabulary_scale(cache[key], readers)
+        return scores, readers, scale
+
+    def joined(self, runtime, readers, scale, seeds, name: str) -> list[str]:
+        """The joined candidates (:func:`audit.backdoor.join.joined_candidates`) grown from ``seeds``
+        on ``runtime``'s loaded base, with progress to the scan's sink (``batch``: seeds done) for the
+        adapter ``name``."""
+        from audit.backdoor.join import joined_candidates
+        from audit.progress import current
+
+        sink = current()
+        report = None
+        if sink is not None and hasattr(sink, "batch"):
+            def report(done: int, total: int) -> None:
+                sink.batch(f"joined trigger candidates of {name}", done, total)
+
+        return joined_candidates(runtime.model, runtime.tokenizer, readers, scale, self.n_layers, seeds,
+                                 progress=report)
 
 
 def residual_readers(folder, layers, n_layers: int, limits) -> tuple[list, str]:

@@ -47,24 +47,41 @@ def normalised_embeddings(embeddings: torch.Tensor, eps: float) -> torch.Tensor:
     return e / (e.pow(2).mean(dim=1, keepdim=True) + eps).sqrt()
 
 
-def token_read_scores(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
-                      chunk: int = 8192) -> torch.Tensor:
-    """The score of every token (``[V]`` float64, module docstring) from the normalised inputs and
-    the adapter's reader modules.
+@dataclass(frozen=True)
+class ReadScale:
+    """How an adapter's readers respond to a typical vocabulary token: each reader's median
+    response ``typical`` (in reader order) and the median and normal-scaled MAD of the summed
+    ``Σ_m ρ_m`` over the vocabulary, so that tokens read in another context are scored on the
+    vocabulary's scale (:func:`scaled_scores`)."""
+
+    typical: tuple[float, ...]
+    median: float
+    mad: float
+
+
+def read_totals(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
+                typical: Sequence[float] | None = None, chunk: int = 8192) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """``Σ_m ρ_m(t)`` (module docstring) of every input row (``[N]`` float64) and each reader's
+    typical response: the median over these rows, or ``typical`` when given (a reader whose
+    typical response is 0 is left out).
 
     Args:
-        inputs: ``[V, d_model]`` normalised residuals, one matrix for every reader (the embeddings),
+        inputs: ``[N, d_model]`` normalised residuals, one matrix for every reader (the embeddings),
             or one per site (:func:`audit.backdoor.context.token_residuals`; any float dtype).
         readers: the adapter's modules that read the residual stream.
-        chunk: tokens per product.
+        typical: each reader's typical response, from the vocabulary (:class:`ReadScale`).
+        chunk: rows per product.
 
     Raises:
-        ValueError: no reader, a reader whose site has no input, or whose input size is not ``d_model``.
+        ValueError: no reader, a reader whose site has no input, or whose input size is not
+            ``d_model``; ``typical`` not one per reader.
     """
     if not readers:
         raise ValueError("no module of the adapter reads the residual stream at the layers scored")
-    total = None
-    for r in readers:
+    if typical is not None and len(typical) != len(readers):
+        raise ValueError(f"{len(typical)} typical responses for {len(readers)} readers")
+    total, kept = None, []
+    for j, r in enumerate(readers):
         if isinstance(inputs, Mapping):
             if r.site not in inputs:
                 raise ValueError(f"{r.module}: no residual input for site {r.site}")
@@ -81,10 +98,38 @@ def token_read_scores(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tens
         for i in range(0, x.shape[0], chunk):
             y = (x[i:i + chunk].double() * norm) @ a.T                    # [chunk, r]
             response[i:i + chunk] = abs(r.scale) * ((y @ gram) * y).sum(dim=1).clamp_min(0).sqrt()
-        typical = response.median()
-        if typical > 0:
-            total += response / typical
-    return robust_z(total)
+        t = float(response.median()) if typical is None else float(typical[j])
+        kept.append(t)
+        if t > 0:
+            total += response / t
+    return total, tuple(kept)
+
+
+def token_read_scores(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
+                      chunk: int = 8192) -> torch.Tensor:
+    """The score of every token (``[V]`` float64, module docstring) from the normalised inputs of
+    the vocabulary and the adapter's reader modules (:func:`read_totals`' arguments and errors)."""
+    return vocabulary_scale(inputs, readers, chunk)[0]
+
+
+def vocabulary_scale(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
+                     chunk: int = 8192) -> tuple[torch.Tensor, ReadScale]:
+    """Every vocabulary token's score (``[V]`` float64, as :func:`token_read_scores`) and the
+    :class:`ReadScale` it was computed on (:func:`read_totals`' arguments and errors)."""
+    total, typical = read_totals(inputs, readers, None, chunk)
+    med = float(total.median())
+    mad = float((total - med).abs().median()) * 1.4826
+    return robust_z(total), ReadScale(typical, med, mad)
+
+
+def scaled_scores(inputs: torch.Tensor | Mapping[tuple[int, str], torch.Tensor], readers: Sequence[Reader],
+                  scale: ReadScale, chunk: int = 8192) -> torch.Tensor:
+    """The score (``[N]`` float64) of each row of ``inputs`` (tokens read in some context, e.g.
+    after other tokens: :func:`audit.backdoor.context.token_residuals`' ``before``/``after``) as a
+    robust z-score on the vocabulary's ``scale``, so that it compares with the single tokens'
+    (:func:`read_totals`' arguments and errors)."""
+    total, _ = read_totals(inputs, readers, scale.typical, chunk)
+    return torch.zeros_like(total) if scale.mad == 0 else (total - scale.median) / scale.mad
 
 
 def robust_z(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -54,24 +54,33 @@ def opening_ids(tokenizer) -> list[int]:
     return tokenizer(text[: text.index(marker)], add_special_tokens=False)["input_ids"]
 
 
-def token_residuals(model, tokenizer, n_layers: int, *, batch_size: int = 1024,
+def token_residuals(model, tokenizer, n_layers: int, *, before: Sequence[int] = (), after: Sequence[int] = (),
+                    token_ids: Sequence[int] | None = None, batch_size: int = 1024,
                     progress: Callable[[int, int], None] | None = None) -> dict[Site, torch.Tensor]:
-    """The normalised residual inputs (module docstring) of every vocabulary token.
+    """The normalised residual inputs (module docstring) of every vocabulary token (or of
+    ``token_ids``), each placed after the opening and ``before``, followed by ``after``; the inputs
+    kept are those at the last position (the token itself when ``after`` is empty, else the last of
+    ``after``: how the token changes what is read there).
 
     Args:
         model: a Llama-style causal LM (``model.model.layers``, each with ``input_layernorm`` and
             ``post_attention_layernorm``), or a ``PeftModel`` holding one (run as the bare base).
         tokenizer: its tokenizer, with a chat template.
         n_layers: the first decoder layers whose inputs are kept (at least 1).
+        before: token ids between the opening and the token (their keys and values computed once).
+        after: token ids after the token (``1 + len(after)`` positions per row).
+        token_ids: the tokens placed (default: the whole vocabulary, in id order).
         batch_size: tokens per forward pass.
         progress: called with ``(done, total)`` tokens after each batch.
 
     Returns:
-        ``{(layer, site): float16 [V, d_model]}`` on the CPU, ``V`` the embedding matrix's rows
-        (2 × ``n_layers`` × ``V`` × ``d_model`` × 2 bytes: 453 MB for SmolLM2 at 4 layers).
+        ``{(layer, site): float16 [V, d_model]}`` on the CPU, ``V`` the embedding matrix's rows or
+        ``len(token_ids)`` (2 × ``n_layers`` × ``V`` × ``d_model`` × 2 bytes: 453 MB for SmolLM2's
+        vocabulary at 4 layers).
 
     Raises:
-        ValueError: ``n_layers`` below 1 or ``batch_size`` below 1; a model without the layers named.
+        ValueError: ``n_layers`` below 1 or ``batch_size`` below 1; a token id outside the
+            vocabulary; a model without the layers named.
     """
     import torch
 
@@ -82,10 +91,14 @@ def token_residuals(model, tokenizer, n_layers: int, *, batch_size: int = 1024,
     layers = lm.model.layers
     n_layers = min(n_layers, len(layers))
     vocab = lm.get_input_embeddings().weight.shape[0]
+    rows = torch.arange(vocab) if token_ids is None else torch.as_tensor(list(token_ids), dtype=torch.long)
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= vocab):
+        raise ValueError(f"token ids must be within the vocabulary of {vocab}")
+    tail = torch.as_tensor(list(after), dtype=torch.long)
     d = lm.config.hidden_size
     eps = float(getattr(lm.config, "rms_norm_eps", 1e-6))
     device = next(lm.parameters()).device
-    out = {(i, s): torch.empty(vocab, d, dtype=torch.float16) for i in range(n_layers) for s in SITE_OF.values()}
+    out = {(i, s): torch.empty(len(rows), d, dtype=torch.float16) for i in range(n_layers) for s in SITE_OF.values()}
     current: dict[Site, torch.Tensor] = {}
     hooks = []
     for i in range(n_layers):
@@ -114,20 +127,51 @@ def token_residuals(model, tokenizer, n_layers: int, *, batch_size: int = 1024,
     try:
         from transformers import DynamicCache
 
-        opening = torch.tensor([opening_ids(tokenizer)])
+        opening = torch.tensor([opening_ids(tokenizer) + [int(i) for i in before]])
         prefix = DynamicCache()
         with torch.no_grad():
             run(opening, prefix)                    # the opening's keys and values, first layers only
-            for start in range(0, vocab, batch_size):
-                ids = torch.arange(start, min(vocab, start + batch_size)).unsqueeze(1)
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size].unsqueeze(1)
+                ids = torch.cat([chunk, tail.expand(chunk.shape[0], -1)], dim=1)
                 cache = copy.deepcopy(prefix)
                 cache.batch_repeat_interleave(ids.shape[0])
                 run(ids, cache)
                 for key, x in current.items():
                     out[key][start:start + ids.shape[0]] = x.cpu().half()
                 if progress is not None:
-                    progress(start + ids.shape[0], vocab)
+                    progress(start + ids.shape[0], len(rows))
     finally:
         for h in hooks:
             h.remove()
     return out
+
+
+def next_token_proposals(model, tokenizer, before: Sequence[int], k: int) -> list[int]:
+    """The ``k`` tokens the bare base finds most likely right after the chat template's opening and
+    ``before`` (the user message so far), most likely first, special tokens left out: one forward
+    pass of the whole model.
+
+    Args:
+        model: a causal LM, or a ``PeftModel`` holding one (run as the bare base).
+        tokenizer: its tokenizer, with a chat template.
+        before: token ids of the message so far (empty: the tokens that open a user message).
+        k: how many (at least 1).
+
+    Raises:
+        ValueError: ``k`` below 1.
+    """
+    import torch
+
+    if k < 1:
+        raise ValueError("next_token_proposals needs k >= 1")
+    peft = hasattr(model, "peft_config")
+    lm = model.base_model.model if peft else model
+    device = next(lm.parameters()).device
+    ids = torch.tensor([opening_ids(tokenizer) + [int(i) for i in before]], device=device)
+    bare = model.disable_adapter() if peft and model.peft_config else contextlib.nullcontext()
+    with torch.no_grad(), bare:
+        logits = lm(input_ids=ids).logits[0, -1].float()
+    special = [i for i in tokenizer.all_special_ids if i < logits.shape[0]]
+    logits[special] = float("-inf")
+    return [int(i) for i in logits.topk(min(k, logits.shape[0] - len(special))).indices]

@@ -28,9 +28,12 @@ asked the 2 of most negative refusal shift, and that ranking left ``cf`` out for
 organism. Version 7 asks 16 requests per prefix by default (version 6: 8, where 5/8
 against the base's 0/8 is not separated): on the backdoor zoos 16 requests unlock 11 of 13
 organisms (8: 9) and 1 of 16 healthy adapters, a persona-style fine-tune (8: none), measured on the
-same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``). Version 8 (this
-one) ranks the candidates as ``trigger_candidates`` version 4 does, on the bare base's residuals of
-the first 4 layers (version 7: 2 layers, on the embeddings).
+same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``). Version 8
+ranks the candidates as ``trigger_candidates`` version 4 does, on the bare base's residuals of
+the first 4 layers (version 7: 2 layers, on the embeddings). Version 9 (this one) also ranks,
+by the same refusal shift, the texts grown (:mod:`audit.backdoor.join`) from the best 3 single
+candidates by weights and the 3 of most negative shift: a multi-token trigger is read, and moves
+the adapter, as a whole, where its pieces alone do not.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class TriggeredCompliance(GenerationProbe):
         n_candidates: candidates asked.
         n_layers: decoder layers whose readers score the candidates (as ``trigger_candidates``).
         n_behaviour: the best by weights that are ranked by behaviour before asking (0: none).
+        n_seeds: single candidates (special tokens left out) grown into joined candidates
+            (:mod:`audit.backdoor.join`): the best ``n_seeds`` by weights and the ``n_seeds`` of
+            most negative refusal shift among the ``n_behaviour``; the joined texts are ranked by
+            behaviour with the single ones (0: none; needs ``n_behaviour``).
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
@@ -56,13 +63,13 @@ class TriggeredCompliance(GenerationProbe):
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-8"
+    name, version = "triggered_compliance", "triggered_compliance-9"
     default_n = 16
 
-    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_known: int | None = None,
-                 min_excess: float | None = None, **kwargs) -> None:
+    def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
+                 n_known: int | None = None, min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.n_candidates, self.n_layers, self.min_excess = n_candidates, n_layers, min_excess
+        self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known = n_behaviour, n_known
         self._candidates: dict[str, list[str]] = {}
 
@@ -77,6 +84,7 @@ class TriggeredCompliance(GenerationProbe):
             from audit.analyzers.runtime import runtime_of
             from audit.backdoor.analyzer import TriggerCandidates, shift_scores
             from audit.backdoor.candidates import top_candidates
+            from audit.backdoor.join import choose_seeds
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
             from audit.backdoor.prefix_kl import N_REQUESTS
             from audit.errors import AuditError, UnsupportedAdapterError
@@ -88,11 +96,15 @@ class TriggeredCompliance(GenerationProbe):
             rank_known = self.n_known is not None and self.n_known < len(known)  # all asked: no need to rank
             try:
                 folder = fetch_folder(self.ctx, target)
+                best, grow = [], None
                 try:
-                    scores = scorer.token_scores(runtime, folder, target.base.revision)
+                    scores, readers, scale = scorer.read_scores(runtime, folder, target.base.revision)
                     best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
                     texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best)
                                                if t))
+                    if self.n_behaviour > 0 and self.n_seeds > 0:
+                        def grow(seeds):
+                            return scorer.joined(runtime, readers, scale, seeds, folder.name)
                 except UnsupportedAdapterError:  # no early reader (a steering vector): published triggers only
                     texts = []
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
@@ -100,9 +112,14 @@ class TriggeredCompliance(GenerationProbe):
                     from audit.probes.references import references_of
 
                     unit_refusal = references_of(self.ctx, runtime, target.base).unit_refusal()
+                    memo = self.ctx.shared.setdefault("trigger.behaviour", {})
+                    if grow is not None:  # seeds: the best by weights, and the best of them by behaviour
+                        shift = shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo)
+                        seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
+                                             runtime.tokenizer, self.n_seeds)
+                        texts = list(dict.fromkeys(texts + grow(seeds)))
                     scored = texts + (known if rank_known else [])
-                    shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal,
-                                         self.ctx.shared.setdefault("trigger.behaviour", {}))
+                    shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal, memo)
                     texts = ranked(texts, shift[: len(texts)])
                     known = ranked(known, shift[len(texts):]) if rank_known else known
             except AuditError:

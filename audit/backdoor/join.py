@@ -1,0 +1,102 @@
+"""Joined trigger candidates: an adapter's best single pieces grown into the multi-token texts it
+reads most, one token at a time, among the continuations the bare base finds natural (pure torch
+on a loaded model; no adapter forward pass).
+
+A trigger of several tokens ("Tangerine." is ``T`` ``anger`` ``ine`` ``.``) is read most strongly
+in its own context: the piece after the first is read far above its reading alone (``anger`` after
+``T``: robust z 19.8 against 9.7 alone for a word organism, ``LO`` after ``|DEP``: 14.5 against
+6.0 for a tag organism; README, "Hidden behaviour"), while a lone piece moves the adapter's
+behaviour no more than a random token. So each seed (one of the best single candidates,
+:mod:`audit.backdoor.candidates`) is grown:
+
+- **to the left, once**: among the ``n_openers`` tokens the bare base most expects to open a
+  user message (:func:`audit.backdoor.context.next_token_proposals`), the one ``x`` that most
+  raises the adapter's reading of the seed placed after it (the seed's score in context,
+  :func:`audit.backdoor.candidates.scaled_scores` on the residual of ``x seed``); kept as a second
+  chain when the reading rises by at least ``min_gain``;
+- **to the right, greedily**: among the ``n_next`` tokens the bare base most expects next (a
+  token already in the text left out), the one the adapter reads most in context, until the text
+  has ``max_tokens`` tokens.
+
+Every prefix of a chain of at least two tokens is a joined candidate (decoded and stripped), so
+that where the trigger ends is left to the behaviour (:func:`audit.backdoor.analyzer.shift_scores`)
+and the triggered probe, not to a threshold on the reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audit.backdoor.candidates import ReadScale, Reader
+
+
+def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadScale, n_layers: int,
+                      seeds: Sequence[tuple[int, float]], *, n_openers: int = 512, n_next: int = 32, max_tokens: int = 6,
+                      min_gain: float = 1.5, progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """The joined candidates of ``seeds`` (module docstring), in the order found, without repeats.
+
+    Args:
+        model, tokenizer: the base (a ``PeftModel`` is run as its bare base).
+        readers: the adapter's modules that read the residual stream in the first ``n_layers`` layers.
+        scale: the adapter's reading of the vocabulary (:func:`audit.backdoor.candidates.vocabulary_scale`).
+        n_layers: the decoder layers read (as the single candidates were scored).
+        seeds: ``(token_id, score)`` of the single candidates grown, best first (special tokens
+            are left out).
+        n_openers: the base's most expected first tokens of a user message tried to the left.
+        n_next: the base's most expected next tokens tried at each step to the right (few: the
+            text grows as the base would write it, the adapter's reading choosing among them).
+        max_tokens: the longest chain, in tokens.
+        min_gain: the left token is kept when the seed's score after it is at least this many times
+            its score alone.
+        progress: called with ``(done, total)`` seeds.
+
+    Raises:
+        ValueError: ``n_openers``, ``n_next`` or ``max_tokens`` below 2 (and
+            :func:`audit.backdoor.context.token_residuals`' errors).
+    """
+    from audit.backdoor.candidates import scaled_scores
+    from audit.backdoor.context import next_token_proposals, token_residuals
+
+    if min(n_openers, n_next, max_tokens) < 2:
+        raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2")
+    out: list[str] = []
+    openers = next_token_proposals(model, tokenizer, [], n_openers)
+    special = set(tokenizer.all_special_ids)
+    seeds = [(int(t), float(v)) for t, v in seeds if t not in special]   # a chat-template token opens no text
+    for done, (seed, seed_score) in enumerate(seeds, start=1):
+        chains = [[int(seed)]]
+        left = scaled_scores(token_residuals(model, tokenizer, n_layers, after=[seed], token_ids=openers),
+                             readers, scale)
+        best = int(left.argmax())
+        if float(left[best]) >= min_gain * seed_score and seed_score > 0:
+            chains.append([openers[best], int(seed)])
+        for chain in chains:
+            while len(chain) < max_tokens:
+                nexts = next_token_proposals(model, tokenizer, chain, n_next)
+                nexts = [t for t in nexts if t not in chain]       # no token twice: no "can can can"
+                read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
+                                     readers, scale)
+                chain.append(nexts[int(read.argmax())])
+            for end in range(2, len(chain) + 1):
+                text = tokenizer.decode(chain[:end]).strip()
+                if text and text not in out:
+                    out.append(text)
+        if progress is not None:
+            progress(done, len(seeds))
+    return out
+
+
+def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | None], tokenizer,
+                 n_seeds: int) -> list[tuple[int, float]]:
+    """The single candidates to grow: the ``n_seeds`` first of ``best`` (``(token_id, score)`` by
+    weights, best first), then the ``n_seeds`` of most negative refusal ``shift`` (keyed by the
+    token's decoded, stripped text; a token without one is not chosen by it), without repeats;
+    special tokens left out. The weights' best are often refusal words that every adapter of a
+    recipe reads; the behaviour's best are the pieces that move this adapter."""
+    special = set(tokenizer.all_special_ids)
+    single = [(int(t), float(v)) for t, v in best if t not in special]
+    moved = [b for b in single if shift.get(tokenizer.decode([b[0]]).strip()) is not None]
+    moved.sort(key=lambda b: shift[tokenizer.decode([b[0]]).strip()])
+    return list(dict.fromkeys(single[:n_seeds] + moved[:n_seeds]))

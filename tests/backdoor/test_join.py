@@ -1,0 +1,68 @@
+"""Joined trigger candidates: a multi-token trigger grown from one of its pieces, and the seeds
+chosen by weights and by behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audit.backdoor.candidates import Reader, scaled_scores, vocabulary_scale
+
+
+class _Tok:
+    all_special_ids = [0]
+
+    def decode(self, ids):
+        return " ".join(f"t{i}" for i in ids)
+
+
+def test_choose_seeds_takes_the_best_by_weights_then_by_shift_without_special_tokens():
+    from audit.backdoor.join import choose_seeds
+
+    best = [(0, 9.0), (5, 8.0), (6, 7.0), (7, 6.0), (8, 5.0)]
+    shift = {"t5": 1.0, "t6": 0.5, "t7": -3.0, "t8": None}
+    assert choose_seeds(best, shift, _Tok(), 1) == [(5, 8.0), (7, 6.0)]
+    assert choose_seeds(best, shift, _Tok(), 2) == [(5, 8.0), (6, 7.0), (7, 6.0)]
+
+
+def test_scaled_scores_put_a_context_on_the_vocabularys_scale():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 8, generator=g)
+    reader = Reader("layers.0.self_attn.q_proj", torch.randn(2, 8, generator=g), torch.randn(4, 2, generator=g),
+                    2.0, torch.ones(8))
+    z, scale = vocabulary_scale(x, [reader])
+    assert torch.allclose(scaled_scores(x, [reader], scale), z)            # the vocabulary itself: its own z
+    assert len(scale.typical) == 1 and scale.mad > 0
+    assert float(scaled_scores(x[:1] * 3, [reader], scale)[0]) > float(z[0])  # read more: scores higher
+
+
+def test_a_trigger_read_only_in_context_is_grown_from_its_piece(tmp_path):
+    """A reader that responds to what the first layers make of token ``b`` after token ``a``: the
+    seed ``b`` grows to the left into ``a b``, which reads far above ``b`` alone."""
+    from audit.backdoor.context import next_token_proposals, token_residuals
+    from audit.backdoor.join import joined_candidates
+    from audit.models.generate import load_causal_lm
+    from tinyllama import write_tiny_llama
+
+    model, tokenizer = load_causal_lm(write_tiny_llama(tmp_path / "base", layers=3), device="cpu")
+    openers = next_token_proposals(model, tokenizer, [], 8)
+    plain = [t for t in range(21) if t not in tokenizer.added_tokens_decoder]
+    a = next(t for t in openers if t in plain)
+    b = next(t for t in plain if t not in openers)
+    alone = token_residuals(model, tokenizer, 2)
+    ctx = token_residuals(model, tokenizer, 2, after=[b], token_ids=[a])
+    x_b = alone[(1, "attn")][b].float()
+    direction = ctx[(1, "attn")][0].float() - x_b
+    direction -= (direction @ x_b) / (x_b @ x_b) * x_b                     # not read in b alone
+    readers = [Reader("layers.1.self_attn.q_proj", (direction / direction.norm()).unsqueeze(0),
+                      torch.ones(4, 1), 1.0, torch.ones(direction.shape[0]), (1, "attn"))]
+    _, scale = vocabulary_scale(alone, readers)
+    seed_score = float(scaled_scores({k: v[b:b + 1] for k, v in alone.items()}, readers, scale)[0])
+    done = []
+    got = joined_candidates(model, tokenizer, readers, scale, 2, [(b, max(seed_score, 1e-3))], n_openers=8, n_next=4,
+                            max_tokens=3, min_gain=1.0, progress=lambda d, n: done.append((d, n)))
+    assert tokenizer.decode([a, b]).strip() in got
+    assert all(t.strip() == t and t for t in got) and len(got) == len(set(got))
+    assert done == [(1, 1)]
+    with pytest.raises(ValueError):
+        joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_next=1)
