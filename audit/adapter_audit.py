@@ -174,6 +174,26 @@ def read_config(folder: Path, limits: Limits) -> AdapterConfig:
         raise exc.with_context(file=CONFIG_NAME) from None
 
 
+def lora_weights(folder: Path, limits: Limits) -> tuple[AdapterConfig, WeightsLocation]:
+    """The LoRA adapter in ``folder``: its parsed config and its weights file, checked readable
+    (safetensors only; never a pickle), for the analyzers that read its factors.
+
+    Raises:
+        AdapterFormatError: no config or no weights file.
+        UnsupportedAdapterError: not a LoRA adapter (no delta weight).
+        UnsafeFormatError: the weights are a pickle.
+        LimitExceededError: a config over its size cap.
+    """
+    config = read_config(folder, limits)
+    if not config.is_lora:
+        raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight", file=CONFIG_NAME)
+    loc = locate_weights(folder)
+    if loc is None:
+        raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
+    refuse_unreadable(loc)
+    return config, loc
+
+
 def _check_ranks(weights: SafeWeights, limits: Limits) -> None:
     for info in weights.tensors.values():
         if ".lora_A" in info.name and info.shape and info.shape[0] > limits.max_rank:

@@ -176,20 +176,13 @@ def residual_readers(folder, layers, n_layers: int, limits) -> tuple[list, str]:
 
     from audit.adapter.keys import module_layer, module_type
     from audit.adapter.measure import iter_factors
-    from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
-    from audit.adapter_audit import read_config
+    from audit.adapter.weights import SafeWeights
+    from audit.adapter_audit import lora_weights
     from audit.backdoor.candidates import Reader
     from audit.backdoor.context import SITE_OF
-    from audit.errors import AdapterFormatError, UnsupportedAdapterError
     from audit.findings import FindingLog
 
-    config = read_config(folder, limits)
-    if not config.is_lora:
-        raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight", file="adapter_config.json")
-    loc = locate_weights(folder)
-    if loc is None:
-        raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
-    refuse_unreadable(loc)
+    config, loc = lora_weights(folder, limits)
     last = min(n_layers, len(layers))
     readers = []
     with SafeWeights(loc.path, limits) as weights:

@@ -106,20 +106,14 @@ def measure_folder(folder, residual, inputs, limits):
     import torch
 
     from audit.adapter.measure import iter_factors
-    from audit.adapter.weights import SafeWeights, locate_weights, refuse_unreadable
-    from audit.adapter_audit import read_config
+    from audit.adapter.weights import SafeWeights
+    from audit.adapter_audit import lora_weights
     from audit.directions.maths import measure, role_of
     from audit.directions.table import DirectionRow
-    from audit.errors import AdapterFormatError, UnsupportedAdapterError
+    from audit.errors import AdapterFormatError
     from audit.findings import FindingLog, Note
 
-    config = read_config(folder, limits)
-    if not config.is_lora:
-        raise UnsupportedAdapterError(f"peft_type {config.peft_type}: no LoRA delta weight", file="adapter_config.json")
-    loc = locate_weights(folder)
-    if loc is None:
-        raise AdapterFormatError("no weights file (adapter_model.safetensors)", code="weights_missing")
-    refuse_unreadable(loc)
+    config, loc = lora_weights(folder, limits)
     log = FindingLog()
     makers, unmatched, degenerate = [], [], []
     n_layers = residual.refusal.shape[0]
