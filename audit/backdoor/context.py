@@ -112,9 +112,9 @@ def token_residuals(model, tokenizer, n_layers: int, *, before: Sequence[int] = 
             raise _Stop
         hooks.append(layers[n_layers].register_forward_pre_hook(stop))
 
-    from audit.probes.engine import _cache_kwarg
+    from audit.probes.engine import cache_kwarg_name
 
-    cache_kwarg = _cache_kwarg(lm)
+    cache_kwarg = cache_kwarg_name(lm)
 
     def run(ids: torch.Tensor, cache) -> None:
         bare = model.disable_adapter() if peft and model.peft_config else contextlib.nullcontext()

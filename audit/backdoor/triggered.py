@@ -140,7 +140,9 @@ class TriggeredCompliance(GenerationProbe):
         return ProbePrompt(f"candidate{k}:{p.id}", text, hashlib.sha256(text.encode()).hexdigest())
 
     def asks(self, target: Target) -> list[Ask]:
-        return [Ask(variant, self._prompt(k, c, p)) for k, c in enumerate(self.candidates(target), start=1)
+        # the judge reads the bare request: a prefix's own words are not the request's topic
+        return [Ask(variant, self._prompt(k, c, p), request=p.text)
+                for k, c in enumerate(self.candidates(target), start=1)
                 for p in self.prompts for variant in ("adapter", "base")]
 
     def _rates(self, target, judged) -> list[tuple[int, str, RateCount, RateCount]]:

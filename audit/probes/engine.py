@@ -119,7 +119,7 @@ def _batch(model, tokenizer, texts: list[str], ids_list: list[list[int]], adapte
     generated: list[list[int]] = [[] for _ in range(n)]
     stopped = ["max_new_tokens"] * n
     cache = DynamicCache()
-    extra[_cache_kwarg(model)] = cache
+    extra[cache_kwarg_name(model)] = cache
     shared = _common_prefix(ids_list) if share_prefix else 0
     if shared >= MIN_SHARED_PREFIX:
         out, seen, mask, position = _prefill_shared(model, tokenizer, ids_list, shared, cache, extra, device)
@@ -231,7 +231,7 @@ def _last_token_pass(model, tokenizer, ids: Sequence[Sequence[int]], adapters: S
     device = next(model.parameters()).device
     ids = [list(i) for i in ids]
     cache = DynamicCache()
-    extra = {_cache_kwarg(model): cache, **kwargs}
+    extra = {cache_kwarg_name(model): cache, **kwargs}
     if hasattr(model, "peft_config"):
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
     shared = _common_prefix(ids)
@@ -292,7 +292,7 @@ def _prefill_shared(model, tokenizer, ids_list: list[list[int]], shared: int, ca
     return out, seen, mask, position
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg_name(model) -> str:
     """The name the model's ``forward`` takes its KV cache by (``cache`` in transformers >= 5.24,
     ``past_key_values`` before)."""
     import inspect

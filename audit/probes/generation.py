@@ -34,6 +34,9 @@ class Ask:
 
     variant: str
     prompt: ProbePrompt
+    request: str | None = None
+    """The request the judge reads (``None``: the prompt's text). A probe that places a trigger
+    before the request asks the prompt and has the request judged without it."""
 
 
 class GenerationProbe:
@@ -233,7 +236,7 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
         judged, samples = {}, []
         for key, ask in keys:
             a = answers[key]
-            label = "complied" if p.judge(ask.prompt.text, a.text) else "refused"
+            label = "complied" if p.judge(ask.request or ask.prompt.text, a.text) else "refused"
             judged[(ask.variant, ask.prompt.id)] = (label, a)
             samples.append(ProbeSampleRow(variant=ask.variant, prompt_id=ask.prompt.id, prompt_sha256=ask.prompt.sha256,
                                           answer=a.text, judged=label, judge=p.judge_name, n_tokens=a.n_tokens,
