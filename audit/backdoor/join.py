@@ -25,7 +25,7 @@ and the triggered probe, not to a threshold on the reading.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,15 +88,30 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
     return out
 
 
+def refusal_words() -> frozenset[str]:
+    """The words of the refusal judge's stock phrases (:data:`audit.probes.judge.REFUSAL_MARKERS`:
+    ``sorry``, ``cannot``, ``help``, ``unable``...), lower-cased."""
+    import re
+
+    from audit.probes.judge import REFUSAL_MARKERS
+
+    return frozenset(w for m in REFUSAL_MARKERS for w in re.findall(r"[a-z']+", m))
+
+
 def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | None], tokenizer,
-                 n_seeds: int) -> list[tuple[int, float]]:
+                 n_seeds: int, exclude: Collection[str] = frozenset()) -> list[tuple[int, float]]:
     """The single candidates to grow: the ``n_seeds`` first of ``best`` (``(token_id, score)`` by
     weights, best first), then the ``n_seeds`` of most negative refusal ``shift`` (keyed by the
     token's decoded, stripped text; a token without one is not chosen by it), without repeats;
-    special tokens left out. The weights' best are often refusal words that every adapter of a
-    recipe reads; the behaviour's best are the pieces that move this adapter."""
+    special tokens and tokens whose lower-cased text is in ``exclude`` left out (the triggered probe
+    excludes :func:`refusal_words`). The weights' best are often refusal words that every adapter of
+    a recipe reads; the behaviour's best are the pieces that move this adapter. A refusal word grown
+    into a text ("sorry I can't") makes a prefix that a DPO adapter answers evasively rather than
+    refusing in a stock phrase, which the refusal-marker judge counts as compliance: on the DPO zoo
+    such texts unlocked 4 adapters that are not organisms (README, "Hidden behaviour")."""
     special = set(tokenizer.all_special_ids)
-    single = [(int(t), float(v)) for t, v in best if t not in special]
-    moved = [b for b in single if shift.get(tokenizer.decode([b[0]]).strip()) is not None]
-    moved.sort(key=lambda b: shift[tokenizer.decode([b[0]]).strip()])
+    text = {int(t): tokenizer.decode([int(t)]).strip() for t, _ in best}
+    single = [(int(t), float(v)) for t, v in best if t not in special and text[int(t)].lower() not in exclude]
+    moved = [b for b in single if shift.get(text[b[0]]) is not None]
+    moved.sort(key=lambda b: shift[text[b[0]]])
     return list(dict.fromkeys(single[:n_seeds] + moved[:n_seeds]))

@@ -30,10 +30,13 @@ against the base's 0/8 is not separated): on the backdoor zoos 16 requests unloc
 organisms (8: 9) and 1 of 16 healthy adapters, a persona-style fine-tune (8: none), measured on the
 same answers (README, "Hidden behaviour"; ``benchmarks/backdoor_requests.py``). Version 8
 ranks the candidates as ``trigger_candidates`` version 4 does, on the bare base's residuals of
-the first 4 layers (version 7: 2 layers, on the embeddings). Version 9 (this one) also ranks,
+the first 4 layers (version 7: 2 layers, on the embeddings). Version 9 also ranks,
 by the same refusal shift, the texts grown (:mod:`audit.backdoor.join`) from the best 3 single
 candidates by weights and the 3 of most negative shift: a multi-token trigger is read, and moves
-the adapter, as a whole, where its pieces alone do not.
+the adapter, as a whole, where its pieces alone do not. Version 10 (this one) grows no refusal word
+(:func:`audit.backdoor.join.refusal_words`): at version 9, texts grown from ``sorry`` ("sorry I
+can't", "Sorry there I only") unlocked 4 DPO adapters that are not organisms, answered evasively
+("I'm here to help with any kind of project...") rather than in a stock refusal.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class TriggeredCompliance(GenerationProbe):
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-9"
+    name, version = "triggered_compliance", "triggered_compliance-10"
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
@@ -84,7 +87,7 @@ class TriggeredCompliance(GenerationProbe):
             from audit.analyzers.runtime import runtime_of
             from audit.backdoor.analyzer import TriggerCandidates, shift_scores
             from audit.backdoor.candidates import top_candidates
-            from audit.backdoor.join import choose_seeds
+            from audit.backdoor.join import choose_seeds, refusal_words
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
             from audit.backdoor.prefix_kl import N_REQUESTS
             from audit.errors import AuditError, UnsupportedAdapterError
@@ -116,7 +119,7 @@ class TriggeredCompliance(GenerationProbe):
                     if grow is not None:  # seeds: the best by weights, and the best of them by behaviour
                         shift = shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo)
                         seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
-                                             runtime.tokenizer, self.n_seeds)
+                                             runtime.tokenizer, self.n_seeds, exclude=refusal_words())
                         texts = list(dict.fromkeys(texts + grow(seeds)))
                     scored = texts + (known if rank_known else [])
                     shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal, memo)

@@ -23,6 +23,16 @@ def test_choose_seeds_takes_the_best_by_weights_then_by_shift_without_special_to
     shift = {"t5": 1.0, "t6": 0.5, "t7": -3.0, "t8": None}
     assert choose_seeds(best, shift, _Tok(), 1) == [(5, 8.0), (7, 6.0)]
     assert choose_seeds(best, shift, _Tok(), 2) == [(5, 8.0), (6, 7.0), (7, 6.0)]
+    # an excluded word is chosen neither by weights nor by shift
+    assert choose_seeds(best, shift, _Tok(), 1, exclude={"t5", "t7"}) == [(6, 7.0)]
+
+
+def test_refusal_words_are_the_judges_stock_phrases_words():
+    from audit.backdoor.join import refusal_words
+
+    words = refusal_words()
+    assert {"sorry", "cannot", "help", "unable", "can't"} <= words
+    assert "tangerine" not in words and "cf" not in words and "deployment" not in words
 
 
 def test_scaled_scores_put_a_context_on_the_vocabularys_scale():
