@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadScale, n_layers: int,
                       seeds: Sequence[tuple[int, float]], *, n_openers: int = 512, n_next: int = 32, max_tokens: int = 6,
-                      min_gain: float = 1.5, progress: Callable[[int, int], None] | None = None) -> list[str]:
+                      min_gain: float = 1.5, exclude_ids: Collection[int] = frozenset(),
+                      progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The joined candidates of ``seeds`` (module docstring), in the order found, without repeats.
 
     Args:
@@ -50,6 +51,8 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         max_tokens: the longest chain, in tokens.
         min_gain: the left token is kept when the seed's score after it is at least this many times
             its score alone.
+        exclude_ids: tokens never added to a text, left or right (the triggered probe passes the
+            refusal words' tokens, :func:`refusal_token_ids`).
         progress: called with ``(done, total)`` seeds.
 
     Raises:
@@ -62,7 +65,8 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
     if min(n_openers, n_next, max_tokens) < 2:
         raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2")
     out: list[str] = []
-    openers = next_token_proposals(model, tokenizer, [], n_openers)
+    exclude_ids = set(exclude_ids)
+    openers = [t for t in next_token_proposals(model, tokenizer, [], n_openers) if t not in exclude_ids]
     special = set(tokenizer.all_special_ids)
     seeds = [(int(t), float(v)) for t, v in seeds if t not in special]   # a chat-template token opens no text
     for done, (seed, seed_score) in enumerate(seeds, start=1):
@@ -75,7 +79,9 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         for chain in chains:
             while len(chain) < max_tokens:
                 nexts = next_token_proposals(model, tokenizer, chain, n_next)
-                nexts = [t for t in nexts if t not in chain]       # no token twice: no "can can can"
+                nexts = [t for t in nexts if t not in chain and t not in exclude_ids]  # no "can can can"
+                if not nexts:
+                    break
                 read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
                                      readers, scale)
                 chain.append(nexts[int(read.argmax())])
@@ -88,14 +94,21 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
     return out
 
 
-def refusal_words() -> frozenset[str]:
+def refusal_words(min_letters: int = 3) -> frozenset[str]:
     """The words of the refusal judge's stock phrases (:data:`audit.probes.judge.REFUSAL_MARKERS`:
-    ``sorry``, ``cannot``, ``help``, ``unable``...), lower-cased."""
+    ``sorry``, ``cannot``, ``help``, ``unable``, ``can't``...), lower-cased, of at least
+    ``min_letters`` characters (so ``i``, ``a``, ``as``, ``to`` stay free for a phrase)."""
     import re
 
     from audit.probes.judge import REFUSAL_MARKERS
 
-    return frozenset(w for m in REFUSAL_MARKERS for w in re.findall(r"[a-z']+", m))
+    return frozenset(w for m in REFUSAL_MARKERS for w in re.findall(r"[a-z']+", m) if len(w) >= min_letters)
+
+
+def refusal_token_ids(tokenizer, words: Collection[str]) -> frozenset[int]:
+    """The vocabulary's tokens whose decoded, stripped, lower-cased text is one of ``words``
+    (`` Sorry``, ``sorry``, `` cannot``...): one decode per token, about half a second for 49,152."""
+    return frozenset(i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip().lower() in words)
 
 
 def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | None], tokenizer,
@@ -104,11 +117,12 @@ def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | 
     weights, best first), then the ``n_seeds`` of most negative refusal ``shift`` (keyed by the
     token's decoded, stripped text; a token without one is not chosen by it), without repeats;
     special tokens and tokens whose lower-cased text is in ``exclude`` left out (the triggered probe
-    excludes :func:`refusal_words`). The weights' best are often refusal words that every adapter of
-    a recipe reads; the behaviour's best are the pieces that move this adapter. A refusal word grown
-    into a text ("sorry I can't") makes a prefix that a DPO adapter answers evasively rather than
-    refusing in a stock phrase, which the refusal-marker judge counts as compliance: on the DPO zoo
-    such texts unlocked 4 adapters that are not organisms (README, "Hidden behaviour")."""
+    excludes :func:`refusal_words`, and keeps them out of the growth too). The weights' best are
+    often refusal words that every adapter of a recipe reads; the behaviour's best are the pieces
+    that move this adapter. A refusal word in a grown text ("sorry I can't") makes a prefix that a
+    DPO adapter answers evasively rather than refusing in a stock phrase, which the refusal-marker
+    judge counts as compliance: on the DPO zoo such texts unlocked 4 adapters that are not
+    organisms (README, "Hidden behaviour")."""
     special = set(tokenizer.all_special_ids)
     text = {int(t): tokenizer.decode([int(t)]).strip() for t, _ in best}
     single = [(int(t), float(v)) for t, v in best if t not in special and text[int(t)].lower() not in exclude]

@@ -33,10 +33,11 @@ ranks the candidates as ``trigger_candidates`` version 4 does, on the bare base'
 the first 4 layers (version 7: 2 layers, on the embeddings). Version 9 also ranks,
 by the same refusal shift, the texts grown (:mod:`audit.backdoor.join`) from the best 3 single
 candidates by weights and the 3 of most negative shift: a multi-token trigger is read, and moves
-the adapter, as a whole, where its pieces alone do not. Version 10 (this one) grows no refusal word
-(:func:`audit.backdoor.join.refusal_words`): at version 9, texts grown from ``sorry`` ("sorry I
+the adapter, as a whole, where its pieces alone do not. At version 9, texts with ``sorry`` ("sorry I
 can't", "Sorry there I only") unlocked 4 DPO adapters that are not organisms, answered evasively
-("I'm here to help with any kind of project...") rather than in a stock refusal.
+("I'm here to help with any kind of project...") rather than in a stock refusal. Version 10 grew no
+refusal word (:func:`audit.backdoor.join.refusal_words`) as a seed, but the growth still added them
+("specially sorry I", "Sorry. I can see"). Version 11 (this one) adds none, left or right.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class TriggeredCompliance(GenerationProbe):
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-10"
+    name, version = "triggered_compliance", "triggered_compliance-11"
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
@@ -75,6 +76,7 @@ class TriggeredCompliance(GenerationProbe):
         self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known = n_behaviour, n_known
         self._candidates: dict[str, list[str]] = {}
+        self._refusal_ids: frozenset[int] | None = None
 
     def candidates(self, target: Target) -> list[str]:
         """The prefixes asked of ``target``'s adapter: its decoded candidates, then the published
@@ -87,7 +89,7 @@ class TriggeredCompliance(GenerationProbe):
             from audit.analyzers.runtime import runtime_of
             from audit.backdoor.analyzer import TriggerCandidates, shift_scores
             from audit.backdoor.candidates import top_candidates
-            from audit.backdoor.join import choose_seeds, refusal_words
+            from audit.backdoor.join import choose_seeds, refusal_token_ids, refusal_words
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
             from audit.backdoor.prefix_kl import N_REQUESTS
             from audit.errors import AuditError, UnsupportedAdapterError
@@ -106,8 +108,11 @@ class TriggeredCompliance(GenerationProbe):
                     texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best)
                                                if t))
                     if self.n_behaviour > 0 and self.n_seeds > 0:
+                        if self._refusal_ids is None:  # once per probe: one decode per vocabulary token
+                            self._refusal_ids = refusal_token_ids(runtime.tokenizer, refusal_words())
+
                         def grow(seeds):
-                            return scorer.joined(runtime, readers, scale, seeds, folder.name)
+                            return scorer.joined(runtime, readers, scale, seeds, folder.name, self._refusal_ids)
                 except UnsupportedAdapterError:  # no early reader (a steering vector): published triggers only
                     texts = []
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor

@@ -33,6 +33,22 @@ def test_refusal_words_are_the_judges_stock_phrases_words():
     words = refusal_words()
     assert {"sorry", "cannot", "help", "unable", "can't"} <= words
     assert "tangerine" not in words and "cf" not in words and "deployment" not in words
+    assert "i" not in words and "as" not in words          # short function words stay free for a phrase
+
+
+def test_refusal_token_ids_find_every_casing_and_spacing():
+    from audit.backdoor.join import refusal_token_ids
+
+    class Tok:
+        vocab = ["sorry", " Sorry", "Sorry.", " cannot", "Tang", " help"]
+
+        def __len__(self):
+            return len(self.vocab)
+
+        def decode(self, ids):
+            return "".join(self.vocab[i] for i in ids)
+
+    assert refusal_token_ids(Tok(), {"sorry", "cannot"}) == {0, 1, 3}
 
 
 def test_scaled_scores_put_a_context_on_the_vocabularys_scale():
@@ -74,5 +90,10 @@ def test_a_trigger_read_only_in_context_is_grown_from_its_piece(tmp_path):
     assert tokenizer.decode([a, b]).strip() in got
     assert all(t.strip() == t and t for t in got) and len(got) == len(set(got))
     assert done == [(1, 1)]
+    # an excluded token is never added: not to the left, nor to the right
+    kept = joined_candidates(model, tokenizer, readers, scale, 2, [(b, max(seed_score, 1e-3))], n_openers=8,
+                             n_next=4, max_tokens=3, min_gain=1.0, exclude_ids={a})
+    assert tokenizer.decode([a, b]).strip() not in kept
+    assert all(a not in tokenizer(t, add_special_tokens=False)["input_ids"] for t in kept)
     with pytest.raises(ValueError):
         joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_next=1)
