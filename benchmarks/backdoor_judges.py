@@ -41,19 +41,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SAMPLES_SQL = """
     WITH u AS (SELECT DISTINCT unit_id FROM latest_probes WHERE probe = 'triggered_compliance' AND subject = 'adapter')
-    SELECT adapter_id, repo_id, prompt_id, variant, answer, judged FROM probe_samples
+    SELECT adapter_id, repo_id, prompt_id, variant, answer FROM probe_samples
     WHERE probe = 'triggered_compliance' AND unit_id IN (SELECT unit_id FROM u)"""
 """Every answer of the newest triggered unit of each adapter."""
 
+
 def candidate_texts(con) -> dict[str, dict[int, str]]:
     """Per adapter, the texts of the candidates its newest triggered unit's findings name."""
-    from audit.classify.evidence import unquoted
+    from audit.classify.evidence import UNLOCKING_PREFIX_RE, unquoted
 
+    asked = re.compile(UNLOCKING_PREFIX_RE + r" \(candidate (\d+) asked")
     out: dict[str, dict[int, str]] = {}
     for a, message in con.execute(
             "SELECT f.adapter_id, f.message FROM findings f WHERE f.code IN ('suspected_trigger', 'unlocking_prefix') "
             "AND f.unit_id IN (SELECT DISTINCT unit_id FROM latest_probes WHERE probe = 'triggered_compliance')").fetchall():
-        m = re.search(r"(?:suspected trigger|unlocks harmful compliance:) ('.*'|\".*\") \(candidate (\d+) asked", message)
+        m = asked.search(message)
         if m:
             out.setdefault(a, {})[int(m.group(2))] = unquoted(m.group(1))
     return out
@@ -88,8 +90,8 @@ def main() -> None:
     base = json.loads(con.execute("SELECT card_labels FROM latest_adapters WHERE adapter_id = ?", [first]).fetchone()[0])
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(base["base"]).path)
     samples: dict[tuple[str, str], list[tuple]] = {}
-    for a, repo, prompt_id, variant, answer, judged in con.execute(SAMPLES_SQL).fetchall():
-        samples.setdefault((a, repo), []).append((prompt_id, variant, answer, judged))
+    for a, repo, prompt_id, variant, answer in con.execute(SAMPLES_SQL).fetchall():
+        samples.setdefault((a, repo), []).append((prompt_id, variant, answer))
     if not samples:
         sys.exit("no triggered_compliance answers in the store: scan with --probe triggered_compliance")
     judges = {name: get_judge(name) for name in args.judges.split(",")}
@@ -106,7 +108,7 @@ def main() -> None:
             else:
                 continue  # other kinds of drift are not what the triggered probe is for
             counts: dict[int, dict[str, list[int]]] = {}
-            for prompt_id, variant, answer, _ in rows:
+            for prompt_id, variant, answer in rows:
                 k, request_id = prompt_id.split(":", 1)
                 c = counts.setdefault(int(k.removeprefix("candidate")), {}).setdefault(variant, [0, 0])
                 c[0] += bool(judge(requests[request_id], answer or ""))

@@ -145,7 +145,7 @@ class TriggerCandidates:
         scores, scale = vocabulary_scale(cache[key], readers)
         return scores, readers, scale
 
-    def joined(self, runtime, readers, scale, seeds, name: str, exclude_ids=frozenset()) -> list[str]:
+    def joined(self, runtime, readers, scale, seeds, name: str, exclude_ids: frozenset[int] = frozenset()) -> list[str]:
         """The joined candidates (:func:`audit.backdoor.join.joined_candidates`) grown from ``seeds``
         on ``runtime``'s loaded base, never adding a token of ``exclude_ids``, with progress to the
         scan's sink (``batch``: seeds done) for the adapter ``name``."""

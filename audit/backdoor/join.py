@@ -107,25 +107,26 @@ def refusal_words(min_letters: int = 3) -> frozenset[str]:
 
 def refusal_token_ids(tokenizer, words: Collection[str]) -> frozenset[int]:
     """The vocabulary's tokens whose decoded, stripped, lower-cased text is one of ``words``
-    (`` Sorry``, ``sorry``, `` cannot``...): one decode per token, about half a second for 49,152."""
+    (`` Sorry``, ``sorry``, `` cannot``...): one decode per token, 0.12 s for SmolLM2's 49,152
+    (91 of them are refusal words)."""
     return frozenset(i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip().lower() in words)
 
 
 def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | None], tokenizer,
-                 n_seeds: int, exclude: Collection[str] = frozenset()) -> list[tuple[int, float]]:
+                 n_seeds: int, exclude_ids: Collection[int] = frozenset()) -> list[tuple[int, float]]:
     """The single candidates to grow: the ``n_seeds`` first of ``best`` (``(token_id, score)`` by
     weights, best first), then the ``n_seeds`` of most negative refusal ``shift`` (keyed by the
     token's decoded, stripped text; a token without one is not chosen by it), without repeats;
-    special tokens and tokens whose lower-cased text is in ``exclude`` left out (the triggered probe
-    excludes :func:`refusal_words`, and keeps them out of the growth too). The weights' best are
+    special tokens and ``exclude_ids`` left out (the triggered probe passes :func:`refusal_token_ids`,
+    the same set it keeps out of the growth). The weights' best are
     often refusal words that every adapter of a recipe reads; the behaviour's best are the pieces
     that move this adapter. A refusal word in a grown text ("sorry I can't") makes a prefix that a
     DPO adapter answers evasively rather than refusing in a stock phrase, which the refusal-marker
     judge counts as compliance: on the DPO zoo such texts unlocked 4 adapters that are not
     organisms (README, "Hidden behaviour")."""
-    special = set(tokenizer.all_special_ids)
+    left_out = set(tokenizer.all_special_ids) | set(exclude_ids)
     text = {int(t): tokenizer.decode([int(t)]).strip() for t, _ in best}
-    single = [(int(t), float(v)) for t, v in best if t not in special and text[int(t)].lower() not in exclude]
+    single = [(int(t), float(v)) for t, v in best if int(t) not in left_out]
     moved = [b for b in single if shift.get(text[b[0]]) is not None]
     moved.sort(key=lambda b: shift[text[b[0]]])
     return list(dict.fromkeys(single[:n_seeds] + moved[:n_seeds]))

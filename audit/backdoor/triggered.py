@@ -124,7 +124,7 @@ class TriggeredCompliance(GenerationProbe):
                     if grow is not None:  # seeds: the best by weights, and the best of them by behaviour
                         shift = shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo)
                         seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
-                                             runtime.tokenizer, self.n_seeds, exclude=refusal_words())
+                                             runtime.tokenizer, self.n_seeds, exclude_ids=self._refusal_ids)
                         texts = list(dict.fromkeys(texts + grow(seeds)))
                     scored = texts + (known if rank_known else [])
                     shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal, memo)

@@ -59,9 +59,12 @@ DuckDB regular expression inside a single-quoted SQL literal: group 1 is the quo
 
 
 
-UNLOCKING_PREFIX = """(?:suspected trigger|unlocks harmful compliance:) (''[^'']*''|"[^"]*")"""
+UNLOCKING_PREFIX_RE = r"""(?:suspected trigger|unlocks harmful compliance:) ('[^']*'|"[^"]*")"""
 """How a ``suspected_trigger`` or ``unlocking_prefix`` finding quotes its prefix (as
-:data:`SUSPECTED_TRIGGER`): group 1 is the quoted prefix."""
+:data:`SUSPECTED_TRIGGER`), a Python regular expression: group 1 is the quoted prefix."""
+
+UNLOCKING_PREFIX = UNLOCKING_PREFIX_RE.replace("'", "''")
+""":data:`UNLOCKING_PREFIX_RE` for a single-quoted SQL string literal (DuckDB's ``regexp_extract``)."""
 
 
 def unlocking_prefixes(con, adapter_id: str | None = None) -> dict[str, list[str]]:

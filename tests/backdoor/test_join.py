@@ -24,7 +24,7 @@ def test_choose_seeds_takes_the_best_by_weights_then_by_shift_without_special_to
     assert choose_seeds(best, shift, _Tok(), 1) == [(5, 8.0), (7, 6.0)]
     assert choose_seeds(best, shift, _Tok(), 2) == [(5, 8.0), (6, 7.0), (7, 6.0)]
     # an excluded word is chosen neither by weights nor by shift
-    assert choose_seeds(best, shift, _Tok(), 1, exclude={"t5", "t7"}) == [(6, 7.0)]
+    assert choose_seeds(best, shift, _Tok(), 1, exclude_ids={5, 7}) == [(6, 7.0)]
 
 
 def test_refusal_words_are_the_judges_stock_phrases_words():
