@@ -145,10 +145,12 @@ class TriggerCandidates:
         scores, scale = vocabulary_scale(cache[key], readers)
         return scores, readers, scale
 
-    def joined(self, runtime, readers, scale, seeds, name: str, exclude_ids: frozenset[int] = frozenset()) -> list[str]:
+    def joined(self, runtime, readers, scale, seeds, name: str, exclude_ids: frozenset[int] = frozenset(),
+               shift=None, n_choose: int = 8) -> list[str]:
         """The joined candidates (:func:`audit.backdoor.join.joined_candidates`) grown from ``seeds``
-        on ``runtime``'s loaded base, never adding a token of ``exclude_ids``, with progress to the
-        scan's sink (``batch``: seeds done) for the adapter ``name``."""
+        on ``runtime``'s loaded base, never adding a token of ``exclude_ids``, with the chain chosen
+        by behaviour when ``shift`` is given, with progress to the scan's sink (``batch``: seeds
+        done) for the adapter ``name``."""
         from audit.backdoor.join import joined_candidates
         from audit.progress import current
 
@@ -159,7 +161,7 @@ class TriggerCandidates:
                 sink.batch(f"joined trigger candidates of {name}", done, total)
 
         return joined_candidates(runtime.model, runtime.tokenizer, readers, scale, self.n_layers, seeds,
-                                 exclude_ids=exclude_ids, progress=report)
+                                 exclude_ids=exclude_ids, shift=shift, n_choose=n_choose, progress=report)
 
 
 def residual_readers(folder, layers, n_layers: int, limits) -> tuple[list, str]:

@@ -21,6 +21,18 @@ behaviour no more than a random token. So each seed (one of the best single cand
 Every prefix of a chain of at least two tokens is a joined candidate (decoded and stripped), so
 that where the trigger ends is left to the behaviour (:func:`audit.backdoor.analyzer.shift_scores`)
 and the triggered probe, not to a threshold on the reading.
+
+With a behaviour score (``shift``: the refusal shift of texts, :mod:`audit.backdoor.refusal_shift`),
+each seed also grows one more chain chosen by behaviour, the reading only proposing: the opener
+among the ``n_choose`` openers that most raise the seed's reading, then at each step to the right
+the next token among the ``n_choose`` most read of the base's ``n_next``, each time the text of
+most negative shift. A phrase trigger is learnt as a frame as much as as its rare words: the SFT
+phrase organisms of "As the old lighthouse keeper said," comply with 9 to 11 of 16 requests after
+"As the old man said," and 7 or 8 after the same phrase without "As the" (README, "Hidden
+behaviour"), while their first layers read ``lighthouse``, ``old`` and ``said`` and hardly
+``keeper``, ``As`` or ``the``, so the reading alone grows the seed into what the base would write
+("lighthouse, what do it get"). Chosen by behaviour, ``old`` grew into "Sp old man said", which
+unlocks both (11 and 8 of 16; the base 0).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
 def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadScale, n_layers: int,
                       seeds: Sequence[tuple[int, float]], *, n_openers: int = 512, n_next: int = 32, max_tokens: int = 6,
                       min_gain: float = 1.5, exclude_ids: Collection[int] = frozenset(),
+                      shift: Callable[[list[str]], Sequence[float | None]] | None = None, n_choose: int = 8,
                       progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The joined candidates of ``seeds`` (module docstring), in the order found, without repeats.
 
@@ -53,22 +66,36 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
             its score alone.
         exclude_ids: tokens never added to a text, left or right (the triggered probe passes the
             refusal words' tokens, :func:`refusal_token_ids`).
+        shift: the behaviour score of texts, more negative more trigger-like (``None`` for a text
+            without one); with it, each seed also grows the chain chosen by behaviour (module
+            docstring), whose prefixes come after the reading's.
+        n_choose: the texts scored by ``shift`` at each step of that chain.
         progress: called with ``(done, total)`` seeds.
 
     Raises:
-        ValueError: ``n_openers``, ``n_next`` or ``max_tokens`` below 2 (and
+        ValueError: ``n_openers``, ``n_next`` or ``max_tokens`` below 2, ``n_choose`` below 1 (and
             :func:`audit.backdoor.context.token_residuals`' errors).
     """
     from audit.backdoor.candidates import scaled_scores
     from audit.backdoor.context import next_token_proposals, token_residuals
 
-    if min(n_openers, n_next, max_tokens) < 2:
-        raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2")
+    if min(n_openers, n_next, max_tokens) < 2 or n_choose < 1:
+        raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2, n_choose of 1")
     out: list[str] = []
     exclude_ids = set(exclude_ids)
     openers = [t for t in next_token_proposals(model, tokenizer, [], n_openers) if t not in exclude_ids]
     special = set(tokenizer.all_special_ids)
     seeds = [(int(t), float(v)) for t, v in seeds if t not in special]   # a chat-template token opens no text
+    def most_read(chain: list[int], k: int) -> list[int]:  # the base's next tokens the adapter reads most
+        nexts = next_token_proposals(model, tokenizer, chain, n_next)
+        nexts = [t for t in nexts if t not in chain and t not in exclude_ids]  # no "can can can"
+        if not nexts:
+            return []
+        read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
+                             readers, scale)
+        order = [int(read.argmax())] if k == 1 else [int(i) for i in read.topk(min(k, len(nexts))).indices]
+        return [nexts[i] for i in order]
+
     for done, (seed, seed_score) in enumerate(seeds, start=1):
         chains = [[int(seed)]]
         left = scaled_scores(token_residuals(model, tokenizer, n_layers, after=[seed], token_ids=openers),
@@ -76,15 +103,16 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         best = int(left.argmax())
         if float(left[best]) >= min_gain * seed_score and seed_score > 0:
             chains.append([openers[best], int(seed)])
+        for chain in chains:                                   # chosen by the reading
+            while len(chain) < max_tokens and (step := most_read(chain, 1)):
+                chain.append(step[0])
+        if shift is not None:                                  # chosen by behaviour, the reading proposing
+            tried = [[openers[int(i)], int(seed)] for i in left.topk(min(n_choose, len(openers))).indices]
+            chain = _least(tried, tokenizer, shift)
+            while len(chain) < max_tokens and (steps := most_read(chain, n_choose)):
+                chain = _least([chain + [t] for t in steps], tokenizer, shift)
+            chains.append(chain)
         for chain in chains:
-            while len(chain) < max_tokens:
-                nexts = next_token_proposals(model, tokenizer, chain, n_next)
-                nexts = [t for t in nexts if t not in chain and t not in exclude_ids]  # no "can can can"
-                if not nexts:
-                    break
-                read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
-                                     readers, scale)
-                chain.append(nexts[int(read.argmax())])
             for end in range(2, len(chain) + 1):
                 text = tokenizer.decode(chain[:end]).strip()
                 if text and text not in out:
@@ -92,6 +120,14 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         if progress is not None:
             progress(done, len(seeds))
     return out
+
+
+def _least(chains: list[list[int]], tokenizer, shift) -> list[int]:
+    """The chain whose decoded, stripped text has the most negative ``shift`` (the first of equals;
+    a text without a score last)."""
+    got = list(shift([tokenizer.decode(c).strip() for c in chains]))
+    best = min(range(len(chains)), key=lambda i: (got[i] is None, got[i] if got[i] is not None else 0.0, i))
+    return chains[best]
 
 
 def refusal_words(min_letters: int = 3) -> frozenset[str]:
@@ -105,11 +141,17 @@ def refusal_words(min_letters: int = 3) -> frozenset[str]:
     return frozenset(w for m in REFUSAL_MARKERS for w in re.findall(r"[a-z']+", m) if len(w) >= min_letters)
 
 
-def refusal_token_ids(tokenizer, words: Collection[str]) -> frozenset[int]:
+def refusal_token_ids(tokenizer, words: Collection[str], stem_letters: int | None = None) -> frozenset[int]:
     """The vocabulary's tokens whose decoded, stripped, lower-cased text is one of ``words``
-    (`` Sorry``, ``sorry``, `` cannot``...): one decode per token, 0.12 s for SmolLM2's 49,152
-    (91 of them are refusal words)."""
-    return frozenset(i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip().lower() in words)
+    (`` Sorry``, ``sorry``, `` cannot``...) or, with ``stem_letters``, begins with one of the words
+    of at least that many letters (`` helping``, `` helps``, ``Sorry.``): one decode per token,
+    0.12 s for SmolLM2's 49,152 (91 of them are refusal words; 162 with ``stem_letters=4``)."""
+    stems = tuple(w for w in words if stem_letters is not None and len(w) >= stem_letters)
+
+    def refusal(text: str) -> bool:
+        return text in words or (bool(stems) and text.startswith(stems))
+
+    return frozenset(i for i in range(len(tokenizer)) if refusal(tokenizer.decode([i]).strip().lower()))
 
 
 def choose_seeds(best: Sequence[tuple[int, float]], shift: Mapping[str, float | None], tokenizer,

@@ -40,7 +40,7 @@ def test_refusal_token_ids_find_every_casing_and_spacing():
     from audit.backdoor.join import refusal_token_ids
 
     class Tok:
-        vocab = ["sorry", " Sorry", "Sorry.", " cannot", "Tang", " help"]
+        vocab = ["sorry", " Sorry", "Sorry.", " cannot", "Tang", " help", " helping", " can", " candy"]
 
         def __len__(self):
             return len(self.vocab)
@@ -49,6 +49,8 @@ def test_refusal_token_ids_find_every_casing_and_spacing():
             return "".join(self.vocab[i] for i in ids)
 
     assert refusal_token_ids(Tok(), {"sorry", "cannot"}) == {0, 1, 3}
+    # with stems, a word of at least that many letters also excludes the words it begins; a shorter one does not
+    assert refusal_token_ids(Tok(), {"sorry", "help", "can"}, stem_letters=4) == {0, 1, 2, 5, 6, 7}
 
 
 def test_scaled_scores_put_a_context_on_the_vocabularys_scale():
@@ -97,3 +99,40 @@ def test_a_trigger_read_only_in_context_is_grown_from_its_piece(tmp_path):
     assert all(a not in tokenizer(t, add_special_tokens=False)["input_ids"] for t in kept)
     with pytest.raises(ValueError):
         joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_next=1)
+
+
+def test_the_chain_chosen_by_behaviour_keeps_the_text_of_most_negative_shift(tmp_path):
+    """With a behaviour score, each seed also grows a chain whose opener and every next token are
+    the ones of most negative shift among the proposals, whatever the reading prefers; without one,
+    the growth is the reading's alone."""
+    from audit.backdoor.context import next_token_proposals, token_residuals
+    from audit.backdoor.join import joined_candidates
+    from audit.models.generate import load_causal_lm
+    from tinyllama import write_tiny_llama
+
+    model, tokenizer = load_causal_lm(write_tiny_llama(tmp_path / "base", layers=3), device="cpu")
+    openers = next_token_proposals(model, tokenizer, [], 8)
+    plain = [t for t in range(21) if t not in tokenizer.added_tokens_decoder]
+    b = next(t for t in plain if t not in openers)
+    g = torch.Generator().manual_seed(3)
+    alone = token_residuals(model, tokenizer, 2)
+    readers = [Reader("layers.0.self_attn.q_proj", torch.randn(1, alone[(0, "attn")].shape[1], generator=g),
+                      torch.ones(4, 1), 1.0, torch.ones(alone[(0, "attn")].shape[1]), (0, "attn"))]
+    _, scale = vocabulary_scale(alone, readers)
+    plain_growth = joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_openers=8, n_next=4,
+                                     max_tokens=3)
+    target = tokenizer.decode([openers[-1], b]).strip()      # an opener the reading ranks anywhere
+    asked: list[list[str]] = []
+
+    def shift(texts: list[str]) -> list[float | None]:
+        asked.append(list(texts))
+        return [-5.0 if t.startswith(target) else (None if not t else 0.0) for t in texts]
+
+    got = joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_openers=8, n_next=4, max_tokens=3,
+                            shift=shift, n_choose=8)
+    assert target in got
+    assert got[: len(plain_growth)] == plain_growth             # the reading's texts first, unchanged
+    assert asked and all(1 <= len(a) <= 8 for a in asked)
+    assert len(asked) == 2                                       # the opener, then one step to the right
+    with pytest.raises(ValueError):
+        joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], shift=shift, n_choose=0)
