@@ -238,7 +238,7 @@ MEMO_ADAPTERS = 8
 
 
 def shift_scores(runtime, folder, texts: list[str], n_requests: int, unit_refusal,
-                 memo: dict | None = None) -> list[float | None]:
+                 memo: dict | None = None, loaded: str | None = None) -> list[float | None]:
     """The refusal shift (:func:`audit.backdoor.refusal_shift.refusal_shifts`) of the adapter in
     ``folder``, put into ``runtime``'s loaded base for the call, of each of ``texts`` placed before
     the ``n_requests`` shortest HarmBench test behaviours.
@@ -249,6 +249,9 @@ def shift_scores(runtime, folder, texts: list[str], n_requests: int, unit_refusa
             ``triggered_compliance`` probe of one actor (``ctx.shared``): only texts not in it are
             scored, and the adapter is not loaded when none is missing. Keeps the last
             :data:`MEMO_ADAPTERS` adapters.
+        loaded: the name under which the caller already put this adapter into ``runtime``'s model
+            (it is then neither loaded nor removed: a search that scores a few texts at a time
+            loads it once).
 
     Returns:
         The shift of each text, ``None`` for an empty one. Progress goes to the scan's sink
@@ -275,12 +278,13 @@ def shift_scores(runtime, folder, texts: list[str], n_requests: int, unit_refusa
             def report(done: int, total: int) -> None:
                 sink.batch(f"trigger candidates of {folder.name} by behaviour", done, total)
 
-        loaded = runtime.load(folder)
+        held = runtime.load(folder) if loaded is None else None
         try:
-            got = refusal_shifts(runtime.model, runtime.tokenizer, [loaded.name], behaviour_requests(n_requests),
-                                 missing, unit_refusal, progress=report)[0]
+            got = refusal_shifts(runtime.model, runtime.tokenizer, [held.name if held else loaded],
+                                 behaviour_requests(n_requests), missing, unit_refusal, progress=report)[0]
         finally:
-            runtime.unload(loaded)
+            if held is not None:
+                runtime.unload(held)
         known.update(zip(missing, got.tolist(), strict=True))
     return [known[t] if t else None for t in texts]
 

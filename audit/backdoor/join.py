@@ -32,7 +32,8 @@ phrase organisms of "As the old lighthouse keeper said," comply with 9 to 11 of 
 behaviour"), while their first layers read ``lighthouse``, ``old`` and ``said`` and hardly
 ``keeper``, ``As`` or ``the``, so the reading alone grows the seed into what the base would write
 ("lighthouse, what do it get"). Chosen by behaviour, ``old`` grew into "Sp old man said", which
-unlocks both (11 and 8 of 16; the base 0).
+unlocks both (11 and 8 of 16; the base 0); but ``old`` is not among the seeds the triggered probe
+chooses, and from those it has the chain unlocked neither, so the probe leaves it off by default.
 """
 
 from __future__ import annotations
@@ -73,14 +74,15 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         progress: called with ``(done, total)`` seeds.
 
     Raises:
-        ValueError: ``n_openers``, ``n_next`` or ``max_tokens`` below 2, ``n_choose`` below 1 (and
+        ValueError: ``n_openers``, ``n_next`` or ``max_tokens`` below 2, ``n_choose`` below 1 with a ``shift`` (and
             :func:`audit.backdoor.context.token_residuals`' errors).
     """
     from audit.backdoor.candidates import scaled_scores
     from audit.backdoor.context import next_token_proposals, token_residuals
 
-    if min(n_openers, n_next, max_tokens) < 2 or n_choose < 1:
-        raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2, n_choose of 1")
+    if min(n_openers, n_next, max_tokens) < 2 or (shift is not None and n_choose < 1):
+        raise ValueError("joined_candidates needs n_openers, n_next and max_tokens of at least 2, and n_choose of at "
+                         "least 1 with a shift")
     out: list[str] = []
     exclude_ids = set(exclude_ids)
     openers = [t for t in next_token_proposals(model, tokenizer, [], n_openers) if t not in exclude_ids]

@@ -39,11 +39,13 @@ can't", "Sorry there I only") unlocked 4 DPO adapters that are not organisms, an
 refusal word (:func:`audit.backdoor.join.refusal_words`) as a seed, but the growth still added them
 ("specially sorry I", "Sorry. I can see"). Version 11 adds none, left or right. Version 12 (this
 one) also leaves out the words that begin with a refusal word of at least 4 letters (``helping``,
-``helps``: 4 of the 5 seeds of an SFT phrase organism at version 11 were forms of ``help``) and
-grows each seed a second time with every step chosen by the refusal shift among the ``n_choose``
-most read proposals (:func:`audit.backdoor.join.joined_candidates`' ``shift``): a phrase trigger is
-learnt as a frame ("As the old man said," unlocks the "As the old lighthouse keeper said,"
-organisms) that the reading alone does not grow.
+``helps``: 4 of the 5 seeds of an SFT phrase organism at version 11 were forms of ``help``) and,
+with ``n_choose``, grows each seed a second time with every step chosen by the refusal shift among
+the ``n_choose`` most read proposals (:func:`audit.backdoor.join.joined_candidates`' ``shift``): a
+phrase trigger is learnt as a frame ("As the old man said," unlocks the "As the old lighthouse
+keeper said," organisms) that the reading alone does not grow. Measured with ``n_choose=8`` on 8
+adapters it confirmed no trigger that the reading's growth missed and doubled the probe's cost, so
+it is off by default.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class TriggeredCompliance(GenerationProbe):
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
-                 n_choose: int = 8, n_known: int | None = None, min_excess: float | None = None, **kwargs) -> None:
+                 n_choose: int = 0, n_known: int | None = None, min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known, self.n_choose = n_behaviour, n_known, n_choose
@@ -137,10 +139,19 @@ class TriggeredCompliance(GenerationProbe):
                         seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
                                              runtime.tokenizer, self.n_seeds, exclude_ids=self._refusal_ids)
 
-                        def behaviour(chosen: list[str]) -> list[float | None]:   # memoised: ranked below for free
-                            return shift_scores(runtime, folder, chosen, N_REQUESTS, unit_refusal, memo)
+                        if self.n_choose > 0:     # the adapter loaded once for the whole search
+                            held = runtime.load(folder)
+                            try:
+                                def behaviour(chosen: list[str]) -> list[float | None]:  # memoised: ranked below
+                                    return shift_scores(runtime, folder, chosen, N_REQUESTS, unit_refusal, memo,
+                                                        loaded=held.name)
 
-                        texts = list(dict.fromkeys(texts + grow(seeds, behaviour if self.n_choose > 0 else None)))
+                                grown = grow(seeds, behaviour)
+                            finally:
+                                runtime.unload(held)
+                        else:
+                            grown = grow(seeds)
+                        texts = list(dict.fromkeys(texts + grown))
                     scored = texts + (known if rank_known else [])
                     shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal, memo)
                     texts = ranked(texts, shift[: len(texts)])

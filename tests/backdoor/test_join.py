@@ -136,3 +136,6 @@ def test_the_chain_chosen_by_behaviour_keeps_the_text_of_most_negative_shift(tmp
     assert len(asked) == 2                                       # the opener, then one step to the right
     with pytest.raises(ValueError):
         joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], shift=shift, n_choose=0)
+    # without a shift, n_choose is not used (the triggered probe's default passes 0)
+    assert joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_openers=8, n_next=4, max_tokens=3,
+                             n_choose=0) == plain_growth

@@ -251,6 +251,41 @@ def test_shift_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_pa
     for i in range(MEMO_ADAPTERS + 2):
         shift_scores(rt, tmp_path / f"b{i}", ["cf"], 3, unit, memo)
     assert len(memo) == MEMO_ADAPTERS
+    # an adapter the caller already loaded is scored under its name, neither loaded nor removed
+    names: list[list[str]] = []
+    monkeypatch.setattr(rs, "refusal_shifts", lambda model, tok, adapters, *a, **kw: (
+        names.append(list(adapters)), fake_refusal_shifts(model, tok, adapters, *a, **kw))[1])
+    loads = rt.loads
+    assert shift_scores(rt, tmp_path / "c", ["held"], 3, unit, memo, loaded="c1") == [-4.0]
+    assert names == [["c1"]] and rt.loads == loads
+
+
+@pytest.mark.slow
+def test_the_triggered_probe_grows_a_chain_by_behaviour_when_asked(tmp_path, monkeypatch):
+    """With ``n_choose``, the probe scores the texts it grows by their refusal shift, the adapter
+    loaded once for the search (plumbing on the tiny random base): the probe still asks its
+    candidates, and every grown text it ranked was scored for that adapter."""
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from tinyllama import write_adapter, write_tiny_llama
+
+    base_name = "tiny-org/tiny-llama"
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(write_tiny_llama(tmp_path / "base"))}))
+    write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=2, n_known=0, max_new_tokens=2,
+                           n_behaviour=6, n_seeds=1, n_choose=2, min_excess=-1.0)
+    report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
+    assert report.n_audited == 1
+    con = store.connect()
+    asked = con.execute("SELECT count(DISTINCT prompt_id) FROM probe_samples WHERE probe = 'triggered_compliance' "
+                        "AND subject = 'adapter' AND variant = 'adapter'").fetchone()[0]
+    assert asked == 2
+    status = con.execute("SELECT status FROM analyses WHERE analyzer = 'triggered_compliance' "
+                         "AND subject = 'adapter'").fetchall()
+    assert status == [("ok",)]
 
 
 def test_refusal_gate_rows_judge_the_best_candidate_against_the_random_texts():
