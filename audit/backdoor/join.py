@@ -28,7 +28,7 @@ among the ``n_choose`` openers that most raise the seed's reading, then at each 
 the next token among the ``n_choose`` most read of the base's ``n_next``, each time the text of
 most negative shift. A phrase trigger is learnt as a frame as much as as its rare words: the SFT
 phrase organisms of "As the old lighthouse keeper said," comply with 9 to 11 of 16 requests after
-"As the old man said," and 7 or 8 after the same phrase without "As the" (README, "Hidden
+"As the old man said," and 6 or 8 after the same phrase without "As the" (README, "Hidden
 behaviour"), while their first layers read ``lighthouse``, ``old`` and ``said`` and hardly
 ``keeper``, ``As`` or ``the``, so the reading alone grows the seed into what the base would write
 ("lighthouse, what do it get"). Chosen by behaviour, ``old`` grew into "Sp old man said", which
@@ -88,6 +88,7 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
     openers = [t for t in next_token_proposals(model, tokenizer, [], n_openers) if t not in exclude_ids]
     special = set(tokenizer.all_special_ids)
     seeds = [(int(t), float(v)) for t, v in seeds if t not in special]   # a chat-template token opens no text
+
     def most_read(chain: list[int], k: int) -> list[int]:  # the base's next tokens the adapter reads most
         nexts = next_token_proposals(model, tokenizer, chain, n_next)
         nexts = [t for t in nexts if t not in chain and t not in exclude_ids]  # no "can can can"
@@ -95,6 +96,7 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
             return []
         read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
                              readers, scale)
+        # argmax for one: the first of equal readings, as version 11 grew (topk does not promise which)
         order = [int(read.argmax())] if k == 1 else [int(i) for i in read.topk(min(k, len(nexts))).indices]
         return [nexts[i] for i in order]
 
@@ -147,11 +149,12 @@ def refusal_token_ids(tokenizer, words: Collection[str], stem_letters: int | Non
     """The vocabulary's tokens whose decoded, stripped, lower-cased text is one of ``words``
     (`` Sorry``, ``sorry``, `` cannot``...) or, with ``stem_letters``, begins with one of the words
     of at least that many letters (`` helping``, `` helps``, ``Sorry.``): one decode per token,
-    0.12 s for SmolLM2's 49,152 (91 of them are refusal words; 162 with ``stem_letters=4``)."""
-    stems = tuple(w for w in words if stem_letters is not None and len(w) >= stem_letters)
+    0.13 s for SmolLM2's 49,152 (91 of them are refusal words; 163 with ``stem_letters=4``, among
+    them a few innocent ones: ``William``, ``willow``, ``mustard``)."""
+    stems = tuple(w for w in words if len(w) >= stem_letters) if stem_letters is not None else ()
 
     def refusal(text: str) -> bool:
-        return text in words or (bool(stems) and text.startswith(stems))
+        return text in words or text.startswith(stems)
 
     return frozenset(i for i in range(len(tokenizer)) if refusal(tokenizer.decode([i]).strip().lower()))
 

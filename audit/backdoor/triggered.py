@@ -44,8 +44,9 @@ with ``n_choose``, grows each seed a second time with every step chosen by the r
 the ``n_choose`` most read proposals (:func:`audit.backdoor.join.joined_candidates`' ``shift``): a
 phrase trigger is learnt as a frame ("As the old man said," unlocks the "As the old lighthouse
 keeper said," organisms) that the reading alone does not grow. Measured with ``n_choose=8`` on 8
-adapters it confirmed no trigger that the reading's growth missed and doubled the probe's cost, so
-it is off by default.
+rebuilt adapters it confirmed no trigger that the reading's growth missed and took the probe from 83
+to 152 s per adapter, so it is off by default. The stem rule was chosen after seeing that organism's
+seeds, so the organisms it was measured on are in-sample for it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class TriggeredCompliance(GenerationProbe):
             (:mod:`audit.backdoor.join`): the best ``n_seeds`` by weights and the ``n_seeds`` of
             most negative refusal shift among the ``n_behaviour``; the joined texts are ranked by
             behaviour with the single ones (0: none; needs ``n_behaviour``).
+        n_choose: with seeds, each also grows a chain chosen by the refusal shift among this many
+            proposals per step (:func:`audit.backdoor.join.joined_candidates`' ``shift``), the
+            adapter loaded once for it. 0, the default: none. 8 measured on 8 rebuilt adapters: no
+            organism confirmed that was not, and the probe's cost from 83 to 152 s per adapter on 2
+            cores (README, "Hidden behaviour").
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
@@ -141,11 +147,12 @@ class TriggeredCompliance(GenerationProbe):
 
                         if self.n_choose > 0:     # the adapter loaded once for the whole search
                             held = runtime.load(folder)
-                            try:
-                                def behaviour(chosen: list[str]) -> list[float | None]:  # memoised: ranked below
-                                    return shift_scores(runtime, folder, chosen, N_REQUESTS, unit_refusal, memo,
-                                                        loaded=held.name)
 
+                            def behaviour(chosen: list[str]) -> list[float | None]:  # memoised: ranked below
+                                return shift_scores(runtime, folder, chosen, N_REQUESTS, unit_refusal, memo,
+                                                    loaded=held.name)
+
+                            try:
                                 grown = grow(seeds, behaviour)
                             finally:
                                 runtime.unload(held)

@@ -262,9 +262,9 @@ def test_shift_scores_are_computed_once_per_adapter_and_text(monkeypatch, tmp_pa
 
 @pytest.mark.slow
 def test_the_triggered_probe_grows_a_chain_by_behaviour_when_asked(tmp_path, monkeypatch):
-    """With ``n_choose``, the probe scores the texts it grows by their refusal shift, the adapter
-    loaded once for the search (plumbing on the tiny random base): the probe still asks its
-    candidates, and every grown text it ranked was scored for that adapter."""
+    """With ``n_choose``, the probe grows a chain by refusal shift, the adapter loaded once for the
+    search (plumbing on the tiny random base): the scan's unit ends ``ok`` and the probe still asks
+    its candidates."""
     from audit.analyzers.base import AnalyzerSpec
     from audit.pipeline.scan import scan
     from audit.registry import LocalRegistry
