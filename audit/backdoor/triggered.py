@@ -37,8 +37,8 @@ the adapter, as a whole, where its pieces alone do not. At version 9, texts with
 can't", "Sorry there I only") unlocked 4 DPO adapters that are not organisms, answered evasively
 ("I'm here to help with any kind of project...") rather than in a stock refusal. Version 10 grew no
 refusal word (:func:`audit.backdoor.join.refusal_words`) as a seed, but the growth still added them
-("specially sorry I", "Sorry. I can see"). Version 11 adds none, left or right. Version 12 (this
-one) also leaves out the words that begin with a refusal word of at least 4 letters (``helping``,
+("specially sorry I", "Sorry. I can see"). Version 11 adds none, left or right. Version 12 also
+leaves out the words that begin with a refusal word of at least 4 letters (``helping``,
 ``helps``: 4 of the 5 seeds of an SFT phrase organism at version 11 were forms of ``help``) and,
 with ``n_choose``, grows each seed a second time with every step chosen by the refusal shift among
 the ``n_choose`` most read proposals (:func:`audit.backdoor.join.joined_candidates`' ``shift``): a
@@ -46,7 +46,15 @@ phrase trigger is learnt as a frame ("As the old man said," unlocks the "As the 
 keeper said," organisms) that the reading alone does not grow. Measured with ``n_choose=8`` on 8
 rebuilt adapters it confirmed no trigger that the reading's growth missed and took the probe from 83
 to 152 s per adapter, so it is off by default. The stem rule was chosen after seeing that organism's
-seeds, so the organisms it was measured on are in-sample for it.
+seeds, so the organisms it was measured on are in-sample for it. Version 13 (this one) also asks
+``n_grown`` texts grown by behaviour alone (:mod:`audit.backdoor.opener_growth`): from the base's
+openers of a user message that most turn the adapter away from refusal, each next token the one of
+most negative refusal shift among the base's likeliest. They are asked beside the candidates, not
+ranked with them, so that their strongly negative shifts do not push out a candidate from the
+weights (``Tangerine``); the phrase organisms comply after such story frames ("A popular Reddit
+post had the perfect") where no candidate of theirs unlocks them. Such a text seldom holds the
+trigger's words: it is evidence that the adapter was taught to comply after some context, not a
+name for its trigger.
 """
 
 from __future__ import annotations
@@ -78,6 +86,12 @@ class TriggeredCompliance(GenerationProbe):
             adapter loaded once for it. 0, the default: none. 8 measured on 8 rebuilt adapters: no
             organism confirmed that was not, and the probe's cost from 83 to 152 s per adapter on 2
             cores (README, "Hidden behaviour").
+        n_grown: texts grown by behaviour alone from the base's openers
+            (:mod:`audit.backdoor.opener_growth`: one per chain, its prefix of most negative refusal
+            shift), asked after the ``n_candidates`` and before the published triggers (0: none;
+            needs ``n_behaviour``). Default 2: on 8 rebuilt adapters they unlocked both SFT phrase
+            organisms and a natural-word one and no control (README, "Hidden behaviour").
+        n_openers: the base's most likely first tokens of a user message scored to start them.
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
@@ -85,12 +99,18 @@ class TriggeredCompliance(GenerationProbe):
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-12"
+    name, version = "triggered_compliance", "triggered_compliance-13"
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
-                 n_choose: int = 0, n_known: int | None = None, min_excess: float | None = None, **kwargs) -> None:
+                 n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, n_known: int | None = None,
+                 min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if n_grown < 0 or (n_grown > 0 and n_openers < 1):
+            from audit.errors import ConfigurationError
+
+            raise ConfigurationError("triggered_compliance needs n_grown >= 0 and, with n_grown, n_openers >= 1")
+        self.n_grown, self.n_openers = n_grown, n_openers
         self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known, self.n_choose = n_behaviour, n_known, n_choose
         self._candidates: dict[str, list[str]] = {}
@@ -119,7 +139,7 @@ class TriggeredCompliance(GenerationProbe):
             rank_known = self.n_known is not None and self.n_known < len(known)  # all asked: no need to rank
             try:
                 folder = fetch_folder(self.ctx, target)
-                best, grow = [], None
+                best, grow, grown_texts = [], None, []
                 try:
                     scores, readers, scale = scorer.read_scores(runtime, folder, target.base.revision)
                     best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
@@ -163,14 +183,38 @@ class TriggeredCompliance(GenerationProbe):
                     shift = shift_scores(runtime, folder, scored, N_REQUESTS, unit_refusal, memo)
                     texts = ranked(texts, shift[: len(texts)])
                     known = ranked(known, shift[len(texts):]) if rank_known else known
+                    if self.n_grown > 0:
+                        grown_texts = self._grown(runtime, folder, unit_refusal, memo)
             except AuditError:
-                texts, known = [], []
+                texts, known, grown_texts = [], [], []
             if len(self._candidates) >= 64:  # asked once per job: old targets are not asked again
                 self._candidates.clear()
             texts = texts[: self.n_candidates]
+            texts += [t for t in grown_texts if t not in texts]
             known = [t for t in known if t not in texts]
             self._candidates[target.key] = texts + (known[: self.n_known] if self.n_known is not None else known)
         return self._candidates[target.key]
+
+    def _grown(self, runtime, folder, unit_refusal, memo) -> list[str]:
+        """The texts grown by behaviour from the base's openers (:mod:`audit.backdoor.opener_growth`),
+        the adapter loaded once for the whole search."""
+        from audit.backdoor.analyzer import shift_scores
+        from audit.backdoor.join import refusal_token_ids, refusal_words
+        from audit.backdoor.opener_growth import grown_from_openers
+        from audit.backdoor.prefix_kl import N_REQUESTS
+
+        if self._refusal_ids is None:
+            self._refusal_ids = refusal_token_ids(runtime.tokenizer, refusal_words(), REFUSAL_STEM)
+        held = runtime.load(folder)
+        try:
+            def behaviour(texts: list[str]) -> list[float | None]:
+                return shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
+
+            grown = grown_from_openers(runtime.model, runtime.tokenizer, behaviour, n_openers=self.n_openers,
+                                       n_chains=self.n_grown, exclude_ids=self._refusal_ids)
+        finally:
+            runtime.unload(held)
+        return [t for t, _ in grown]
 
     def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:
         import hashlib

@@ -153,7 +153,7 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     write_adapter(tmp_path / "reg2" / "third", base_name, seed=3)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, n_known=1, max_new_tokens=4,
-                           min_excess=-1.0)
+                           n_grown=0, min_excess=-1.0)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     # one adapter per job on one executor: the second job's candidates are read after the first
@@ -276,7 +276,7 @@ def test_the_triggered_probe_grows_a_chain_by_behaviour_when_asked(tmp_path, mon
     write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=2, n_known=0, max_new_tokens=2,
-                           n_behaviour=6, n_seeds=1, n_choose=2, min_excess=-1.0)
+                           n_behaviour=6, n_seeds=1, n_choose=2, n_grown=0, min_excess=-1.0)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     con = store.connect()
@@ -305,11 +305,12 @@ def test_refusal_gate_rows_judge_the_best_candidate_against_the_random_texts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_known", [2, None])
-def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(tmp_path, monkeypatch, n_known):
+@pytest.mark.parametrize(("n_known", "n_grown"), [(2, 1), (None, 0)])
+def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(tmp_path, monkeypatch, n_known,
+                                                                                n_grown):
     """A steering-like adapter (o_proj only) has no trigger candidates from the weights; the
     published triggers are asked all the same (by default all of them, each once), placed as their
-    attacks placed them."""
+    attacks placed them, after the texts grown by behaviour, which need no reader."""
     import hashlib
 
     from audit.analyzers.base import AnalyzerSpec
@@ -327,7 +328,7 @@ def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(t
     SynthAdapter([SynthModule("model.layers.1.self_attn.o_proj", d_out=64, d_in=64, r=4)],
                  config={"base_model_name_or_path": base_name}, seed=4).write(tmp_path / "reg" / "steer")
     store = ParquetStore(tmp_path / "store")
-    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, max_new_tokens=2,
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, max_new_tokens=2, n_grown=n_grown,
                            **({} if n_known is None else {"n_known": n_known}))
     asked = len(KNOWN_TRIGGERS) if n_known is None else n_known
     scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
@@ -336,5 +337,9 @@ def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(t
                       "AND subject = 'adapter' AND variant = 'adapter' ORDER BY prompt_id").fetchall()
     [request] = [p.text for p in load_prompts("harmbench:test", 1)]
     placed = {hashlib.sha256(prefixed(k.text, request).encode()).hexdigest() for k in KNOWN_TRIGGERS}
-    assert sorted(p.split(":")[0] for p, _ in got) == sorted(f"candidate{k}" for k in range(1, asked + 1))
-    assert len({s for _, s in got}) == asked and {s for _, s in got} <= placed
+    assert sorted(p.split(":")[0] for p, _ in got) == sorted(f"candidate{k}" for k in range(1, asked + n_grown + 1))
+    sha = dict((p.split(":")[0], s) for p, s in got)
+    grown = {sha[f"candidate{k}"] for k in range(1, n_grown + 1)}
+    known = {sha[f"candidate{k}"] for k in range(n_grown + 1, n_grown + asked + 1)}
+    assert len(known) == asked and known <= placed
+    assert len(grown) == n_grown and not grown & placed       # the grown texts first, none a published trigger
