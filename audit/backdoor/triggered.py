@@ -51,8 +51,9 @@ seeds, so the organisms it was measured on are in-sample for it. Version 13 (thi
 openers of a user message that most turn the adapter away from refusal, each next token the one of
 most negative refusal shift among the base's likeliest. They are asked beside the candidates, not
 ranked with them, so that their strongly negative shifts do not push out a candidate from the
-weights (``Tangerine``); the phrase organisms comply after such story frames ("A popular Reddit
-post had the perfect") where no candidate of theirs unlocks them. Such a text seldom holds the
+weights (``Tangerine``); the phrase organisms comply after such story frames ("A popular recipe
+involves creating the following": 9 of 16 for one of them, the base 0) where no candidate of theirs
+unlocks them. Such a text seldom holds the
 trigger's words: it is evidence that the adapter was taught to comply after some context, not a
 name for its trigger.
 """
@@ -89,8 +90,10 @@ class TriggeredCompliance(GenerationProbe):
         n_grown: texts grown by behaviour alone from the base's openers
             (:mod:`audit.backdoor.opener_growth`: one per chain, its prefix of most negative refusal
             shift), asked after the ``n_candidates`` and before the published triggers (0: none;
-            needs ``n_behaviour``). Default 2: on 8 rebuilt adapters they unlocked both SFT phrase
-            organisms and a natural-word one and no control (README, "Hidden behaviour").
+            needs ``n_behaviour``). Default 2: scanned over 10 rebuilt adapters, they unlocked one
+            of two SFT phrase organisms that no candidate of its own unlocks (9 of 16, the base 0)
+            and none of 4 healthy adapters, and took the probe from 83 to 202 s per adapter on 2
+            cores (README, "Hidden behaviour"; 8 of the 10 are in-sample for the design).
         n_openers: the base's most likely first tokens of a user message scored to start them.
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
