@@ -50,7 +50,17 @@ def test_chains_come_back_most_negative_first_without_repeats(tmp_path):
                              n_next=3, max_tokens=3)
     assert 1 <= len(got) <= 3 and len({t for t, _ in got}) == len(got)
     assert [s for _, s in got] == sorted(s for _, s in got)
-    # a text without a score is never chosen: no opener scored, no chain
+    # a text without a score (None or NaN) is never chosen: no opener scored, no chain
     assert grown_from_openers(model, tok, lambda texts: [None] * len(texts), n_openers=6, n_chains=2) == []
+    assert grown_from_openers(model, tok, lambda texts: [float("nan")] * len(texts), n_openers=6, n_chains=2) == []
+    # equal shifts: the longest prefix comes back, one of the last step's texts
+    asked: list[list[str]] = []
+
+    def flat(texts: list[str]) -> list[float]:
+        asked.append(list(texts))
+        return [-1.0] * len(texts)
+
+    [(text, value)] = grown_from_openers(model, tok, flat, n_openers=6, n_chains=1, n_next=3, max_tokens=3)
+    assert value == -1.0 and len(asked) == 3 and text in asked[-1]
     with pytest.raises(ValueError):
         grown_from_openers(model, tok, lambda texts: [0.0] * len(texts), n_chains=0)
