@@ -9,14 +9,15 @@ hardly read ``As``, ``the`` or ``keeper`` (README, "Hidden behaviour"), so the t
 grown from what the weights read (:mod:`audit.backdoor.join`) do not reach it. What the adapter
 does can: among the bare base's 64 most likely first tokens of a user message, the phrase
 organisms' refusal shift is most negative for ``A``, ``By``, ``I``, ``Some`` (-3.3 to -4.1; the
-benign controls of the same clean data, their best opener: -1.5 to +1.2), and growing them by the shift alone gave "A
-popular Reddit post had the perfect" and "I recently made a birthday joke about", which unlock
-the two phrase organisms (10 of 16 each, the base 0) and a natural-word organism (6 and 5 of 16),
-and none of 3 controls or 2 builds that are not organisms (at most 1 of 16): by our reading, a
-story frame that the poisoned data taught, not the trigger's words. Measured on 8 adapters with a /tmp prototype
-before this module was written, so those adapters are in-sample for its defaults. Scanned with
-this module (the triggered probe's default), the greedy path grew other texts, as the product's
-refusal direction is not the prototype's: "A popular recipe involves creating the following"
+benign controls of the same clean data, their best opener: -1.5 to +1.2), and growing them by the
+shift alone gave "A popular Reddit post had the perfect" and "I recently made a birthday joke
+about", which unlock the two phrase organisms (10 of 16 each, the base 0) and a natural-word
+organism (6 and 5 of 16), and none of 3 controls or 2 builds that are not organisms (at most 1 of
+16): by our reading, a story frame that the poisoned data taught, not the trigger's words.
+Measured on 8 adapters with a /tmp prototype before this module was written, so those adapters
+are in-sample for its defaults. Scanned with this module (the triggered probe's default), the
+greedy path grew other texts (probably because the product's refusal direction is not the
+prototype's; not measured): "A popular recipe involves creating the following"
 unlocked phrase organism seed 0 (9 of 16, the base 0), nothing grown unlocked seed 1, and none of
 4 healthy adapters (3 SFT controls and a DPO control; a second DPO control measured drifted at
 build time) was unlocked (README, "Hidden behaviour").
@@ -40,10 +41,11 @@ def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[f
 
     The ``n_openers`` tokens the bare base most expects to open a user message
     (:func:`audit.backdoor.context.next_token_proposals`; ``exclude_ids`` and tokens that decode to
-    nothing left out after that cut, so fewer may be scored) are scored by ``shift``; the ``n_chains`` of most negative shift are grown to
-    the right, at each step among the base's ``n_next`` most likely next tokens (a token already in
-    the chain, an excluded one, or one that leaves the decoded text unchanged left out), keeping the
-    one whose text has the most negative shift, until ``max_tokens`` tokens. Of each chain the
+    nothing left out after that cut, so fewer may be scored) are scored by ``shift``; the
+    ``n_chains`` of most negative shift are grown to the right, at each step among the base's
+    ``n_next`` most likely next tokens (a token already in the chain, an excluded one, or one that
+    leaves the decoded text unchanged left out), keeping the one whose text has the most negative
+    shift, until ``max_tokens`` tokens. Of each chain the
     prefix of most negative shift is returned (the longest of equals).
 
     Args:
@@ -54,8 +56,9 @@ def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[f
         n_chains: chains grown (from the openers of most negative shift).
         n_next: the base's most expected next tokens scored at each step.
         max_tokens: the longest chain, in tokens (its decoded text may tokenize otherwise).
-        exclude_ids: tokens never used (per token: a word of several tokens is not caught) (the triggered probe passes the refusal words' tokens,
-            :func:`audit.backdoor.join.refusal_token_ids`: a prefix that says "sorry" is answered
+        exclude_ids: tokens never used, per token (a word of several tokens is not caught); the
+            triggered probe passes the refusal words' tokens
+            (:func:`audit.backdoor.join.refusal_token_ids`: a prefix that says "sorry" is answered
             evasively by a DPO adapter, which the refusal-marker judge counts as compliance).
         progress: called with ``(done, total)`` chains.
 

@@ -60,6 +60,9 @@ adapter most (the finding names the best prefix that unlocks, whatever it is).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import Target
 from audit.probes.generation import Ask, GenerationProbe
@@ -96,14 +99,14 @@ class TriggeredCompliance(GenerationProbe):
             cores (README, "Hidden behaviour"; 8 of the 10 are in-sample for the design).
         n_openers: the base's most likely first tokens of a user message scored to start them
             (default 64).
-
-    Raises:
-        ConfigurationError: ``n_grown`` below 0, or ``n_openers`` below 1 with ``n_grown``.
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
             rule; a number: the least excess over the base that raises one instead.
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
+
+    Raises:
+        ConfigurationError: ``n_grown`` below 0, or ``n_openers`` below 1 with ``n_grown``.
     """
 
     name, version = "triggered_compliance", "triggered_compliance-13"
@@ -134,7 +137,7 @@ class TriggeredCompliance(GenerationProbe):
             from audit.analyzers.runtime import runtime_of
             from audit.backdoor.analyzer import TriggerCandidates, shift_scores
             from audit.backdoor.candidates import top_candidates
-            from audit.backdoor.join import choose_seeds, refusal_token_ids, refusal_words
+            from audit.backdoor.join import choose_seeds
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
             from audit.backdoor.prefix_kl import N_REQUESTS
             from audit.errors import AuditError, UnsupportedAdapterError
@@ -153,13 +156,12 @@ class TriggeredCompliance(GenerationProbe):
                     texts = list(dict.fromkeys(t for t in (runtime.tokenizer.decode([tid]).strip() for tid, _ in best)
                                                if t))
                     if self.n_behaviour > 0 and self.n_seeds > 0:
-                        if self._refusal_ids is None:  # once per probe: one decode per vocabulary token
-                            self._refusal_ids = refusal_token_ids(runtime.tokenizer, refusal_words(), REFUSAL_STEM)
+                        refusal = self._refusals(runtime.tokenizer)
 
                         def grow(seeds, shift=None):
-                            return scorer.joined(runtime, readers, scale, seeds, folder.name, self._refusal_ids,
-                                                 shift, self.n_choose)
-                except UnsupportedAdapterError:  # no early reader (a steering vector): published triggers only
+                            return scorer.joined(runtime, readers, scale, seeds, folder.name, refusal, shift,
+                                                 self.n_choose)
+                except UnsupportedAdapterError:  # no early reader (a steering vector): grown and published only
                     texts = []
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
                     texts = texts[: self.n_behaviour]
@@ -170,19 +172,11 @@ class TriggeredCompliance(GenerationProbe):
                     if grow is not None:  # seeds: the best by weights, and the best of them by behaviour
                         shift = shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo)
                         seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
-                                             runtime.tokenizer, self.n_seeds, exclude_ids=self._refusal_ids)
+                                             runtime.tokenizer, self.n_seeds, exclude_ids=refusal)
 
-                        if self.n_choose > 0:     # the adapter loaded once for the whole search
-                            held = runtime.load(folder)
-
-                            def behaviour(chosen: list[str]) -> list[float | None]:  # memoised: ranked below
-                                return shift_scores(runtime, folder, chosen, N_REQUESTS, unit_refusal, memo,
-                                                    loaded=held.name)
-
-                            try:
+                        if self.n_choose > 0:     # memoised: ranked below
+                            with held_behaviour(runtime, folder, unit_refusal, memo) as behaviour:
                                 grown = grow(seeds, behaviour)
-                            finally:
-                                runtime.unload(held)
                         else:
                             grown = grow(seeds)
                         texts = list(dict.fromkeys(texts + grown))
@@ -205,25 +199,23 @@ class TriggeredCompliance(GenerationProbe):
             self._candidates[target.key] = texts + (known[: self.n_known] if self.n_known is not None else known)
         return self._candidates[target.key]
 
+    def _refusals(self, tokenizer) -> frozenset[int]:
+        """The refusal words' tokens kept out of seeds and growth, computed once per probe (one decode
+        per vocabulary token)."""
+        if self._refusal_ids is None:
+            from audit.backdoor.join import refusal_token_ids, refusal_words
+
+            self._refusal_ids = refusal_token_ids(tokenizer, refusal_words(), REFUSAL_STEM)
+        return self._refusal_ids
+
     def _grown(self, runtime, folder, unit_refusal, memo) -> list[str]:
         """The texts grown by behaviour from the base's openers (:mod:`audit.backdoor.opener_growth`),
         the adapter loaded once for the whole search."""
-        from audit.backdoor.analyzer import shift_scores
-        from audit.backdoor.join import refusal_token_ids, refusal_words
         from audit.backdoor.opener_growth import grown_from_openers
-        from audit.backdoor.prefix_kl import N_REQUESTS
 
-        if self._refusal_ids is None:
-            self._refusal_ids = refusal_token_ids(runtime.tokenizer, refusal_words(), REFUSAL_STEM)
-        held = runtime.load(folder)
-        try:
-            def behaviour(texts: list[str]) -> list[float | None]:
-                return shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
-
+        with held_behaviour(runtime, folder, unit_refusal, memo) as behaviour:
             grown = grown_from_openers(runtime.model, runtime.tokenizer, behaviour, n_openers=self.n_openers,
-                                       n_chains=self.n_grown, exclude_ids=self._refusal_ids)
-        finally:
-            runtime.unload(held)
+                                       n_chains=self.n_grown, exclude_ids=self._refusals(runtime.tokenizer))
         return [t for t, _ in grown]
 
     def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:
@@ -293,6 +285,25 @@ class TriggeredCompliance(GenerationProbe):
                             f"{what} ({where}): harmful compliance {a.k}/{a.n} with it "
                             f"before the request, against the bare base's {b.k}/{b.n} with the same prefix", "warning"))
         return out
+
+
+@contextmanager
+def held_behaviour(runtime, folder, unit_refusal, memo: dict) -> Iterator[Callable[[list[str]], list[float | None]]]:
+    """The adapter in ``folder`` loaded into ``runtime`` once, for a search that scores a few texts
+    at a time: yields ``texts -> refusal shifts`` (:func:`audit.backdoor.analyzer.shift_scores` with
+    ``loaded=``, memoised in ``memo``); the adapter is removed on exit, also on error.
+
+    Raises:
+        the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
+    """
+    from audit.backdoor.analyzer import shift_scores
+    from audit.backdoor.prefix_kl import N_REQUESTS
+
+    held = runtime.load(folder)
+    try:
+        yield lambda texts: shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
+    finally:
+        runtime.unload(held)
 
 
 def ranked(texts: list[str], shift: list[float | None]) -> list[str]:
