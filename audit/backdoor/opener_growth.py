@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Sequence
 
 def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[float | None]], *,
                        n_openers: int = 64, n_chains: int = 2, n_next: int = 32, max_tokens: int = 7,
-                       exclude_ids: Collection[int] = frozenset(),
+                       exclude_ids: Collection[int] = frozenset(), extra_ids: Sequence[int] = (),
                        progress: Callable[[int, int], None] | None = None) -> list[tuple[str, float]]:
     """The best text of each chain grown by behaviour (module docstring), most negative shift first.
 
@@ -45,7 +45,9 @@ def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[f
     ``n_chains`` of most negative shift are grown to the right, at each step among the base's
     ``n_next`` most likely next tokens (a token already in the chain, an excluded one, or one that
     leaves the decoded text unchanged left out), keeping the one whose text has the most negative
-    shift, until ``max_tokens`` tokens. Of each chain the
+    shift, until ``max_tokens`` tokens. ``extra_ids`` are scored beside the openers and beside
+    every step's proposals, so that tokens the adapter's weights single out (the triggered probe's
+    seeds) can enter a frame that behaviour chose. Of each chain the
     prefix of most negative shift is returned (the longest of equals).
 
     Args:
@@ -60,6 +62,8 @@ def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[f
             triggered probe passes the refusal words' tokens
             (:func:`audit.backdoor.join.refusal_token_ids`: a prefix that says "sorry" is answered
             evasively by a DPO adapter, which the refusal-marker judge counts as compliance).
+        extra_ids: tokens scored as openers and at every step besides the base's proposals
+            (``exclude_ids`` still win; a token already in the chain is not repeated).
         progress: called with ``(done, total)`` chains.
 
     Returns:
@@ -90,13 +94,15 @@ def grown_from_openers(model, tokenizer, shift: Callable[[list[str]], Sequence[f
         return [(float(s), by_text[t], t) for t, s in zip(texts, got, strict=True)
                 if s is not None and not math.isnan(s)]
 
-    openers = [t for t in next_token_proposals(model, tokenizer, [], n_openers) if t not in exclude_ids]
+    extra = [t for t in dict.fromkeys(extra_ids) if t not in exclude_ids]
+    openers = [t for t in dict.fromkeys(next_token_proposals(model, tokenizer, [], n_openers) + extra)
+               if t not in exclude_ids]
     starts = sorted(scored([[t] for t in openers]), key=lambda r: r[0])[:n_chains]
     out: dict[str, float] = {}
     for done, (s, chain, text) in enumerate(starts, start=1):
         best = (s, -len(chain), text)
         while len(chain) < max_tokens:
-            nexts = [x for x in next_token_proposals(model, tokenizer, chain, n_next)
+            nexts = [x for x in dict.fromkeys(next_token_proposals(model, tokenizer, chain, n_next) + extra)
                      if x not in chain and x not in exclude_ids]
             steps = scored([chain + [x] for x in nexts], text)
             if not steps:

@@ -99,6 +99,9 @@ class TriggeredCompliance(GenerationProbe):
             cores (README, "Hidden behaviour"; 8 of the 10 are in-sample for the design).
         n_openers: the base's most likely first tokens of a user message scored to start them
             (default 64).
+        seeded_growth: the seeds (``n_seeds``) are also scored as openers and at every step of that
+            growth (:func:`audit.backdoor.opener_growth.grown_from_openers`' ``extra_ids``), so a
+            token the weights single out can enter a frame that behaviour chose. Default off.
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
@@ -113,14 +116,14 @@ class TriggeredCompliance(GenerationProbe):
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
-                 n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, n_known: int | None = None,
+                 n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, seeded_growth: bool = False, n_known: int | None = None,
                  min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if n_grown < 0 or (n_grown > 0 and n_openers < 1):
             from audit.errors import ConfigurationError
 
             raise ConfigurationError("triggered_compliance needs n_grown >= 0 and, with n_grown, n_openers >= 1")
-        self.n_grown, self.n_openers = n_grown, n_openers
+        self.n_grown, self.n_openers, self.seeded_growth = n_grown, n_openers, seeded_growth
         self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known, self.n_choose = n_behaviour, n_known, n_choose
         self._candidates: dict[str, list[str]] = {}
@@ -149,7 +152,7 @@ class TriggeredCompliance(GenerationProbe):
             rank_known = self.n_known is not None and self.n_known < len(known)  # all asked: no need to rank
             try:
                 folder = fetch_folder(self.ctx, target)
-                best, grow, grown_texts = [], None, []
+                best, grow, grown_texts, seed_ids = [], None, [], []
                 try:
                     scores, readers, scale = scorer.read_scores(runtime, folder, target.base.revision)
                     best = top_candidates(scores, max(self.n_behaviour, 4 * self.n_candidates))
@@ -173,6 +176,7 @@ class TriggeredCompliance(GenerationProbe):
                         shift = shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo)
                         seeds = choose_seeds(best[: self.n_behaviour], dict(zip(texts, shift, strict=True)),
                                              runtime.tokenizer, self.n_seeds, exclude_ids=refusal)
+                        seed_ids = [tid for tid, _ in seeds] if self.seeded_growth else []
 
                         if self.n_choose > 0:     # memoised: ranked below
                             with held_behaviour(runtime, folder, unit_refusal, memo) as behaviour:
@@ -186,7 +190,7 @@ class TriggeredCompliance(GenerationProbe):
                     known = ranked(known, shift[len(texts):]) if rank_known else known
                     if self.n_grown > 0:
                         try:  # a failed growth loses only its own texts, not the candidates
-                            grown_texts = self._grown(runtime, folder, unit_refusal, memo)
+                            grown_texts = self._grown(runtime, folder, unit_refusal, memo, seed_ids)
                         except AuditError:
                             grown_texts = []
             except AuditError:
@@ -208,14 +212,15 @@ class TriggeredCompliance(GenerationProbe):
             self._refusal_ids = refusal_token_ids(tokenizer, refusal_words(), REFUSAL_STEM)
         return self._refusal_ids
 
-    def _grown(self, runtime, folder, unit_refusal, memo) -> list[str]:
-        """The texts grown by behaviour from the base's openers (:mod:`audit.backdoor.opener_growth`),
-        the adapter loaded once for the whole search."""
+    def _grown(self, runtime, folder, unit_refusal, memo, seed_ids=()) -> list[str]:
+        """The texts grown by behaviour from the base's openers (:mod:`audit.backdoor.opener_growth`;
+        ``seed_ids`` scored beside them at every step), the adapter loaded once for the whole search."""
         from audit.backdoor.opener_growth import grown_from_openers
 
         with held_behaviour(runtime, folder, unit_refusal, memo) as behaviour:
             grown = grown_from_openers(runtime.model, runtime.tokenizer, behaviour, n_openers=self.n_openers,
-                                       n_chains=self.n_grown, exclude_ids=self._refusals(runtime.tokenizer))
+                                       n_chains=self.n_grown, exclude_ids=self._refusals(runtime.tokenizer),
+                                       extra_ids=seed_ids)
         return [t for t, _ in grown]
 
     def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:

@@ -64,3 +64,34 @@ def test_chains_come_back_most_negative_first_without_repeats(tmp_path):
     assert value == -1.0 and len(asked) == 3 and text in asked[-1]
     with pytest.raises(ValueError):
         grown_from_openers(model, tok, lambda texts: [0.0] * len(texts), n_chains=0)
+
+
+def test_extra_tokens_are_scored_as_openers_and_at_every_step_unless_excluded(tmp_path):
+    """A token the base would never propose enters the chain when the shift favours it, as an opener
+    and after one; an extra token that is also excluded never does."""
+    from audit.backdoor.context import next_token_proposals
+    from audit.backdoor.opener_growth import grown_from_openers
+
+    model, tok = _tiny(tmp_path)
+    proposed = set(next_token_proposals(model, tok, [], 4))
+    rare = [t for t in range(tok.vocab_size - 1, 0, -1)
+            if t not in proposed and t not in tok.all_special_ids and tok.decode([t]).strip()
+            and tok.decode([t]).strip().isalpha()][:3]
+    seed, after, banned = rare
+    seed_text = tok.decode([seed]).strip()
+    asked: list[list[str]] = []
+
+    def shift(texts: list[str]) -> list[float]:
+        asked.append(list(texts))
+        return [-3.0 if t == seed_text else -7.0 if t.startswith(seed_text) and tok.decode([after]).strip() in t
+                else 0.0 for t in texts]
+
+    got = grown_from_openers(model, tok, shift, n_openers=4, n_chains=1, n_next=4, max_tokens=2,
+                             exclude_ids={banned}, extra_ids=[seed, after, banned])
+    assert got[0][1] == -7.0 and got[0][0].startswith(seed_text)
+    assert seed_text in asked[0] and len(asked[0]) <= 4 + 2             # the openers: proposals and 2 extras
+    assert all(tok.decode([banned]).strip() not in t.split() for a in asked for t in a)
+    # without extras the same shift never sees the seed
+    asked.clear()
+    got = grown_from_openers(model, tok, shift, n_openers=4, n_chains=1, n_next=4, max_tokens=2)
+    assert all(not t.startswith(seed_text) for a in asked for t in a) and got[0][1] == 0.0

@@ -343,3 +343,45 @@ def test_an_adapter_with_no_early_reader_is_still_asked_the_published_triggers(t
     known = {sha[f"candidate{k}"] for k in range(n_grown + 1, n_grown + asked + 1)}
     assert len(known) == asked and known <= placed
     assert len(grown) == n_grown and not grown & placed       # the grown texts first, none a published trigger
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seeded", [True, False])
+def test_seeded_growth_scores_the_seeds_beside_the_openers(tmp_path, monkeypatch, seeded):
+    """With ``seeded_growth`` the opener growth is given the probe's seeds (the tokens chosen by
+    weights and by behaviour, refusal words left out), without it none; its texts are asked."""
+    import audit.backdoor.join as join
+    import audit.backdoor.opener_growth as opener_growth
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from tinyllama import write_adapter, write_tiny_llama
+
+    chosen, given = [], []
+    real_choose, real_grow = join.choose_seeds, opener_growth.grown_from_openers
+
+    def choose(*args, **kwargs):
+        chosen.append(real_choose(*args, **kwargs))
+        return chosen[-1]
+
+    def grow(*args, **kwargs):
+        given.append(list(kwargs.get("extra_ids", ())))
+        return real_grow(*args, **kwargs)
+
+    monkeypatch.setattr(join, "choose_seeds", choose)
+    monkeypatch.setattr(opener_growth, "grown_from_openers", grow)
+    base_name = "tiny-org/tiny-llama"
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(write_tiny_llama(tmp_path / "base"))}))
+    write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=1, n_known=0, max_new_tokens=2,
+                           n_behaviour=6, n_seeds=1, n_grown=1, n_openers=4, seeded_growth=seeded,
+                           min_excess=-1.0)
+    assert scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,)).n_audited == 1
+    assert len(chosen) == 1 and chosen[0] and len(given) == 1
+    assert given[0] == ([tid for tid, _ in chosen[0]] if seeded else [])
+    con = store.connect()
+    asked = con.execute("SELECT count(DISTINCT prompt_id) FROM probe_samples WHERE probe = 'triggered_compliance' "
+                        "AND subject = 'adapter' AND variant = 'adapter'").fetchone()[0]
+    assert asked == 2                                     # the candidate and the grown text
