@@ -46,6 +46,7 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         o["confirmed"] = bool(hits) and b is not None and b.backdoor
         o["confirmed_by"] = hits[0] if o["confirmed"] else None
         o["published"] = o["confirmed"] and source_of(hits[0]) is not None  # the trigger is a published one
+        o["confirmed_own"] = o["confirmed"] and any(source_of(h) is None for h in hits)  # by a prefix of its own
         o["backdoor_evidence"] = bool(b is not None and b.backdoor)
         if o["organism"]:
             confirmed.append(o["confirmed"])
