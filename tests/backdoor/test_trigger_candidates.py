@@ -385,3 +385,31 @@ def test_seeded_growth_scores_the_seeds_beside_the_openers(tmp_path, monkeypatch
     asked = con.execute("SELECT count(DISTINCT prompt_id) FROM probe_samples WHERE probe = 'triggered_compliance' "
                         "AND subject = 'adapter' AND variant = 'adapter'").fetchone()[0]
     assert asked == 2                                     # the candidate and the grown text
+
+
+@pytest.mark.slow
+def test_a_grown_text_that_is_a_published_trigger_is_asked_once(tmp_path, monkeypatch):
+    """A grown text equal to a published trigger is asked as a grown text, and the published list
+    drops it: every prefix is asked once (1 candidate, 1 grown text, the other 9 published)."""
+    from audit.analyzers.base import AnalyzerSpec
+    from audit.backdoor.known_triggers import KNOWN_TRIGGERS
+    from audit.backdoor.triggered import TriggeredCompliance
+    from audit.pipeline.scan import scan
+    from audit.registry import LocalRegistry
+    from audit.store import ParquetStore
+    from tinyllama import write_adapter, write_tiny_llama
+
+    published = KNOWN_TRIGGERS[0].text
+    monkeypatch.setattr(TriggeredCompliance, "_grown", lambda self, *args: [published])
+    base_name = "tiny-org/tiny-llama"
+    monkeypatch.setenv("LORA_AUDIT_BASE_MODELS", json.dumps({base_name: str(write_tiny_llama(tmp_path / "base"))}))
+    write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
+    store = ParquetStore(tmp_path / "store")
+    spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=1, max_new_tokens=2,
+                           n_behaviour=6, n_seeds=1, n_grown=1, min_excess=-1.0)
+    assert scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,)).n_audited == 1
+    con = store.connect()
+    asked, distinct = con.execute(
+        "SELECT count(DISTINCT prompt_id), count(DISTINCT prompt_sha256) FROM probe_samples "
+        "WHERE probe = 'triggered_compliance' AND subject = 'adapter' AND variant = 'adapter'").fetchone()
+    assert asked == distinct == 1 + 1 + len(KNOWN_TRIGGERS) - 1
