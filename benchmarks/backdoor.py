@@ -45,7 +45,9 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    seconds per candidate (the whole search runs on a GPU: ``benchmarks/trigger_search.py``);
 9. with ``--heldout DIR``, the detector of ``--heldout-features`` fitted once on every adapter
    not scanned from DIR and applied to those that were (e.g. ``lora-audit zoo build --size
-   backdoor-heldout``): P(backdoor) of each, how many organisms and healthy builds it flags.
+   backdoor-heldout``): P(backdoor) of each, how many organisms and healthy builds it flags; and
+   part 11's figures over those adapters only, with the issue's second target over their organisms
+   (the out-of-sample measurement when the folders were built after the probe was designed).
 
 10. the verdict's two lines of backdoor evidence as one detector: flagged when the triggered probe
    found a prefix that unlocks the adapter (no fitted parameter) or the held-out P(backdoor) of
@@ -178,7 +180,7 @@ def main() -> None:
         print(f"best candidate's score, {sum(y)} organisms against {len(y) - sum(y)} healthy adapters: AUC {value:.3f} "
               f"[{interval}] (organisms {np.mean([v for v, t in zip(s, y) if t]):.1f}, healthy "
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
-    from backdoor_evidence import triggered_probe, unlock_without_own_kind, verdict_evidence  # noqa: I001
+    from backdoor_evidence import triggered_probe, unlock_on, unlock_without_own_kind, verdict_evidence  # noqa: I001
 
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
     counted = [o for o in orgs if o["organism"]]
@@ -211,6 +213,8 @@ def main() -> None:
         out["unlock_without_own_kind"] = unlock_without_own_kind(con, orgs, shift)
     if args.heldout:
         out["heldout"] = heldout_check(con, args.heldout_features, args.heldout)
+        if out.get("unlock_without_own_kind", {}).get("scores"):
+            out["heldout_unlock"] = unlock_on(out["unlock_without_own_kind"], heldout_ids(con, args.heldout), orgs)
     out["rank1"] = rank1(con, labels)
     if args.vocab_sample:
         out["search_bound"] = search_bound(con, orgs, base, args.vocab_sample)
@@ -261,6 +265,13 @@ def leave_one_trigger_kind_out(con, feature_set: str, seed: int = 0) -> dict:
                          for lab, t, q in zip(labs, y, p, strict=True)]}
 
 
+def heldout_ids(con, folders: list[Path]) -> set[str]:
+    """The ids of the adapters scanned from the registry folders ``folders``."""
+    places = {f"local:{Path(f).resolve()}" for f in folders} | {f"local:{f}" for f in folders}
+    return {a for a, reg in con.execute("SELECT adapter_id, registry FROM latest_adapters").fetchall()
+            if reg in places}
+
+
 def heldout_check(con, feature_set: str, folders: list[Path], seed: int = 0) -> dict:
     """Part 9 of the module docstring: the detector fitted once on every labelled adapter outside
     ``folders`` (organisms against healthy, as in part 5) scores the adapters scanned from them,
@@ -271,9 +282,7 @@ def heldout_check(con, feature_set: str, folders: list[Path], seed: int = 0) -> 
     from audit.classify.models import drift_proba, fit_drift
     from audit.classify.recalibrate import method_data
 
-    places = {f"local:{Path(f).resolve()}" for f in folders} | {f"local:{f}" for f in folders}
-    held_ids = {a for a, reg in con.execute("SELECT adapter_id, registry FROM latest_adapters").fetchall()
-                if reg in places}
+    held_ids = heldout_ids(con, folders)
     if not held_ids:
         print(f"\nheld-out check: no adapter in the store was scanned from {', '.join(map(str, folders))}")
         return {"why": "no held-out adapter in the store"}
