@@ -210,7 +210,7 @@ def main() -> None:
     shift = out["detector"].get(BACKDOOR_FEATURE_SET)
     if shift and shift.get("auc") is not None:
         out["verdict_evidence"] = verdict_evidence(con, shift)
-        out["unlock_without_own_kind"] = unlock_without_own_kind(con, orgs, shift)
+    out["unlock_without_own_kind"] = unlock_without_own_kind(con, orgs)
     if args.heldout:
         out["heldout"] = heldout_check(con, args.heldout_features, args.heldout)
         if out.get("unlock_without_own_kind", {}).get("scores"):
