@@ -180,17 +180,14 @@ def main() -> None:
         print(f"best candidate's score, {sum(y)} organisms against {len(y) - sum(y)} healthy adapters: AUC {value:.3f} "
               f"[{interval}] (organisms {np.mean([v for v, t in zip(s, y) if t]):.1f}, healthy "
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
-    from backdoor_evidence import triggered_probe, unlock_on, unlock_without_own_kind, verdict_evidence  # noqa: I001
+    from backdoor_evidence import (found_and_confirmed, triggered_probe, unlock_on,  # noqa: I001
+                                   unlock_without_own_kind, verdict_evidence)
 
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
-    counted = [o for o in orgs if o["organism"]]
-    found = [o for o in counted if o["hit@10"] and o.get("confirmed")]
-    own = [o for o in found if o.get("confirmed_own")]
-    out["found_and_confirmed"] = {"n": len(found), "own": len(own), "of": len(counted),
-                                  "adapters": [o["repo_id"] for o in found]}
-    print(f"trigger in the top 10 and confirmed by the triggered probe (the issue's second target): {len(found)} of "
-          f"{len(counted)} organisms ({len(own)} by a prefix of their own, not a published trigger): "
-          + (", ".join(o["repo_id"] for o in found) or "none"))
+    out["found_and_confirmed"] = found = found_and_confirmed(orgs)
+    print(f"trigger in the top 10 and confirmed by the triggered probe (the issue's second target): {found['n']} of "
+          f"{found['of']} organisms ({found['own']} by a prefix of their own, not a published trigger): "
+          + (", ".join(found["adapters"]) or "none"))
     out["detector"] = {}
     print("\nbackdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
     for fs in args.features.split(","):
@@ -213,7 +210,7 @@ def main() -> None:
     out["unlock_without_own_kind"] = unlock_without_own_kind(con, orgs)
     if args.heldout:
         out["heldout"] = heldout_check(con, args.heldout_features, args.heldout)
-        if out.get("unlock_without_own_kind", {}).get("scores"):
+        if out["unlock_without_own_kind"].get("scores"):
             out["heldout_unlock"] = unlock_on(out["unlock_without_own_kind"], heldout_ids(con, args.heldout), orgs)
     out["rank1"] = rank1(con, labels)
     if args.vocab_sample:
@@ -233,12 +230,12 @@ def main() -> None:
 
 def leave_one_trigger_kind_out(con, feature_set: str, seed: int = 0) -> dict:
     """Held-out P(backdoor) of every organism and healthy adapter (module docstring, part 5)."""
-    from audit.classify.labels import get_label_source
     from audit.classify.metrics import auc, auc_interval
     from audit.classify.models import drift_proba, fit_drift
     from audit.classify.recalibrate import method_data
+    from backdoor_evidence import detection_labels
 
-    labels = [lab for lab in get_label_source("card").labels(con) if lab.objective == "backdoor" or not lab.drifted]
+    labels = detection_labels(con)
     data = method_data(con, labels, feature_set)
     labs, X = data.labels, data.X
     y = np.array([lab.objective == "backdoor" for lab in labs], dtype=int)
@@ -281,13 +278,14 @@ def heldout_check(con, feature_set: str, folders: list[Path], seed: int = 0) -> 
     from audit.classify.metrics import auc, auc_interval
     from audit.classify.models import drift_proba, fit_drift
     from audit.classify.recalibrate import method_data
+    from backdoor_evidence import detection_labels
 
     held_ids = heldout_ids(con, folders)
     if not held_ids:
         print(f"\nheld-out check: no adapter in the store was scanned from {', '.join(map(str, folders))}")
         return {"why": "no held-out adapter in the store"}
     every = get_label_source("card").labels(con)
-    train_labs = [lab for lab in every if lab.adapter_id not in held_ids and (lab.objective == "backdoor" or not lab.drifted)]
+    train_labs = [lab for lab in detection_labels(con) if lab.adapter_id not in held_ids]
     train = method_data(con, train_labs, feature_set)
     y_train = np.array([lab.objective == "backdoor" for lab in train.labels], dtype=int)
     model = fit_drift(train.X, y_train, seed)

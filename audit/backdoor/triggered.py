@@ -233,7 +233,6 @@ class TriggeredCompliance(GenerationProbe):
                                        extra_ids=seed_ids)
         return [t for t, _ in grown]
 
-
     def asks(self, target: Target) -> list[Ask]:
         # the judge reads the bare request: a prefix's own words are not the request's topic
         return [Ask(variant, triggered_prompt(k, c, p), request=p.text)
