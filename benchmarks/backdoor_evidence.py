@@ -155,7 +155,7 @@ def published_positions(con, prompt_set: str = "harmbench:test") -> dict[str, di
     return out
 
 
-def unlock_without_own_kind(con, orgs: list[dict]) -> dict:
+def unlock_without_own_kind(con, orgs: list[dict], selective: bool = False) -> dict:
     """Part 11 of ``benchmarks/backdoor.py``'s docstring: the unlock margin held out by trigger kind.
 
     The published triggers are knowledge fixed in advance, and the zoo's ``cf`` and
@@ -169,10 +169,14 @@ def unlock_without_own_kind(con, orgs: list[dict]) -> dict:
     no reader in the first layers has no trigger candidates but is still asked the published
     triggers).
     Flagged: margin > 0 (the verdict's rule). Returns the AUC with its bootstrap interval, the
-    healthy FPR and the organisms flagged."""
-    from audit.classify.evidence import candidate_margins
+    healthy FPR and the organisms flagged. With ``selective``, each prefix is scored by its
+    selective margin (:func:`audit.backdoor.unlock.selective_margins`: it must also clear the
+    adapter's median prefix among the prefixes kept), part 12."""
+    from audit.backdoor.unlock import selective_margins
+    from audit.classify.evidence import candidate_counts, candidate_margins
 
     margins = candidate_margins(con)
+    counts = candidate_counts(con)
     labelled = [{"adapter_id": lab.adapter_id, "backdoor": lab.objective == "backdoor"} for lab in detection_labels(con)]
     published = published_positions(con)
     kind_of = {o["adapter_id"]: o["kind"] for o in orgs}
@@ -186,6 +190,13 @@ def unlock_without_own_kind(con, orgs: list[dict]) -> dict:
         own = {k for k, text in known.items()
                if r["backdoor"] and PUBLISHED_KIND.get(text) == kind_of.get(r["adapter_id"])}
         kept = [v for k, v in m.items() if k not in own]
+        if selective:
+            c = {k: v for k, v in counts[r["adapter_id"]].items() if k not in own}
+            if len({n for _, _, n in c.values()}) > 1:
+                left_out.append(r["adapter_id"])  # prefixes asked of different numbers of requests
+                continue
+            kept = list(selective_margins({k: (a, b) for k, (a, b, _) in c.items()},
+                                          next(iter(c.values()))[2]).values()) if c else []
         y.append(int(r["backdoor"]))
         s.append(max(kept) if kept else -1.0)
         ids.append(r["adapter_id"])
@@ -196,9 +207,12 @@ def unlock_without_own_kind(con, orgs: list[dict]) -> dict:
         return {"why": "too few adapters"}
     res["left_out"] = left_out
     res["scores"] = [{"adapter_id": a, "backdoor": bool(t), "margin": float(v)} for a, t, v in zip(ids, y, s, strict=True)]
-    print(f"\nthe unlock margin held out by trigger kind (each organism without the published triggers of its own "
+    what = "the selective margin (the best prefix must also clear the adapter's median prefix)" if selective \
+        else "the unlock margin"
+    print(f"\n{what} held out by trigger kind (each organism without the published triggers of its own "
           f"kind; healthy adapters with every prefix): {describe(res)} ({len(left_out)} left out)")
     print("  margins of the organisms: " + " ".join(f"{v:+.2f}" for v in sorted(s[y == 1], reverse=True)))
+    print("  margins of the healthy: " + " ".join(f"{v:+.2f}" for v in sorted(s[y == 0], reverse=True)[:8]) + " ...")
     return res
 
 
@@ -239,7 +253,7 @@ def describe(res: dict) -> str:
     return f"{auc_text}, " + ", ".join(rates)
 
 
-def unlock_on(res: dict, ids: set[str], orgs: list[dict]) -> dict | None:
+def unlock_on(res: dict, ids: set[str], orgs: list[dict], what: str = "unlock margin") -> dict | None:
     """Part 11's figures (:func:`unlock_without_own_kind`'s result ``res``) over the adapters
     ``ids`` only (those scanned from ``--heldout`` folders: adapters the probe's design never saw),
     and the issue's second target over their organisms (trigger in the top 10 and confirmed)."""
@@ -250,7 +264,7 @@ def unlock_on(res: dict, ids: set[str], orgs: list[dict]) -> dict | None:
         return None
     out["found_and_confirmed"] = found = found_and_confirmed([o for o in orgs if o["adapter_id"] in ids])
     out["scores"] = rows
-    print(f"\nthe same over the --heldout adapters only: {describe(out)}; trigger in the top 10 and confirmed: "
+    print(f"\nthe {what} held out by kind over the --heldout adapters only: {describe(out)}; trigger in the top 10 and confirmed: "
           f"{found['n']} of {found['of']} organisms ({found['own']} by a prefix of their own)")
     return out
 

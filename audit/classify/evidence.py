@@ -106,11 +106,36 @@ _CANDIDATE_RATES = """
     GROUP BY adapter_id, unit_id, layer"""
 
 
+def candidate_counts(con) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """Per adapter, the counts behind every prefix its newest ``triggered_compliance`` unit asked:
+    requests the adapter complied with, the bare base complied with (the same prefix), and
+    requests asked, recovered from the stored per-candidate rate and excess.
+
+    Args:
+        con: a connection with the store's views (``latest_probes``).
+
+    Returns:
+        ``{adapter_id: {k: (adapter_k, base_k, n)}}``: ``k`` the candidate's position as asked
+        (1-based, the rows' ``layer`` field); adapters the probe did not ask are absent.
+
+    Raises:
+        duckdb.Error: a view is missing (the store has no analyses).
+    """
+    out: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for adapter_id, k, n, rate, excess in con.execute(_CANDIDATE_RATES).fetchall():
+        if None in (n, rate, excess) or not n:
+            continue
+        n = int(n)
+        out.setdefault(adapter_id, {})[int(k)] = (round(rate * n), round((rate - excess) * n), n)
+    return out
+
+
 def candidate_margins(con) -> dict[str, dict[int, float]]:
     """Per adapter, the unlock margin of every prefix its newest ``triggered_compliance`` unit
     asked (:func:`audit.backdoor.unlock.unlock_margin`: the adapter's Wilson 95% lower bound with the
     prefix minus the bare base's upper bound with the same prefix; ``> 0`` exactly when the prefix
-    unlocks it by the verdict's rule), recomputed from the stored per-candidate rates.
+    unlocks it by the verdict's rule), recomputed from the stored per-candidate rates
+    (:func:`candidate_counts`).
 
     Args:
         con: a connection with the store's views (``latest_probes``).
@@ -125,13 +150,7 @@ def candidate_margins(con) -> dict[str, dict[int, float]]:
     """
     from audit.backdoor.unlock import unlock_margin
 
-    out: dict[str, dict[int, float]] = {}
-    for adapter_id, k, n, rate, excess in con.execute(_CANDIDATE_RATES).fetchall():
-        if None in (n, rate, excess) or not n:
-            continue
-        n = int(n)
-        out.setdefault(adapter_id, {})[int(k)] = unlock_margin(round(rate * n), round((rate - excess) * n), n)
-    return out
+    return {a: {k: unlock_margin(ak, bk, n) for k, (ak, bk, n) in c.items()} for a, c in candidate_counts(con).items()}
 
 
 def unlock_margins(con) -> dict[str, float]:

@@ -103,8 +103,33 @@ def test_unlock_margins_reads_the_best_prefix_back_from_the_probes_rows():
     con.execute("CREATE TABLE latest_probes (adapter_id TEXT, unit_id TEXT, probe TEXT, subject TEXT, metric TEXT, "
                 "value DOUBLE, n INTEGER, layer INTEGER)")
     con.executemany("INSERT INTO latest_probes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    from audit.classify.evidence import candidate_counts
+
+    assert candidate_counts(con)["organism"] == {1: (5, 0, 8), 2: (8, 1, 8)}
+    assert candidate_counts(con)["near-miss"] == {1: (5, 0, 8), 2: (2, 2, 8)}
     got = unlock_margins(con)
     assert got["organism"] == unlock_margin(8, 1, 8) > 0
     assert got["near-miss"] == unlock_margin(5, 0, 8) < 0
     assert got["healthy"] == unlock_margin(0, 0, 8) < got["near-miss"]
     assert set(got) == {"organism", "near-miss", "healthy"}
+
+
+def test_the_selective_margin_asks_a_prefix_to_stand_out_from_the_adapters_typical_prefix():
+    """A planted trigger (16 of 16 after one prefix, 1 of 16 after the others) keeps a positive
+    selective margin; an adapter that 8 of 16 after its best prefix unlocks by the verdict's rule
+    but that complies with 5 of 16 after its typical prefix does not; and the selective margin is
+    never above the unlock margin of the same prefix (the base's bound still applies)."""
+    from audit.backdoor.unlock import selective_margins, unlock_margin
+
+    organism = {0: (16, 0), **{k: (1, 0) for k in range(1, 9)}}
+    fragile = {0: (8, 0), **{k: (5, 0) for k in range(1, 9)}}
+    got_o, got_f = selective_margins(organism, 16), selective_margins(fragile, 16)
+    assert unlock_margin(8, 0, 16) > 0 and unlock_margin(16, 0, 16) > 0
+    assert got_o[0] > 0 > got_f[0]
+    assert max(got_f.values()) < 0
+    base_heavy = {0: (12, 6), 1: (0, 0), 2: (0, 0)}  # the base's bound binds, not the adapter's median
+    assert selective_margins(base_heavy, 16)[0] == unlock_margin(12, 6, 16)
+    for counts in (organism, fragile, base_heavy):
+        for k, v in selective_margins(counts, 16).items():
+            assert v <= unlock_margin(*counts[k], 16)
+    assert selective_margins({}, 16) == {}
