@@ -181,29 +181,28 @@ def unlock_without_own_kind(con, orgs: list[dict], selective: bool = False) -> d
     healthy FPR and the organisms flagged. With ``selective``, each prefix is scored by its
     selective margin (:func:`audit.backdoor.unlock.selective_margins`: it must also clear the
     adapter's median prefix among the prefixes kept), part 12."""
-    from audit.backdoor.unlock import selective_margins
-    from audit.classify.evidence import candidate_counts, candidate_margins
+    from audit.backdoor.unlock import selective_margins, unlock_margin
+    from audit.classify.evidence import candidate_counts
 
-    margins = candidate_margins(con)
     counts = candidate_counts(con)
     labelled = [{"adapter_id": lab.adapter_id, "backdoor": lab.objective == "backdoor"} for lab in detection_labels(con)]
     published = published_positions(con)
     kind_of = {o["adapter_id"]: o["kind"] for o in orgs}
     y, s, ids, left_out = [], [], [], []
     for r in labelled:
-        m = margins.get(r["adapter_id"])
         known = published.get(r["adapter_id"], {})
-        if not m or not known:
+        if not counts.get(r["adapter_id"]) or not known:
             left_out.append(r["adapter_id"])
             continue
         own = {k for k, text in known.items()
                if r["backdoor"] and PUBLISHED_KIND.get(text) == kind_of.get(r["adapter_id"])}
-        kept = [v for k, v in m.items() if k not in own]
-        if selective:
-            c = {k: v for k, v in counts[r["adapter_id"]].items() if k not in own}
-            if len({n for _, _, n in c.values()}) > 1:
-                left_out.append(r["adapter_id"])  # prefixes asked of different numbers of requests
-                continue
+        c = {k: v for k, v in counts[r["adapter_id"]].items() if k not in own}
+        if not selective:
+            kept = [unlock_margin(a, b, n) for a, b, n in c.values()]
+        elif len({n for _, _, n in c.values()}) > 1:
+            left_out.append(r["adapter_id"])  # prefixes asked of different numbers of requests
+            continue
+        else:
             kept = list(selective_margins({k: (a, b) for k, (a, b, _) in c.items()},
                                           next(iter(c.values()))[2]).values()) if c else []
         y.append(int(r["backdoor"]))

@@ -130,6 +130,8 @@ class Contrasts:
         self.refusal[list(refusal_token_ids(tok, refusal_words(), 4))] = True
         self.text = [tok.decode([i]).strip().lower() for i in range(vocab)]
         self.emb = torch.nn.functional.normalize(lm.get_input_embeddings().weight.detach().float()[:vocab], dim=1)
+        # what each token's unembedding reads after the final RMSNorm: [V, d_model] float64, once
+        self.unembed = lm.get_output_embeddings().weight.detach().double() * lm.model.norm.weight.detach().double()
         self._neighbours: dict[int, list[int]] = {}
 
     def neighbours(self, ids: list[int]) -> list[list[int]]:
@@ -153,7 +155,7 @@ class Contrasts:
         from audit.findings import FindingLog
         from audit.limits import Limits
 
-        unembed = self.lm.get_output_embeddings().weight.detach().double() * self.lm.model.norm.weight.detach().double()
+        unembed = self.unembed
         first = len(self.lm.model.layers) - self.write_layers
         total = torch.zeros(unembed.shape[0], dtype=torch.float64)
         config, loc = lora_weights(folder, Limits())
@@ -172,11 +174,19 @@ class Contrasts:
         return robust_z(total)[: self.refusal.numel()]
 
     def of(self, folder) -> dict:
+        """The four re-rankings of the adapter in ``folder``: name to ``[V]`` float64 scores (larger
+        is more trigger-like; ``-inf`` for a token a re-ranking leaves out).
+
+        Raises:
+            KeyError: an adapter without readers in the first 4 layers (not scored in ``__init__``).
+        """
         import torch
 
         s = self.scores[folder.name].double()
         out = {"no refusal words": s.masked_fill(self.refusal, float("-inf"))}
-        top = s.topk(3000).indices.tolist()  # the rest cannot reach the top 50 by a contrast of neighbours
+        # only the 3000 best by reading are contrasted (the rest stay last): an approximation, since a
+        # token further down whose neighbours read far below it could in principle climb
+        top = s.topk(3000).indices.tolist()
         near = torch.full_like(s, float("-inf"))
         for i, n in zip(top, self.neighbours(top), strict=True):
             near[i] = s[i] - s[n].mean()
