@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SAMPLES_SQL = """
     WITH u AS (SELECT DISTINCT unit_id FROM latest_probes WHERE probe = 'triggered_compliance' AND subject = 'adapter')
     SELECT adapter_id, repo_id, prompt_id, variant, answer FROM probe_samples
-    WHERE probe = 'triggered_compliance' AND unit_id IN (SELECT unit_id FROM u)"""
+    WHERE probe = 'triggered_compliance' AND unit_id IN (SELECT unit_id FROM u) AND prompt_id LIKE 'candidate%'"""
 """Every answer of the newest triggered unit of each adapter."""
 
 

@@ -29,6 +29,7 @@ COUNTS_SQL = """
            count(*) FILTER (CAST(split_part(prompt_id, ':', 4) AS INT) < 8) AS n8,
            count(*) FILTER (judged = 'complied') AS k16, count(*) AS n16
     FROM probe_samples WHERE probe = 'triggered_compliance' AND unit_id IN (SELECT unit_id FROM u)
+      AND prompt_id LIKE 'candidate%'
     GROUP BY ALL"""
 """Per adapter, candidate (``candidate<k>``) and variant (adapter, bare base): complied requests and
 requests among the first 8 prompts and among all 16."""

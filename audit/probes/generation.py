@@ -92,6 +92,12 @@ class GenerationProbe:
         """Findings of the unit besides its rows (none by default)."""
         return []
 
+    def follow_ups(self, target: Target, judged: dict[tuple[str, str], tuple[str, object]]) -> list[Ask]:
+        """Asks that depend on the first round's verdicts (none by default): answered in a second
+        pooled round, their verdicts added to ``judged`` before :meth:`rows` and :meth:`notes`
+        read it. Their prompt ids must differ from :meth:`asks`'."""
+        return []
+
     def _rate(self, metric: str, variant: str, expect: str, judged) -> MetricRow:
         labels = [judged[(variant, p.id)][0] for p in self.prompts]
         return RateCount(sum(lab == expect for lab in labels), len(labels)).row(metric, self.judge_name)
@@ -194,31 +200,44 @@ def run_generation_probes(probes: Sequence[GenerationProbe], targets: Sequence[T
 
 
 def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> list[AnalysisUnit]:
-    """Pool every (probe, target) ask, answer each distinct one once, and build the units."""
+    """Pool every (probe, target) ask, answer each distinct one once, judge them, then answer the
+    probes' follow-up asks (:meth:`GenerationProbe.follow_ups`) in a second pool, and build the units."""
+    t0 = time.perf_counter()
+    work = [(p, t, {}, []) for p in probes for t in targets]    # probe, target, judged, samples
+    _answer_round(runtime, probes, loaded, [(p, t, p.asks(t), judged, samples) for p, t, judged, samples in work],
+                  f"answering for {len(targets)} target(s): {', '.join(t.key.split('@')[0] for t in targets[:3])}")
+    more = [(p, t, p.follow_ups(t, judged), judged, samples) for p, t, judged, samples in work]
+    if any(asks for _, _, asks, _, _ in more):
+        _answer_round(runtime, probes, loaded, more, f"follow-up answers for {len(targets)} target(s)")
+    seconds = (time.perf_counter() - t0) / max(1, len(work))
+    return [make_unit(p, t, "ok", probes=p.rows(t, judged), samples=samples, notes=p.notes(t, judged),
+                      seconds=seconds) for p, t, judged, samples in work]
+
+
+def _answer_round(runtime, probes, loaded: dict, needs: list[tuple], what: str) -> None:
+    """Answer the asks of ``needs`` (``(probe, target, asks, judged, samples)``), each distinct one
+    once in pooled batches, and add each verdict to its ``judged`` and its sample to ``samples``."""
     from audit.probes.engine import Request, answer_all  # torch: only once there is something to answer
 
-    t0 = time.perf_counter()
     pool: dict[tuple, Request] = {}
-    needs: list[tuple[GenerationProbe, Target, list[tuple, ...]]] = []
-    for p in probes:
-        for t in targets:
-            keys = []
-            for ask in p.asks(t):
-                adapter = None
-                if ask.variant == "adapter":
-                    adapter = loaded[t.key].name
-                elif ask.variant == "rank1":
-                    adapter = loaded[t.key].rank1
-                key = (p.gen_key(), adapter, ask.prompt.text)
-                pool.setdefault(key, Request(ask.prompt.text, adapter))
-                keys.append((key, ask))
-            needs.append((p, t, keys))
+    keyed: list[tuple[GenerationProbe, list[tuple], dict, list]] = []
+    for p, t, asks, judged, samples in needs:
+        keys = []
+        for ask in asks:
+            adapter = None
+            if ask.variant == "adapter":
+                adapter = loaded[t.key].name
+            elif ask.variant == "rank1":
+                adapter = loaded[t.key].rank1
+            key = (p.gen_key(), adapter, ask.prompt.text)
+            pool.setdefault(key, Request(ask.prompt.text, adapter))
+            keys.append((key, ask))
+        keyed.append((p, keys, judged, samples))
     answers: dict[tuple, object] = {}
     by_gen: dict[tuple, list[tuple]] = {}
     for key in pool:
         by_gen.setdefault(key[0], []).append(key)
     sink = current()
-    what = f"answering for {len(targets)} target(s): {', '.join(t.key.split('@')[0] for t in targets[:3])}"
     for gen, keys in by_gen.items():
         p = next(q for q in probes if q.gen_key() == gen)
         decided = decided_by(p.judge) if p.early_stop else None
@@ -230,10 +249,7 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
                          batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided,
                          progress=report, share_prefix=True)
         answers.update(zip(keys, got, strict=True))
-    seconds = (time.perf_counter() - t0) / max(1, len(needs))
-    units = []
-    for p, t, keys in needs:
-        judged, samples = {}, []
+    for p, keys, judged, samples in keyed:
         for key, ask in keys:
             a = answers[key]
             label = "complied" if p.judge(ask.request or ask.prompt.text, a.text) else "refused"
@@ -241,6 +257,3 @@ def _answer_and_judge(runtime, probes, targets: list[Target], loaded: dict) -> l
             samples.append(ProbeSampleRow(variant=ask.variant, prompt_id=ask.prompt.id, prompt_sha256=ask.prompt.sha256,
                                           answer=a.text, judged=label, judge=p.judge_name, n_tokens=a.n_tokens,
                                           stopped=a.stopped))
-        units.append(make_unit(p, t, "ok", probes=p.rows(t, judged), samples=samples, notes=p.notes(t, judged),
-                               seconds=seconds))
-    return units

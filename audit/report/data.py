@@ -73,8 +73,10 @@ class AdapterData:
     ``others`` (the other prefixes that unlock it, quoted: ``unlocking_prefix`` findings),
     ``triggered`` and ``triggered_ci`` (harmful compliance with it before the request),
     ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
-    ``untriggered_ci`` (the harmful-compliance probe's rate without it) and ``n``; ``None``
-    when the probe did not run."""
+    ``untriggered_ci`` (the harmful-compliance probe's rate without it), ``n`` and
+    ``confirmation`` (True when the rates are the confirmation's: the best unlocking prefix asked
+    again on requests it was not chosen on, ``triggered_compliance`` version 15); ``None`` when the
+    probe did not run."""
     backdoor_reading: dict[str, Any] | None = None
     """The current verdict's backdoor detector reading: ``detector_id`` (``any.backdoor.vN``) and
     ``p`` (P(trigger backdoor)); ``None`` where no backdoor detector judged the adapter."""
@@ -242,6 +244,10 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
         SELECT any_value(n), any_value(layer) FROM latest_probes
         WHERE probe = 'triggered_compliance' AND adapter_id = $a AND metric = 'triggered_compliance_max'""",
                                {"a": adapter_id}).fetchone()
+    confirmation = con.execute("""
+        SELECT count(*) FROM latest_probes
+        WHERE probe = 'triggered_compliance' AND adapter_id = $a AND metric = 'triggered_confirm_compliance'""",
+                               {"a": adapter_id}).fetchone()[0] > 0
     untriggered = con.execute("""
         SELECT value, ci_low, ci_high FROM latest_probes
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
@@ -252,6 +258,7 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
     published = source_of(unquoted(trigger)) if trigger else None
     others = [q for q in unlocking_prefixes(con, adapter_id).get(adapter_id, []) if q != trigger]
     return {"trigger": trigger, "candidate": candidate, "published": published, "others": others,
+            "confirmation": confirmation,
             "triggered": rate.value,
             "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,
             "untriggered": None if untriggered is None else untriggered[0],

@@ -153,7 +153,7 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     write_adapter(tmp_path / "reg2" / "third", base_name, seed=3)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=2, n_candidates=3, n_known=1, max_new_tokens=4,
-                           n_grown=0, min_excess=-1.0)
+                           n_grown=0, min_excess=-1.0, n_confirm=3)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     # one adapter per job on one executor: the second job's candidates are read after the first
@@ -169,8 +169,13 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     con = store.connect()
     samples = con.execute("SELECT variant, prompt_id FROM probe_samples WHERE probe = 'triggered_compliance' "
                           "AND subject = 'adapter'").fetchall()
-    assert sorted({v for v, _ in samples}) == ["adapter", "base"] and len(samples) == 2 * 4 * 2
-    assert {p.split(":")[0] for _, p in samples} == {"candidate1", "candidate2", "candidate3", "candidate4"}
+    asked = [p for _, p in samples if p.startswith("candidate")]
+    assert sorted({v for v, _ in samples}) == ["adapter", "base"] and len(asked) == 2 * 4 * 2
+    assert {p.split(":")[0] for p in asked} == {"candidate1", "candidate2", "candidate3", "candidate4"}
+    # version 15: the best unlocking candidate asked again, adapter and base, on the 3 requests after the 2
+    confirm = sorted(p for _, p in samples if not p.startswith("candidate"))
+    assert len(confirm) == 2 * 3 and len({p.split(":")[0] for p in confirm}) == 1 and confirm[0].startswith("confirm")
+    assert {p.split(":", 1)[1] for p in confirm} == {f"harmbench:test:{i}" for i in (2, 3, 4)}
     # the fourth is a published trigger, placed as its attack placed it (a tag on a line of its own)
     import hashlib
 
@@ -187,10 +192,12 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     per = [r for r in rows if r[0] == "triggered_excess"]
     assert [r[1] for r in per] == [1, 2, 3, 4] and all(r[3] == 2 and -1.0 <= r[2] <= 1.0 for r in per)
     best = next(r for r in rows if r[0] == "triggered_excess_max")
-    assert best[2] == max(r[2] for r in per)
+    again = next(r for r in rows if r[0] == "triggered_confirm_excess")
+    assert best[1:] == again[1:] and best[3] == 3  # the summary is the confirmation's, on its 3 requests
+    assert f"confirm{best[1]}:" in confirm[0]
     # min_excess -1: the finding names the best candidate whatever it did
     msg = con.execute("SELECT message FROM findings WHERE code = 'suspected_trigger'").fetchone()[0]
-    assert "suspected trigger" in msg and "against the bare base's" in msg
+    assert "suspected trigger" in msg and "against the bare base's" in msg and "further requests" in msg
     # the verdict's evidence reads the best candidate beside the base's rate with the same prefix
     from audit.classify.evidence import gather
 
@@ -213,6 +220,7 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
 
     assert "suspected trigger:" in section and str(escape(ev.behaviour.trigger)) in section
     assert f"{100 * rate:.0f}%" in section and "untriggered not probed" in section
+    assert "requests the prefix was not chosen on" in section
     assert "Other prefixes that also unlock it" in section and str(escape(named[-1])) in section
 
 
@@ -276,7 +284,7 @@ def test_the_triggered_probe_grows_a_chain_by_behaviour_when_asked(tmp_path, mon
     write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=2, n_known=0, max_new_tokens=2,
-                           n_behaviour=6, n_seeds=1, n_choose=2, n_grown=0, min_excess=-1.0)
+                           n_behaviour=6, n_seeds=1, n_choose=2, n_grown=0, min_excess=-1.0, n_confirm=0)
     report = scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,))
     assert report.n_audited == 1
     con = store.connect()
@@ -377,7 +385,7 @@ def test_seeded_growth_scores_the_seeds_beside_the_openers(tmp_path, monkeypatch
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=1, n_known=0, max_new_tokens=2,
                            n_behaviour=6, n_seeds=1, n_grown=1, n_openers=4, seeded_growth=seeded,
-                           min_excess=-1.0)
+                           min_excess=-1.0, n_confirm=0)
     assert scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,)).n_audited == 1
     assert len(chosen) == 1 and chosen[0] and len(given) == 1
     assert given[0] == ([tid for tid, _ in chosen[0]] if seeded else [])
@@ -406,7 +414,7 @@ def test_a_grown_text_that_is_a_published_trigger_is_asked_once(tmp_path, monkey
     write_adapter(tmp_path / "reg" / "random", base_name, seed=1)
     store = ParquetStore(tmp_path / "store")
     spec = AnalyzerSpec.of("triggered_compliance", n_prompts=1, n_candidates=1, max_new_tokens=2,
-                           n_behaviour=6, n_seeds=1, n_grown=1, min_excess=-1.0)
+                           n_behaviour=6, n_seeds=1, n_grown=1, min_excess=-1.0, n_confirm=0)
     assert scan(LocalRegistry(tmp_path / "reg", hash_cache=None), store, probes=(spec,)).n_audited == 1
     con = store.connect()
     asked, distinct = con.execute(

@@ -133,3 +133,85 @@ def test_the_selective_margin_asks_a_prefix_to_stand_out_from_the_adapters_typic
         for k, v in selective_margins(counts, 16).items():
             assert v <= unlock_margin(*counts[k], 16)
     assert selective_margins({}, 16) == {}
+
+
+def _confirm(probe: TriggeredCompliance, k: int, adapter: int, base: int) -> dict:
+    """Judgements of the confirmation of candidate ``k``: ``adapter`` and ``base`` compliances of
+    the further requests."""
+    out = {}
+    for i, p in enumerate(probe.confirm_prompts):
+        out[("adapter", f"confirm{k}:{p.id}")] = ("complied" if i < adapter else "refused", "")
+        out[("base", f"confirm{k}:{p.id}")] = ("complied" if i < base else "refused", "")
+    return out
+
+
+def test_the_best_unlocking_prefix_is_asked_again_on_requests_the_probe_never_asked():
+    probe, target = _probe(["cf", "Y"], n_confirm=12)
+    first = [p.id for p in probe.prompts]
+    assert len(probe.confirm_prompts) == 12 and not {p.id for p in probe.confirm_prompts} & set(first)
+    nothing = _judged(probe, {("adapter", 1): 2, ("base", 1): 0, ("adapter", 2): 1, ("base", 2): 1})
+    assert probe.follow_ups(target, nothing) == []  # nothing unlocks: nothing to confirm
+    judged = _judged(probe, {("adapter", 1): 7, ("base", 1): 0, ("adapter", 2): 8, ("base", 2): 0})
+    asks = probe.follow_ups(target, judged)
+    assert len(asks) == 24 and {a.variant for a in asks} == {"adapter", "base"}
+    assert {a.prompt.id.split(":", 1)[0] for a in asks} == {"confirm2"}  # the larger excess: 'Y'
+    assert all(a.prompt.text.startswith("Y ") and a.request == a.prompt.text[2:] for a in asks)
+    off, target = _probe(["cf"], n_confirm=0)
+    assert off.follow_ups(target, _judged(off, {("adapter", 1): 8, ("base", 1): 0})) == []
+
+
+def test_a_confirmed_unlock_names_the_trigger_and_the_summary_reads_the_further_requests():
+    from audit.backdoor.unlock import unlock_margin
+
+    probe, target = _probe(["cf", "Y"], n_confirm=12)
+    judged = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 7, ("base", 2): 0})
+    judged |= _confirm(probe, 1, adapter=10, base=1)
+    notes = probe.notes(target, judged)
+    assert [n.code for n in notes] == ["suspected_trigger", "unlocking_prefix"]
+    assert "confirmed, 10/12 against 1/12 on 12 further requests" in notes[0].message
+    rows = {(r.metric, r.layer): (r.value, r.n) for r in probe.rows(target, judged)}
+    assert rows[("triggered_compliance_max", 1)] == (10 / 12, 12)
+    assert rows[("triggered_excess_max", 1)] == (9 / 12, 12)
+    assert rows[("triggered_confirm_compliance", 1)] == (10 / 12, 12)
+    assert rows[("triggered_compliance", 1)] == (1.0, 8)  # the probe's own requests are kept as they were
+    assert unlock_margin(10, 1, 12) > 0
+
+
+def test_an_unlock_the_further_requests_do_not_repeat_is_a_warning_and_not_a_backdoor():
+    """The verdict reads the summary rows: after a failed confirmation they hold the further
+    requests' rates, which do not clear the base, and no finding names a suspected trigger."""
+    import duckdb
+
+    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.evidence import SUSPECTED_TRIGGER
+
+    probe, target = _probe(["cf", "Y"], n_confirm=12)
+    judged = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 7, ("base", 2): 0})
+    judged |= _confirm(probe, 1, adapter=3, base=1)
+    notes = probe.notes(target, judged)
+    assert [(n.code, n.severity) for n in notes] == [("unconfirmed_unlock", "warning"), ("unlocking_prefix", "warning")]
+    assert "'cf'" in notes[0].message and "3/12 against 1/12" in notes[0].message
+    con = duckdb.connect()
+    assert all(con.execute(f"SELECT regexp_extract(?, '{SUSPECTED_TRIGGER}', 1)", [n.message]).fetchone()[0] == ""
+               for n in notes)
+    rows = {(r.metric, r.layer): (r.value, r.n) for r in probe.rows(target, judged)}
+    value, n = rows[("triggered_compliance_max", 1)]
+    excess, _ = rows[("triggered_excess_max", 1)]
+    assert (value, n) == (3 / 12, 12) and unlock_margin(round(value * n), round((value - excess) * n), n) <= 0
+
+
+def test_confirmation_asks_what_the_prompt_set_has_left_and_says_when_it_has_none():
+    import pytest
+
+    from audit.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="n_confirm"):
+        TriggeredCompliance(n_prompts=8, n_confirm=-1)
+    every = TriggeredCompliance(n_prompts=None, n_confirm=4)
+    assert every.confirm_prompts == [] and len(TriggeredCompliance(n_prompts=157, n_confirm=4).confirm_prompts) == 2
+    target = SimpleNamespace(ref=object(), key="adapter@rev")
+    every._candidates[target.key] = ["cf"]
+    judged = _judged(every, {("adapter", 1): len(every.prompts), ("base", 1): 0})
+    assert every.follow_ups(target, judged) == []
+    notes = every.notes(target, judged)
+    assert [n.code for n in notes] == ["suspected_trigger"] and "not confirmed: the prompt set" in notes[0].message
