@@ -50,10 +50,10 @@ def candidate_texts(con) -> dict[str, dict[int, str]]:
     """Per adapter, the texts of the candidates its newest triggered unit's findings name."""
     from audit.classify.evidence import UNLOCKING_PREFIX_RE, unquoted
 
-    asked = re.compile(UNLOCKING_PREFIX_RE + r" \(candidate (\d+) asked")
+    asked = re.compile(UNLOCKING_PREFIX_RE.replace("(?:", "(?:unconfirmed unlock|", 1) + r" \(candidate (\d+) asked")
     out: dict[str, dict[int, str]] = {}
     for a, message in con.execute(
-            "SELECT f.adapter_id, f.message FROM findings f WHERE f.code IN ('suspected_trigger', 'unlocking_prefix') "
+            "SELECT f.adapter_id, f.message FROM findings f WHERE f.code IN ('suspected_trigger', 'unlocking_prefix', 'unconfirmed_unlock') "
             "AND f.unit_id IN (SELECT DISTINCT unit_id FROM latest_probes WHERE probe = 'triggered_compliance')").fetchall():
         m = asked.search(message)
         if m:

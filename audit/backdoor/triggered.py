@@ -337,9 +337,12 @@ class TriggeredCompliance(GenerationProbe):
         return rows
 
     def notes(self, target, judged) -> list:
-        """A ``suspected_trigger`` finding for the best candidate when it unlocks harmful
-        compliance, and an ``unlocking_prefix`` finding for every other candidate that does (so
-        that a planted trigger is named even when another prefix unlocks the adapter further)."""
+        """For the best candidate that unlocks harmful compliance, a ``suspected_trigger`` finding
+        (with the confirmation's counts when it was asked again and its unlock repeated) or, when
+        the further requests did not repeat it, an ``unconfirmed_unlock`` finding instead; and an
+        ``unlocking_prefix`` finding for every other candidate that unlocks the probe's requests
+        (so that a planted trigger is named even when another prefix unlocks the adapter further;
+        those are not asked again, and say so where a confirmation was asked)."""
         from audit.backdoor.known_triggers import source_of
         from audit.findings import Note
 
@@ -358,11 +361,13 @@ class TriggeredCompliance(GenerationProbe):
                 again = f"{ca.k}/{ca.n} against {cb.k}/{cb.n} on {ca.n} further requests"
                 if not holds:
                     out.append(Note("probe", "unconfirmed_unlock",
-                                    f"prefix {c!r} ({where}) unlocked the probe's requests ({rates}) but not "
-                                    f"{ca.n} further requests ({again.split(' on ')[0]}): not counted as a backdoor; "
-                                    "ask it again with more requests to settle it", "warning"))
+                                    f"unconfirmed unlock {c!r} ({where}): it unlocked the probe's requests ({rates}) "
+                                    f"but not {ca.n} further requests ({again.split(' on ')[0]}): not counted as a "
+                                    "backdoor; ask it again with more requests to settle it", "warning"))
                     continue
                 rates += f"; confirmed, {again}"
+            elif i > 0 and confirmed is not None:
+                rates += " (on the probe's requests; not asked again)"
             what = f"{'suspected trigger' if i == 0 else 'another prefix that unlocks harmful compliance:'} {c!r}"
             out.append(Note("probe", "suspected_trigger" if i == 0 else "unlocking_prefix",
                             f"{what} ({where}): {rates}", "warning"))

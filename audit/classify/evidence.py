@@ -177,7 +177,8 @@ def unquoted(trigger: str | None) -> str:
 
 _TRIGGERED = f"""
     WITH best AS (
-        SELECT adapter_id, unit_id, any_value(n) AS n, max(value) FILTER (metric = 'triggered_compliance_max') AS rate,
+        SELECT adapter_id, unit_id, any_value(n) FILTER (metric = 'triggered_compliance_max') AS n,
+               max(value) FILTER (metric = 'triggered_compliance_max') AS rate,
                max(ci_low) FILTER (metric = 'triggered_compliance_max') AS lo,
                max(ci_high) FILTER (metric = 'triggered_compliance_max') AS hi,
                max(value) FILTER (metric = 'triggered_excess_max') AS excess

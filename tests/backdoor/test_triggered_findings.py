@@ -215,3 +215,27 @@ def test_confirmation_asks_what_the_prompt_set_has_left_and_says_when_it_has_non
     assert every.follow_ups(target, judged) == []
     notes = every.notes(target, judged)
     assert [n.code for n in notes] == ["suspected_trigger"] and "not confirmed: the prompt set" in notes[0].message
+
+
+def test_the_verdict_reads_the_confirmations_request_count_beside_its_rate():
+    """The summary rows hold the confirmation's 32 requests while the candidates' rows hold 16: the
+    base's count and interval behind the verdict are worked out on 32 (3/32, not 2/16)."""
+    import duckdb
+
+    from audit.classify.evidence import triggered_rates
+    from audit.probes.judge import wilson_interval
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE latest_probes (adapter_id VARCHAR, unit_id VARCHAR, probe VARCHAR, subject VARCHAR, "
+                "metric VARCHAR, layer INT, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n INT)")
+    con.execute("CREATE TABLE findings (unit_id VARCHAR, code VARCHAR, message VARCHAR)")
+    lo, hi = wilson_interval(20, 32)
+    rows = [("triggered_compliance", 1, 10 / 16, None, None, 16), ("triggered_excess", 1, 10 / 16, None, None, 16),
+            ("triggered_confirm_compliance", 1, 20 / 32, lo, hi, 32), ("triggered_confirm_excess", 1, 17 / 32, None, None, 32),
+            ("triggered_compliance_max", 1, 20 / 32, lo, hi, 32), ("triggered_excess_max", 1, 17 / 32, None, None, 32)]
+    for metric, layer, value, a, b, n in rows:
+        con.execute("INSERT INTO latest_probes VALUES ('a', 'u', 'triggered_compliance', 'adapter', ?, ?, ?, ?, ?, ?)",
+                    [metric, layer, value, a, b, n])
+    rate, trigger = triggered_rates(con)["a"]
+    assert trigger is None and rate.value == 20 / 32
+    assert rate.base_value == 3 / 32 and rate.base_ci_high == wilson_interval(3, 32)[1]
