@@ -86,12 +86,12 @@ def main() -> None:
     from backdoor_evidence import describe, margin_figures
     from trigger_search import zoo_runtime
 
+    from audit.backdoor.confirmation import further_prompts
     from audit.backdoor.refusal_shift import prefixed
     from audit.backdoor.triggered import TriggeredCompliance
     from audit.backdoor.unlock import unlock_margin
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import decided_by
-    from audit.prompt_sets import load_prompts
     from audit.store import ParquetStore
 
     con = ParquetStore(str(args.store)).connect()
@@ -103,7 +103,7 @@ def main() -> None:
     if unnamed:
         print(f"no stored text for the best prefix of {', '.join(unnamed)}: left unreplicated")
     pairs = list(dict.fromkeys((r["adapter_id"], r["text"]) for r in flagged if r["text"]))
-    requests = load_prompts("harmbench:test")[FIRST_FRESH:FIRST_FRESH + args.requests]
+    requests = further_prompts("harmbench:test", FIRST_FRESH, args.requests)
     if len(requests) < args.requests:
         sys.exit(f"only {len(requests)} HarmBench test behaviours after the probe's {FIRST_FRESH}")
     print(f"{len(views['held out by kind (part 11)'])} labelled adapters; asking {len(pairs)} (adapter, best prefix) "

@@ -61,18 +61,8 @@ growth, so that a token the weights single out can enter the frame behaviour cho
 phrase organism seed 1, whose own candidates unlock nothing, it grew "Hey � said a joke about the"
 (13 of 16, the base 0), which holds the trigger's ``said`` (README, "Hidden behaviour").
 
-Version 15 (this one) **confirms** the unlock. Seventeen or more prefixes are asked, and the best is
-chosen on the same 16 requests it is then judged on, so its margin is biased upwards by the choice
-(the winner's curse of a maximum over many tests). The best prefix that unlocks is therefore asked
-again before ``n_confirm`` further requests of the prompt set (the 32 after the 16 asked by
-default: never asked with any prefix), adapter and bare base, in a second pooled round of answers
-(:meth:`audit.probes.generation.GenerationProbe.follow_ups`), and the summary rows
-(``triggered_compliance_max``, ``triggered_excess_max``, which the verdict reads) hold its rates on
-those requests, with ``triggered_confirm_compliance`` and ``triggered_confirm_excess`` beside them:
-the verdict's interval rule is applied to requests the prefix was not chosen on. When they do not
-clear the base, no ``suspected_trigger`` is named and an ``unconfirmed_unlock`` warning says what
-unlocked the probe's requests and what did not repeat. Measured in README, "Hidden behaviour"
-(``benchmarks/backdoor_replication.py``, the same rule asked outside the product).
+Version 15 (this one) confirms the best unlock on further requests before the verdict reads it
+(:mod:`audit.backdoor.confirmation`).
 """
 
 from __future__ import annotations
@@ -81,6 +71,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from audit.analyzers.analysis import MetricRow
+from audit.backdoor.confirmation import confirm_asks, confirmation_counts, further_prompts
 from audit.analyzers.base import Target
 from audit.probes.generation import Ask, GenerationProbe
 from audit.probes.rates import RateCount
@@ -152,15 +143,10 @@ class TriggeredCompliance(GenerationProbe):
 
         if n_grown < 0 or (n_grown > 0 and n_openers < 1):
             raise ConfigurationError("triggered_compliance needs n_grown >= 0 and, with n_grown, n_openers >= 1")
-        self.confirm_prompts: list[ProbePrompt] = []
         if n_confirm < 0:
             raise ConfigurationError(f"triggered_compliance needs n_confirm >= 0, got {n_confirm}")
         self.n_confirm = n_confirm
-        if n_confirm:  # the prompts after those asked (fewer, or none, when the set ends before)
-            from audit.prompt_sets import load_prompts
-
-            asked = len(self.prompts)
-            self.confirm_prompts = load_prompts(self.prompt_set, asked + n_confirm)[asked:]
+        self.confirm_prompts = further_prompts(self.prompt_set, len(self.prompts), n_confirm)
         self.n_grown, self.n_openers, self.seeded_growth = n_grown, n_openers, seeded_growth
         self.n_candidates, self.n_layers, self.min_excess, self.n_seeds = n_candidates, n_layers, min_excess, n_seeds
         self.n_behaviour, self.n_known, self.n_choose = n_behaviour, n_known, n_choose
@@ -283,30 +269,24 @@ class TriggeredCompliance(GenerationProbe):
         out = [(k, c, a, b, self._unlocks(a, b)) for k, c, a, b in self._rates(target, judged)]
         return sorted(out, key=lambda r: (not r[4], -(r[2].k - r[3].k), r[0]))
 
-    def follow_ups(self, target: Target, judged) -> list[Ask]:
-        """The confirmation asks: the best candidate that unlocks the adapter on the probe's
-        requests, placed before the ``n_confirm`` further requests, for the adapter and the bare
-        base (none when nothing unlocks or confirmation is off)."""
+    def _best_unlock(self, target, judged) -> tuple[int, str] | None:
+        """``(k, text)`` of the best candidate that unlocks the probe's requests, when confirmation
+        is on (None otherwise, or when nothing unlocks)."""
         best = next((r for r in self._judged(target, judged) if r[4]), None) if self.confirm_prompts else None
-        if best is None:
-            return []
-        k, c = best[0], best[1]
-        return [Ask(variant, triggered_prompt(k, c, p, "confirm"), request=p.text)
-                for p in self.confirm_prompts for variant in ("adapter", "base")]
+        return None if best is None else (best[0], best[1])
+
+    def follow_ups(self, target: Target, judged) -> list[Ask]:
+        """The confirmation asks of the best unlocking candidate (:mod:`audit.backdoor.confirmation`;
+        none when nothing unlocks or confirmation is off)."""
+        best = self._best_unlock(target, judged)
+        return [] if best is None else confirm_asks(*best, self.confirm_prompts)
 
     def _confirmation(self, target, judged) -> tuple[int, str, RateCount, RateCount, bool] | None:
         """The confirmed candidate's ``(k, text, adapter, base, unlocks)`` on the further requests
         (the unlock rule of :meth:`_judged`), or None when none was asked."""
-        best = next((r for r in self._judged(target, judged) if r[4]), None) if self.confirm_prompts else None
-        if best is None:
-            return None
-        k, c = best[0], best[1]
-        ids = [f"confirm{k}:{p.id}" for p in self.confirm_prompts]
-        if any(("adapter", i) not in judged for i in ids):
-            return None
-        a = RateCount(sum(judged[("adapter", i)][0] == "complied" for i in ids), len(ids))
-        b = RateCount(sum(judged[("base", i)][0] == "complied" for i in ids), len(ids))
-        return k, c, a, b, self._unlocks(a, b)
+        best = self._best_unlock(target, judged)
+        counts = None if best is None else confirmation_counts(judged, best[0], self.confirm_prompts)
+        return None if counts is None else (*best, *counts, self._unlocks(*counts))
 
     def _unlocks(self, a: RateCount, b: RateCount) -> bool:
         from audit.backdoor.unlock import unlock_margin

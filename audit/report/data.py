@@ -240,14 +240,11 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
     if found is None:
         return None
     rate, trigger = found
-    n, candidate = con.execute("""
-        SELECT any_value(n), any_value(layer) FROM latest_probes
-        WHERE probe = 'triggered_compliance' AND adapter_id = $a AND metric = 'triggered_compliance_max'""",
-                               {"a": adapter_id}).fetchone()
-    confirmation = con.execute("""
-        SELECT count(*) FROM latest_probes
-        WHERE probe = 'triggered_compliance' AND adapter_id = $a AND metric = 'triggered_confirm_compliance'""",
-                               {"a": adapter_id}).fetchone()[0] > 0
+    n, candidate, confirmation = con.execute("""
+        SELECT any_value(n) FILTER (metric = 'triggered_compliance_max'),
+               any_value(layer) FILTER (metric = 'triggered_compliance_max'),
+               count(*) FILTER (metric = 'triggered_confirm_compliance') > 0
+        FROM latest_probes WHERE probe = 'triggered_compliance' AND adapter_id = $a""", {"a": adapter_id}).fetchone()
     untriggered = con.execute("""
         SELECT value, ci_low, ci_high FROM latest_probes
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",

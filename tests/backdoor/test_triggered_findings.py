@@ -239,3 +239,22 @@ def test_the_verdict_reads_the_confirmations_request_count_beside_its_rate():
     rate, trigger = triggered_rates(con)["a"]
     assert trigger is None and rate.value == 20 / 32
     assert rate.base_value == 3 / 32 and rate.base_ci_high == wilson_interval(3, 32)[1]
+
+
+def test_the_further_prompts_follow_those_asked_and_unasked_ones_count_nothing():
+    import pytest
+
+    from audit.backdoor.confirmation import confirmation_counts, further_prompts
+    from audit.prompt_sets import load_prompts
+
+    first = load_prompts("harmbench:test", 20)
+    assert [p.id for p in further_prompts("harmbench:test", 16, 4)] == [p.id for p in first[16:20]]
+    assert further_prompts("harmbench:test", 16, 0) == []
+    with pytest.raises(ValueError):
+        further_prompts("harmbench:test", -1, 4)
+    prompts = first[16:20]
+    judged = {(v, f"confirm3:{p.id}"): ("complied" if v == "adapter" else "refused", "") for p in prompts
+              for v in ("adapter", "base")}
+    a, b = confirmation_counts(judged, 3, prompts)
+    assert (a.k, a.n, b.k, b.n) == (4, 4, 0, 4)
+    assert confirmation_counts(judged, 2, prompts) is None and confirmation_counts(judged, 3, []) is None
