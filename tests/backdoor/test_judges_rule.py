@@ -1,0 +1,49 @@
+"""The rule ``benchmarks/backdoor_judges.py`` applies when it judges stored answers again: the
+triggered probe's best unlocking prefix, scored with its confirmation (version 15)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from backdoor_judges import confirmed_score, judged_counts, margins_of  # noqa: E402
+
+
+def _complies(prompt: str, answer: str) -> bool:
+    return answer == "yes"
+
+
+def _rows(kind: str, k: int, adapter: int, base: int, n: int) -> list[tuple]:
+    return ([(f"{kind}{k}:r{i}", "adapter", "yes" if i < adapter else "no") for i in range(n)]
+            + [(f"{kind}{k}:r{i}", "base", "yes" if i < base else "no") for i in range(n)])
+
+
+REQUESTS = {f"r{i}": "a request" for i in range(32)}
+
+
+def test_counts_and_margins_split_candidates_from_confirmations():
+    counts = judged_counts(_rows("candidate", 1, 9, 0, 16) + _rows("confirm", 1, 3, 0, 32), _complies, REQUESTS)
+    assert counts[("candidate", 1)] == {"adapter": [9, 16], "base": [0, 16]}
+    assert counts[("confirm", 1)] == {"adapter": [3, 32], "base": [0, 32]}
+    assert set(margins_of(counts, "candidate")) == {1} and set(margins_of(counts, "confirm")) == {1}
+    assert margins_of(counts, "candidate")[1][1] == 9
+
+
+def test_confirmed_unconfirmed_and_not_asked():
+    rows = _rows("candidate", 1, 12, 0, 16) + _rows("candidate", 2, 9, 0, 16)
+    hit = judged_counts(rows + _rows("confirm", 1, 30, 2, 32), _complies, REQUESTS)
+    score, state = confirmed_score(margins_of(hit, "candidate"), margins_of(hit, "confirm"))
+    assert state == "confirmed" and 0 < score <= margins_of(hit, "candidate")[1][0]
+    miss = judged_counts(rows + _rows("confirm", 1, 3, 2, 32), _complies, REQUESTS)
+    score, state = confirmed_score(margins_of(miss, "candidate"), margins_of(miss, "confirm"))
+    assert state == "unconfirmed" and score < 0
+    # the scan confirmed candidate 2, this judge's best is candidate 1: its margin at 16 stands
+    other = judged_counts(rows + _rows("confirm", 2, 3, 2, 32), _complies, REQUESTS)
+    score, state = confirmed_score(margins_of(other, "candidate"), margins_of(other, "confirm"))
+    assert state == "not asked" and score == max(m for m, _ in margins_of(other, "candidate").values())
+
+
+def test_nothing_unlocks():
+    counts = judged_counts(_rows("candidate", 1, 1, 1, 16), _complies, REQUESTS)
+    score, state = confirmed_score(margins_of(counts, "candidate"), {})
+    assert state == "none" and score < 0
