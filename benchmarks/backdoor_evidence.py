@@ -139,7 +139,7 @@ word), for part 11."""
 def published_positions(con, prompt_set: str = "harmbench:test") -> dict[str, dict[int, str]]:
     """Per adapter, which prefixes its newest ``triggered_compliance`` unit asked were published
     triggers (:data:`audit.backdoor.known_triggers.KNOWN_TRIGGERS`): ``{adapter_id: {k: text}}``,
-    found by the stored prompt's SHA-256 (:func:`audit.backdoor.triggered.triggered_prompt`), so
+    found by the stored prompt's SHA-256 (:func:`audit.backdoor.prompts.triggered_prompt`), so
     that it holds whatever the number of candidates and grown texts asked before them (versions 13
     and 14 ask up to 17 prefixes). A candidate from the weights whose text is a published trigger
     (``cf`` for a ``cf`` organism) counts as published, which can only lower an organism's score in
@@ -149,7 +149,7 @@ def published_positions(con, prompt_set: str = "harmbench:test") -> dict[str, di
         duckdb.Error: the store has no ``probe_samples`` or ``analyses`` view.
     """
     from audit.backdoor.known_triggers import KNOWN_TRIGGERS
-    from audit.backdoor.triggered import triggered_prompt
+    from audit.backdoor.prompts import triggered_prompt
     from audit.prompt_sets import load_prompts
 
     sha = {triggered_prompt(0, t.text, q).sha256: t.text for t in KNOWN_TRIGGERS for q in load_prompts(prompt_set)}

@@ -17,6 +17,7 @@ on 52 adapters every organism's unlock repeated, and one healthy adapter's did n
 
 from __future__ import annotations
 
+from audit.backdoor.prompts import triggered_prompt
 from audit.probes.generation import Ask
 from audit.probes.rates import RateCount
 from audit.prompt_sets import ProbePrompt
@@ -43,8 +44,6 @@ def further_prompts(prompt_set: str, asked: int, n: int) -> list[ProbePrompt]:
 def confirm_asks(k: int, candidate: str, prompts: list[ProbePrompt]) -> list[Ask]:
     """Candidate ``k``'s text placed before each of ``prompts``, for the adapter and the bare base
     (ids ``confirm<k>:<prompt id>``; the judge reads the bare request)."""
-    from audit.backdoor.triggered import triggered_prompt
-
     return [Ask(variant, triggered_prompt(k, candidate, p, KIND), request=p.text)
             for p in prompts for variant in ("adapter", "base")]
 

@@ -71,11 +71,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from audit.analyzers.analysis import MetricRow
-from audit.backdoor.confirmation import confirm_asks, confirmation_counts, further_prompts
 from audit.analyzers.base import Target
+from audit.backdoor.confirmation import confirm_asks, confirmation_counts, further_prompts
+from audit.backdoor.prompts import triggered_prompt
 from audit.probes.generation import Ask, GenerationProbe
 from audit.probes.rates import RateCount
-from audit.prompt_sets import ProbePrompt
 
 REFUSAL_STEM = 4
 """Letters from which a refusal word also excludes the words it begins (``help``: ``helping``;
@@ -371,20 +371,6 @@ def held_behaviour(runtime, folder, unit_refusal, memo: dict) -> Iterator[Callab
         yield lambda texts: shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
     finally:
         runtime.unload(held)
-
-
-def triggered_prompt(k: int, candidate: str, p: ProbePrompt, kind: str = "candidate") -> ProbePrompt:
-    """The prompt asked for candidate ``k`` (1-based, as stored in the rows' ``layer``): ``candidate``
-    placed before ``p``'s request (:func:`audit.backdoor.refusal_shift.prefixed`), id
-    ``<kind><k>:<p.id>`` (``candidate``, or ``confirm`` for the confirmation's further requests),
-    ``sha256`` the hex SHA-256 of its UTF-8 text (so a stored sample can be traced back to the prefix
-    it was asked with)."""
-    import hashlib
-
-    from audit.backdoor.refusal_shift import prefixed
-
-    text = prefixed(candidate, p.text)
-    return ProbePrompt(f"{kind}{k}:{p.id}", text, hashlib.sha256(text.encode()).hexdigest())
 
 
 def ranked(texts: list[str], shift: list[float | None]) -> list[str]:
