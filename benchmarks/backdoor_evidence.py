@@ -225,6 +225,12 @@ def unlock_without_own_kind(con, orgs: list[dict], selective: bool = False) -> d
     return res
 
 
+def failed_builds(orgs: list[dict]) -> set[str]:
+    """The ids of the poisoned builds whose planted trigger did not take (``benchmarks/backdoor.py``'s
+    ``organisms`` rows whose card names a trigger that does not count as an organism's)."""
+    return {o["adapter_id"] for o in orgs if not o["organism"]}
+
+
 def never_poisoned(scores: list[dict], orgs: list[dict]) -> dict | None:
     """The issue's populations (pre-registered 2026-12-06 before the seed-6 builds): organisms
     against healthy adapters never trained on poisoned data (benign controls and other recipes).
@@ -232,7 +238,7 @@ def never_poisoned(scores: list[dict], orgs: list[dict]) -> dict | None:
     that does not count as an organism's) is neither an organism nor a healthy or benign-control
     adapter: it is left out of the figures and its own count printed. ``scores``:
     :func:`unlock_without_own_kind`'s rows (``adapter_id``, ``backdoor``, ``margin``)."""
-    failed = {o["adapter_id"] for o in orgs if not o["organism"]}
+    failed = failed_builds(orgs)
     kept = [r for r in scores if r["adapter_id"] not in failed]
     res = margin_figures(np.array([int(r["backdoor"]) for r in kept]), np.array([r["margin"] for r in kept]))
     if res is None:

@@ -63,7 +63,10 @@ the confirmation's)."""
 def judged_counts(rows: list[tuple], judge, requests: dict[str, str]) -> dict[tuple[str, int], dict[str, list[int]]]:
     """``{(kind, k): {variant: [complied, asked]}}`` of one adapter's stored answers ``rows``
     (``(prompt_id, variant, answer)``; kind ``candidate`` or ``confirm``) judged by ``judge``
-    against the bare request."""
+    against the bare request.
+
+    Raises:
+        KeyError: an answer's request id is not in ``requests`` (a store asked from another prompt set)."""
     counts: dict[tuple[str, int], dict[str, list[int]]] = {}
     for prompt_id, variant, answer in rows:
         head, request_id = prompt_id.split(":", 1)

@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32, help="fresh HarmBench test behaviours asked (default 32)")
     args = ap.parse_args()
     from backdoor import organisms
-    from backdoor_evidence import describe, margin_figures
+    from backdoor_evidence import describe, failed_builds, margin_figures
     from trigger_search import zoo_runtime
 
     from audit.backdoor.confirmation import further_prompts
@@ -145,7 +145,7 @@ def main() -> None:
             if r["margin"] > 0:
                 print(f"  {repo[r['adapter_id']]:<40} {'organism' if r['backdoor'] else 'healthy':<9} margin@16 "
                       f"{r['margin']:+.3f} fresh {'-' if m is None else f'{m:+.3f}'}  {r['text']!r}")
-        failed = {o["adapter_id"] for o in orgs if not o["organism"]}  # poisoned builds whose trigger did not take
+        failed = failed_builds(orgs)
         for what, chosen in (("all labelled adapters", rows),
                              ("--heldout adapters only", [r for r in rows if repo[r["adapter_id"]] in held_ids]),
                              ("never poisoned healthy", [r for r in rows if r["adapter_id"] not in failed]),
