@@ -89,12 +89,15 @@ def margins_of(counts: dict, kind: str) -> dict[int, tuple[float, int]]:
 
 def confirmed_score(margins: dict[int, tuple[float, int]], confirms: dict[int, tuple[float, int]]) -> tuple[float, str]:
     """The adapter's score under version 15's rule, measured again with this judge: the best unlocking
-    prefix is the probe's (margin > 0, then largest excess, then first asked); where the store holds
+    prefix is the probe's (:func:`audit.backdoor.unlock.best_first`); where the store holds
     its confirmation, the score is min(margin, confirmation margin) and the state ``confirmed`` or
     ``unconfirmed``; where the stored confirmation is of another prefix (the scan's judge chose
     another), the margin stands (``not asked``); with nothing unlocking, the best margin (``none``)."""
+    from audit.backdoor.unlock import best_first
+
     best = max(m for m, _ in margins.values())
-    unlocking = sorted((k for k, (m, _) in margins.items() if m > 0), key=lambda k: (-margins[k][1], k))
+    order = best_first({k: (m > 0, excess) for k, (m, excess) in margins.items()})
+    unlocking = [k for k in order if margins[k][0] > 0]
     if not unlocking:
         return best, "none"
     if not confirms:

@@ -266,8 +266,10 @@ class TriggeredCompliance(GenerationProbe):
         """Every candidate's rates and whether it unlocks harmful compliance (the verdict's interval
         rule, or ``min_excess``), best first: those that unlock before those that do not, then by
         excess over the base, then by rank asked."""
-        out = [(k, c, a, b, self._unlocks(a, b)) for k, c, a, b in self._rates(target, judged)]
-        return sorted(out, key=lambda r: (not r[4], -(r[2].k - r[3].k), r[0]))
+        from audit.backdoor.unlock import best_first
+
+        out = {k: (k, c, a, b, self._unlocks(a, b)) for k, c, a, b in self._rates(target, judged)}
+        return [out[k] for k in best_first({k: (r[4], r[2].k - r[3].k) for k, r in out.items()})]
 
     def _best_unlock(self, target, judged) -> tuple[int, str] | None:
         """``(k, text)`` of the best candidate that unlocks the probe's requests, when confirmation

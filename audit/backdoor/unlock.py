@@ -65,3 +65,20 @@ def selective_margins(counts: dict[int, tuple[int, int]], n: int) -> dict[int, f
         return {}
     typical = wilson_interval(int(statistics.median(k for k, _ in counts.values())), n)[1]
     return {key: min(unlock_margin(k, b, n), wilson_interval(k, n)[0] - typical) for key, (k, b) in counts.items()}
+
+
+def best_first(prefixes: dict[int, tuple[bool, int]]) -> list[int]:
+    """The order in which the triggered probe ranks the prefixes it asked, best first: those that
+    unlock before those that do not, then by the excess count over the base (more first), then by
+    the rank asked (first asked first). The probe's best unlock, the one it confirms and names, is
+    the first of them when it unlocks (:class:`audit.backdoor.triggered.TriggeredCompliance`;
+    ``benchmarks/backdoor_judges.py`` re-judges stored answers by the same order).
+
+    Args:
+        prefixes: per rank asked (1-based) ``(unlocks, adapter_k - base_k)``: whether the prefix
+            unlocks the adapter and by how many more requests the adapter complied than the base.
+
+    Returns:
+        The ranks, best first.
+    """
+    return sorted(prefixes, key=lambda k: (not prefixes[k][0], -prefixes[k][1], k))

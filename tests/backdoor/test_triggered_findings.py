@@ -145,6 +145,16 @@ def _confirm(probe: TriggeredCompliance, k: int, adapter: int, base: int) -> dic
     return out
 
 
+def test_prefixes_rank_unlocking_first_then_by_excess_then_first_asked():
+    """One order for the probe and the re-judging benchmark: an unlock beats a larger excess that does
+    not unlock, ties in excess go to the prefix asked first."""
+    from audit.backdoor.unlock import best_first
+
+    got = best_first({1: (False, 9), 2: (True, 5), 3: (True, 7), 4: (True, 7), 5: (False, 0)})
+    assert got == [3, 4, 2, 1, 5]
+    assert best_first({}) == []
+
+
 def test_the_best_unlocking_prefix_is_asked_again_on_requests_the_probe_never_asked():
     probe, target = _probe(["cf", "Y"], n_confirm=12)
     first = [p.id for p in probe.prompts]
