@@ -122,7 +122,6 @@ def main() -> None:
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
-    from audit.analyzers.base import AnalyzerSpec
     from audit.classify.general import BACKDOOR_FEATURE_SET
     from audit.classify.labels import get_label_source
     from audit.classify.metrics import auc, auc_interval
@@ -188,8 +187,8 @@ def main() -> None:
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
     out["found_and_confirmed"] = found = found_and_confirmed(orgs)
     print(f"trigger in the top 10 and confirmed by the triggered probe (the issue's second target): {found['n']} of "
-          f"{found['of']} organisms ({found['own']} by a prefix of their own, not a published trigger): "
-          + (", ".join(found["adapters"]) or "none"))
+          f"{found['of']} organisms ({found['own']} by a prefix of their own, not a published trigger; a piece in the "
+          f"top 10 for {found['in_top10']}): " + (", ".join(found["adapters"]) or "none"))
     out["detector"] = {}
     print("\nbackdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
     for fs in args.features.split(","):
