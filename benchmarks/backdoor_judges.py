@@ -96,13 +96,11 @@ def confirmed_score(margins: dict[int, tuple[float, int]], confirms: dict[int, t
     from audit.backdoor.unlock import best_first
 
     best = max(m for m, _ in margins.values())
-    order = best_first({k: (m > 0, excess) for k, (m, excess) in margins.items()})
-    unlocking = [k for k in order if margins[k][0] > 0]
-    if not unlocking:
+    k = best_first({k: (m > 0, excess) for k, (m, excess) in margins.items()})[0]
+    if margins[k][0] <= 0:
         return best, "none"
     if not confirms:
         return best, "no confirmation in the store"
-    k = unlocking[0]
     if k not in confirms:
         return best, "not asked"
     m = min(margins[k][0], confirms[k][0])

@@ -137,6 +137,7 @@ def main() -> None:
     print(f"\ngeneration: {time.perf_counter() - t0:.0f} s for {len(pairs)} prefixes x {len(requests)} requests x 2 on "
           f"{runtime.device}")
     held_ids = {repo_id for d in args.heldout for repo_id in (f.name for f in d.iterdir())}
+    failed = failed_builds(orgs)
     for view, rows in views.items():
         print(f"\n{view}:")
         for r in sorted(rows, key=lambda r: repo[r["adapter_id"]]):
@@ -145,7 +146,6 @@ def main() -> None:
             if r["margin"] > 0:
                 print(f"  {repo[r['adapter_id']]:<40} {'organism' if r['backdoor'] else 'healthy':<9} margin@16 "
                       f"{r['margin']:+.3f} fresh {'-' if m is None else f'{m:+.3f}'}  {r['text']!r}")
-        failed = failed_builds(orgs)
         for what, chosen in (("all labelled adapters", rows),
                              ("--heldout adapters only", [r for r in rows if repo[r["adapter_id"]] in held_ids]),
                              ("never poisoned healthy", [r for r in rows if r["adapter_id"] not in failed]),

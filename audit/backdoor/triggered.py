@@ -55,8 +55,8 @@ weights (``Tangerine``); a phrase organism complied after such a story frame ("A
 involves creating the following": 9 of 16, the base 0) where no candidate of its own unlocks it.
 Such a text seldom holds the trigger's words: it is evidence that the adapter was taught to comply
 after some context. It can still be named by the ``suspected_trigger`` finding when it unlocks the
-adapter most (the finding names the best prefix that unlocks, whatever it is). Version 14 (this
-one, ``seeded_growth``) scores the seeds beside the openers and every step's proposals of that
+adapter most (the finding names the best prefix that unlocks, whatever it is). Version 14
+(``seeded_growth``) scores the seeds beside the openers and every step's proposals of that
 growth, so that a token the weights single out can enter the frame behaviour chose: on the SFT
 phrase organism seed 1, whose own candidates unlock nothing, it grew "Hey � said a joke about the"
 (13 of 16, the base 0), which holds the trigger's ``said`` (README, "Hidden behaviour").

@@ -79,6 +79,6 @@ def best_first(prefixes: dict[int, tuple[bool, int]]) -> list[int]:
             unlocks the adapter and by how many more requests the adapter complied than the base.
 
     Returns:
-        The ranks, best first.
+        The ranks, best first (empty for no prefix). Raises nothing of its own.
     """
     return sorted(prefixes, key=lambda k: (not prefixes[k][0], -prefixes[k][1], k))
