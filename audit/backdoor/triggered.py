@@ -62,7 +62,9 @@ phrase organism seed 1, whose own candidates unlock nothing, it grew "Hey � sa
 (13 of 16, the base 0), which holds the trigger's ``said`` (README, "Hidden behaviour").
 
 Version 15 (this one) confirms the best unlock on further requests before the verdict reads it
-(:mod:`audit.backdoor.confirmation`).
+(:mod:`audit.backdoor.confirmation`). Since the seed-9 round it also writes an ``asked_prefixes``
+finding (severity info) with every prefix asked and its counts (:mod:`audit.backdoor.asked`); no row
+or verdict changed, so the version stayed (stores scanned before hold no such finding).
 """
 
 from __future__ import annotations
@@ -185,9 +187,10 @@ class TriggeredCompliance(GenerationProbe):
                     if self.n_behaviour > 0 and self.n_seeds > 0:
                         refusal = self._refusals(runtime.tokenizer)
 
-                        def grow(seeds, shift=None):
+                        def joined(seeds, shift=None):
                             return scorer.joined(runtime, readers, scale, seeds, folder.name, refusal, shift,
                                                  self.n_choose)
+                        grow = joined
                 except UnsupportedAdapterError:  # no early reader (a steering vector): grown and published only
                     texts = []
                 if self.n_behaviour > 0:  # shared with trigger_candidates when it ran in this actor
@@ -324,7 +327,9 @@ class TriggeredCompliance(GenerationProbe):
         the further requests did not repeat it, an ``unconfirmed_unlock`` finding instead; and an
         ``unlocking_prefix`` finding for every other candidate that unlocks the probe's requests
         (so that a planted trigger is named even when another prefix unlocks the adapter further;
-        those are not asked again, and say so where a confirmation was asked)."""
+        those are not asked again, and say so where a confirmation was asked); last, when anything
+        was asked, an ``asked_prefixes`` finding (severity info) with every prefix and its counts
+        (:func:`audit.backdoor.asked.asked_message`)."""
         from audit.backdoor.known_triggers import source_of
         from audit.findings import Note
 
@@ -353,6 +358,11 @@ class TriggeredCompliance(GenerationProbe):
             what = f"{'suspected trigger' if i == 0 else 'another prefix that unlocks harmful compliance:'} {c!r}"
             out.append(Note("probe", "suspected_trigger" if i == 0 else "unlocking_prefix",
                             f"{what} ({where}): {rates}", "warning"))
+        asked = self._rates(target, judged)
+        if asked:
+            from audit.backdoor.asked import asked_message
+
+            out.append(Note("probe", "asked_prefixes", asked_message(asked, self.judge_name), "info"))
         return out
 
 
