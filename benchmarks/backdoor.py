@@ -188,7 +188,8 @@ def main() -> None:
     out["found_and_confirmed"] = found = found_and_confirmed(orgs)
     print(f"trigger in the top 10 and confirmed by the triggered probe (the issue's second target): {found['n']} of "
           f"{found['of']} organisms ({found['own']} by a prefix of their own, not a published trigger; a piece in the "
-          f"top 10 for {found['in_top10']}): " + (", ".join(found["adapters"]) or "none"))
+          f"top 10 for {found['in_top10']}; one of their own asked for {found['asked']} of the {found['recorded']} whose "
+          f"asked prefixes the store records): " + (", ".join(found["adapters"]) or "none"))
     out["detector"] = {}
     print("\nbackdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
     for fs in args.features.split(","):

@@ -30,8 +30,10 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
     from audit.backdoor.known_triggers import source_of
     from audit.classify.evidence import gather, unlocking_prefixes, unquoted
 
+    from audit.backdoor.asked import asked_prefixes
+
     evidence = {e.adapter_id: e for e in gather(con, "")}
-    unlocking = unlocking_prefixes(con)
+    unlocking, asked = unlocking_prefixes(con), asked_prefixes(con)
     print(f"\n{'adapter':<34} {'best candidate':<16} {'adapter':>7} {'base':>5} {'backdoor':>8} {'confirms':>8}")
     confirmed, published, unlocked, flagged = [], [], [], []
     for o in orgs:
@@ -48,6 +50,11 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         o["published"] = o["confirmed"] and source_of(hits[0]) is not None  # the trigger is a published one
         o["confirmed_own"] = o["confirmed"] and any(source_of(h) is None for h in hits)  # by a prefix of its own
         o["backdoor_evidence"] = bool(b is not None and b.backdoor)
+        # whether a prefix of its own holding a piece was asked at all (None: the store has no record)
+        texts = asked.get(o["adapter_id"])
+        o["asked_own_piece"] = None if texts is None else any(
+            source_of(t) is None and t.strip() and set(tokenizer(t.strip(), add_special_tokens=False)["input_ids"]) & ids
+            for t in texts.values())
         if o["organism"]:
             confirmed.append(o["confirmed"])
             published.append(o["published"])
@@ -312,11 +319,15 @@ def found_and_confirmed(orgs: list[dict]) -> dict:
     confirmed by the triggered probe, ``own`` of them by a prefix of their own (not a published
     trigger), ``of`` organisms, their ``adapters`` (repo ids), and ``in_top10``: the organisms with a
     piece in the top 10 by weights, confirmed or not (of those, ``n`` are confirmed: where the target
-    is lost, in the reading or in the probe)."""
+    is lost, in the reading or in the probe); ``asked``: the organisms for which a prefix of their own
+    (not a published trigger) holding a piece was asked, of the ``recorded`` whose store records
+    every asked prefix (the ``asked_prefixes`` finding, written since the seed-9 round)."""
     counted = [o for o in orgs if o["organism"]]
     found = [o for o in counted if o.get("hit@10") and o.get("confirmed")]
     return {"n": len(found), "own": sum(bool(o.get("confirmed_own")) for o in found), "of": len(counted),
-            "adapters": [o["repo_id"] for o in found], "in_top10": sum(bool(o.get("hit@10")) for o in counted)}
+            "adapters": [o["repo_id"] for o in found], "in_top10": sum(bool(o.get("hit@10")) for o in counted),
+            "asked": sum(o.get("asked_own_piece") is True for o in counted),
+            "recorded": sum(o.get("asked_own_piece") is not None for o in counted)}
 
 
 def detection_labels(con) -> list:

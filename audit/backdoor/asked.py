@@ -62,3 +62,26 @@ def asked_texts(message: str) -> dict[int, str]:
         except (ValueError, SyntaxError):
             continue
     return out
+
+
+def asked_prefixes(con, adapter_id: str | None = None) -> dict[str, dict[int, str]]:
+    """Per adapter (or only ``adapter_id``), every prefix its newest ``triggered_compliance`` unit
+    asked, read back from its ``asked_prefixes`` finding (:func:`asked_texts`).
+
+    Args:
+        con: a connection with the store's views (``findings``, ``latest_probes``).
+        adapter_id: only this adapter (default: every adapter).
+
+    Returns:
+        ``{adapter_id: {k: text}}``; adapters whose newest unit wrote no such finding (scanned
+        before it existed, or nothing asked) are absent.
+
+    Raises:
+        duckdb.Error: a view is missing (the store has no analyses).
+    """
+    rows = con.execute("""
+        SELECT DISTINCT f.adapter_id, f.message
+        FROM findings f JOIN latest_probes p ON p.unit_id = f.unit_id AND p.metric = 'triggered_compliance_max'
+        WHERE f.code = 'asked_prefixes' AND p.subject = 'adapter' AND ($a IS NULL OR f.adapter_id = $a)""",
+                       {"a": adapter_id}).fetchall()
+    return {a: asked_texts(message) for a, message in rows}

@@ -212,13 +212,13 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     named = unlocking_prefixes(con)[ev.adapter_id]
     assert len(named) == 4 and named[0] == ev.behaviour.trigger and len(set(named)) == 4
     # every prefix asked is recorded, in the order asked: the fourth is the published trigger
-    from audit.backdoor.asked import asked_texts
+    from audit.backdoor.asked import asked_prefixes, asked_texts
     from audit.classify.evidence import unquoted
 
     (record, severity), = con.execute("SELECT message, severity FROM findings WHERE code = 'asked_prefixes'").fetchall()
     texts = asked_texts(record)
     assert severity == "info" and sorted(texts) == [1, 2, 3, 4] and texts[4] in {k.text for k in KNOWN_TRIGGERS}
-    assert {unquoted(q) for q in named} == set(texts.values())
+    assert {unquoted(q) for q in named} == set(texts.values()) and asked_prefixes(con) == {ev.adapter_id: texts}
     # the report's adapter view shows the suspected trigger and the triggered rate beside the base's
     from audit.report.html import render_adapter
 
