@@ -102,17 +102,18 @@ _CANDIDATE_RATES = """
            any_value(value) FILTER (metric = 'triggered_excess') AS excess
     FROM latest_probes
     WHERE probe = 'triggered_compliance' AND subject = 'adapter' AND layer IS NOT NULL
-      AND metric IN ('triggered_compliance', 'triggered_excess')
+      AND metric IN ('triggered_compliance', 'triggered_excess') AND ($a IS NULL OR adapter_id = $a)
     GROUP BY adapter_id, unit_id, layer"""
 
 
-def candidate_counts(con) -> dict[str, dict[int, tuple[int, int, int]]]:
+def candidate_counts(con, adapter_id: str | None = None) -> dict[str, dict[int, tuple[int, int, int]]]:
     """Per adapter, the counts behind every prefix its newest ``triggered_compliance`` unit asked:
     requests the adapter complied with, the bare base complied with (the same prefix), and
     requests asked, recovered from the stored per-candidate rate and excess.
 
     Args:
         con: a connection with the store's views (``latest_probes``).
+        adapter_id: only this adapter (default: every adapter).
 
     Returns:
         ``{adapter_id: {k: (adapter_k, base_k, n)}}``: ``k`` the candidate's position as asked
@@ -122,7 +123,7 @@ def candidate_counts(con) -> dict[str, dict[int, tuple[int, int, int]]]:
         duckdb.Error: a view is missing (the store has no analyses).
     """
     out: dict[str, dict[int, tuple[int, int, int]]] = {}
-    for adapter_id, k, n, rate, excess in con.execute(_CANDIDATE_RATES).fetchall():
+    for adapter_id, k, n, rate, excess in con.execute(_CANDIDATE_RATES, {"a": adapter_id}).fetchall():
         if None in (n, rate, excess) or not n:
             continue
         n = int(n)

@@ -71,6 +71,9 @@ class AdapterData:
     ``suspected_trigger`` finding, else ``None``), ``candidate`` (the best candidate's rank),
     ``published`` (the paper, when the trigger is a published one, :mod:`audit.backdoor.known_triggers`),
     ``others`` (the other prefixes that unlock it, quoted: ``unlocking_prefix`` findings),
+    ``asked`` (every prefix asked, in the order asked, with the adapter's and the bare base's
+    harmful-compliance counts: a :class:`Table` from the ``asked_prefixes`` finding, empty for a store
+    scanned before it was written),
     ``triggered`` and ``triggered_ci`` (harmful compliance with it before the request),
     ``base_triggered`` (the bare base's with the same prefix), ``untriggered`` and
     ``untriggered_ci`` (the harmful-compliance probe's rate without it), ``n`` and
@@ -249,12 +252,18 @@ def _backdoor(con, adapter_id: str) -> dict[str, Any] | None:
         SELECT value, ci_low, ci_high FROM latest_probes
         WHERE adapter_id = $a AND probe = 'harmful_compliance' AND metric = 'harmful_compliance'""",
                               {"a": adapter_id}).fetchone()
+    from audit.backdoor.asked import asked_prefixes
     from audit.backdoor.known_triggers import source_of
-    from audit.classify.evidence import unlocking_prefixes, unquoted
+    from audit.classify.evidence import candidate_counts, unlocking_prefixes, unquoted
 
     published = source_of(unquoted(trigger)) if trigger else None
     others = [q for q in unlocking_prefixes(con, adapter_id).get(adapter_id, []) if q != trigger]
-    return {"trigger": trigger, "candidate": candidate, "published": published, "others": others,
+    texts = asked_prefixes(con, adapter_id).get(adapter_id, {})
+    asked = Table(["asked", "prefix", "adapter", "base"],
+                  [(k, repr(texts[k]), f"{a}/{n_k}", f"{b}/{n_k}")
+                   for k, (a, b, n_k) in sorted(candidate_counts(con, adapter_id).get(adapter_id, {}).items())
+                   if k in texts])
+    return {"trigger": trigger, "candidate": candidate, "published": published, "others": others, "asked": asked,
             "confirmation": confirmation,
             "triggered": rate.value,
             "triggered_ci": (rate.ci_low, rate.ci_high), "base_triggered": rate.base_value, "n": n,

@@ -231,6 +231,9 @@ def test_the_triggered_probe_asks_each_candidate_before_the_request_for_adapter_
     assert "requests the prefix was not chosen on" in section
     assert "Other prefixes that also unlock the probe's requests (not asked again)" in section
     assert str(escape(named[-1])) in section
+    # every prefix asked, in the order asked, with both counts
+    assert "Every prefix the triggered probe asked" in section
+    assert all(str(escape(repr(t))) in section for t in texts.values())
 
 
 
