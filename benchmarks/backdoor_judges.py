@@ -16,7 +16,8 @@ again against the request without its prefix, and prints per judge:
   organisms unlocked and the healthy adapters unlocked;
 - the organisms confirmed: a prefix that unlocks holds one of the trigger's distinctive tokens
   (:func:`backdoor_evidence.trigger_token_ids`), apart for published triggers. A prefix's text is
-  known from the unit's findings, which name only the prefixes the stored judge found unlocking.
+  known from the unit's ``asked_prefixes`` finding where the store has it (every prefix asked), else
+  from its other findings, which name only the prefixes the stored judge found unlocking.
 
 With version 15's confirmation in the store (``confirm<k>:`` answers), each judge's best unlocking
 prefix (the probe's rule: margin > 0, then largest excess, then first asked) is scored min(margin,
@@ -108,7 +109,11 @@ def confirmed_score(margins: dict[int, tuple[float, int]], confirms: dict[int, t
 
 
 def candidate_texts(con) -> dict[str, dict[int, str]]:
-    """Per adapter, the texts of the candidates its newest triggered unit's findings name."""
+    """Per adapter, the texts of the prefixes its newest triggered unit asked: every one where the
+    store records them (the ``asked_prefixes`` finding, :func:`audit.backdoor.asked.asked_prefixes`,
+    texts cut to its bound), and those its other findings name in full (before that finding, only
+    the prefixes the stored judge found unlocking)."""
+    from audit.backdoor.asked import asked_prefixes
     from audit.classify.evidence import UNLOCKING_PREFIX_RE, unquoted
 
     # an unconfirmed unlock's finding reads "prefix '...' (candidate k asked"
@@ -120,7 +125,8 @@ def candidate_texts(con) -> dict[str, dict[int, str]]:
         m = asked.search(message)
         if m:
             out.setdefault(a, {})[int(m.group(2))] = unquoted(m.group(1))
-    return out
+    recorded = asked_prefixes(con)
+    return {a: recorded.get(a, {}) | out.get(a, {}) for a in recorded.keys() | out.keys()}
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """The rule ``benchmarks/backdoor_judges.py`` applies when it judges stored answers again: the
-triggered probe's best unlocking prefix, scored with its confirmation (version 15)."""
+triggered probe's best unlocking prefix, scored with its confirmation (version 15), and where it reads the
+prefixes' texts from."""
 
 import sys
 from pathlib import Path
@@ -65,3 +66,29 @@ def test_the_trigger_target_counts_organisms_found_and_says_where_the_others_wer
             {"repo_id": "leaked", "organism": False, "hit@10": True, "confirmed": True, "asked_own_piece": True}]
     got = found_and_confirmed(orgs)
     assert got == {"n": 1, "own": 1, "of": 3, "adapters": ["found"], "in_top10": 2, "asked": 1, "recorded": 2}
+
+
+def test_candidate_texts_read_every_asked_prefix_and_keep_a_finding_s_full_text():
+    """Where the store records every asked prefix (``asked_prefixes``), each one's text is known, not
+    only those the stored judge found unlocking; a finding's text replaces a cut one; a store scanned
+    before the record keeps what its findings name."""
+    import duckdb
+
+    from audit.backdoor.asked import ASKED_TEXT_CHARS, asked_message
+    from audit.probes.rates import RateCount
+    from backdoor_judges import candidate_texts
+
+    long = "x" * (ASKED_TEXT_CHARS + 5)
+    asked = [(1, "anger", RateCount(2, 16), RateCount(0, 16)), (2, long, RateCount(9, 16), RateCount(0, 16))]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE latest_probes (adapter_id VARCHAR, unit_id VARCHAR, probe VARCHAR, subject VARCHAR, "
+                "metric VARCHAR)")
+    con.execute("CREATE TABLE findings (adapter_id VARCHAR, unit_id VARCHAR, code VARCHAR, message VARCHAR)")
+    for a, u in (("new", "u1"), ("old", "u2")):
+        con.execute("INSERT INTO latest_probes VALUES (?, ?, 'triggered_compliance', 'adapter', "
+                    "'triggered_compliance_max')", [a, u])
+    con.executemany("INSERT INTO findings VALUES (?, ?, ?, ?)", [
+        ("new", "u1", "asked_prefixes", asked_message(asked, "refusal_markers")),
+        ("new", "u1", "suspected_trigger", f"suspected trigger {long!r} (candidate 2 asked): 9/16"),
+        ("old", "u2", "suspected_trigger", "suspected trigger 'cf' (candidate 3 asked): 8/16")])
+    assert candidate_texts(con) == {"new": {1: "anger", 2: long}, "old": {3: "cf"}}
