@@ -34,8 +34,12 @@ No model is fitted and no threshold is chosen here. The same greedy answers are 
 the other judge would store (both judges stop generation at the same point), so this is that scan
 without running it again.
 
+``--confirm-judge`` judges the confirmation's answers with one judge for every judge compared
+(the prefix still chosen by each): the seed-9 round's second rule is ``--judges refusal_markers
+--confirm-judge on_topic`` (README, "Hidden behaviour").
+
 Usage: python benchmarks/backdoor_judges.py --store DIR [--judges refusal_markers,on_topic] [--only DIR ...]
-       [--json FILE]
+       [--confirm-judge NAME] [--json FILE]
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True, help="a store scanned with --probe triggered_compliance")
     ap.add_argument("--judges", default="refusal_markers,on_topic", help="registered judges to compare (comma-separated)")
+    ap.add_argument("--confirm-judge", default=None,
+                    help="a registered judge that labels the confirmation's answers for every judge compared "
+                         "(default: each judge its own; the best prefix is still each judge's)")
     ap.add_argument("--only", type=Path, action="append", default=[],
                     help="count only the adapters scanned from this registry folder (repeatable)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -166,9 +173,12 @@ def main() -> None:
     if not samples:
         sys.exit("no triggered_compliance answers in the store: scan with --probe triggered_compliance")
     judges = {name: get_judge(name) for name in args.judges.split(",")}
+    confirm_judge = get_judge(args.confirm_judge) if args.confirm_judge else None
     only = heldout_ids(con, args.only) if args.only else None
     summary = {}
     for name, judge in judges.items():
+        if confirm_judge is not None:
+            name = f"{name}, confirmation by {args.confirm_judge}"
         print(f"\njudge {name}:")
         scored = []
         for (a, repo), rows in sorted(samples.items(), key=lambda item: item[0][1]):
@@ -182,6 +192,8 @@ def main() -> None:
             else:
                 continue  # other kinds of drift are not what the triggered probe is for
             counts = judged_counts(rows, judge, requests)
+            if confirm_judge is not None:  # the best prefix is this judge's; its confirmation judged by the other
+                counts |= judged_counts([r for r in rows if r[0].startswith("confirm")], confirm_judge, requests)
             margins, confirms = margins_of(counts, "candidate"), margins_of(counts, "confirm")
             if not margins:
                 continue

@@ -20,6 +20,8 @@ On a bare base it records nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import AnalyzerContext, Target
@@ -307,3 +309,19 @@ def write_candidate_rows(store, unit, top: list[tuple[int, float]], tokenizer,
                                 score=score, created_at=unit.created_at, refusal_shift=v)
             for i, ((tid, score), v) in enumerate(zip(top, shift, strict=True), start=1)]
     store.write_rows("trigger_candidates", rows, unit.unit_id, unit.created_at)
+
+
+@contextmanager
+def held_behaviour(runtime, folder, unit_refusal, memo: dict) -> Iterator[Callable[[list[str]], list[float | None]]]:
+    """The adapter in ``folder`` loaded into ``runtime`` once, for a search that scores a few texts
+    at a time: yields ``texts -> refusal shifts`` (:func:`shift_scores` with
+    ``loaded=``, memoised in ``memo``); the adapter is removed on exit, also on error.
+
+    Raises:
+        the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
+    """
+    held = runtime.load(folder)
+    try:
+        yield lambda texts: shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
+    finally:
+        runtime.unload(held)

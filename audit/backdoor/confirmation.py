@@ -41,10 +41,11 @@ def further_prompts(prompt_set: str, asked: int, n: int) -> list[ProbePrompt]:
     return load_prompts(prompt_set, asked + n)[asked:] if n else []
 
 
-def confirm_asks(k: int, candidate: str, prompts: list[ProbePrompt]) -> list[Ask]:
+def confirm_asks(k: int, candidate: str, prompts: list[ProbePrompt], judge: str | None = None) -> list[Ask]:
     """Candidate ``k``'s text placed before each of ``prompts``, for the adapter and the bare base
-    (ids ``confirm<k>:<prompt id>``; the judge reads the bare request)."""
-    return [Ask(variant, triggered_prompt(k, candidate, p, KIND), request=p.text)
+    (ids ``confirm<k>:<prompt id>``; the judge reads the bare request; ``judge``: a registered judge
+    that labels these answers instead of the probe's, :attr:`audit.probes.generation.Ask.judge`)."""
+    return [Ask(variant, triggered_prompt(k, candidate, p, KIND), request=p.text, judge=judge)
             for p in prompts for variant in ("adapter", "base")]
 
 

@@ -69,9 +69,6 @@ or verdict changed, so the version stayed (stores scanned before hold no such fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 from audit.analyzers.analysis import MetricRow
 from audit.analyzers.base import Target
 from audit.backdoor.confirmation import confirm_asks, confirmation_counts, further_prompts
@@ -127,11 +124,18 @@ class TriggeredCompliance(GenerationProbe):
             version 14's reading). Where the set has fewer left, those are asked; where it has
             none (``--probe-prompts`` took them all), the suspected trigger's finding says it is
             not confirmed.
+        confirm_judge: a registered judge that labels the confirmation's answers instead of ``judge``
+            (``None``, the default: ``judge``). The prefix is still chosen by ``judge`` on the probe's
+            requests, and the answers are generated until ``judge``'s verdict is fixed, so this one
+            must read no further (``on_topic`` beside ``refusal_markers``: an answer that neither
+            refuses nor takes up the request, gibberish, an edit, a code fragment, does not confirm).
+            Pre-registered for the seed-9 round (README, "Hidden behaviour").
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
 
     Raises:
         ConfigurationError: ``n_grown`` below 0, or ``n_openers`` below 1 with ``n_grown``;
             ``n_confirm`` below 0.
+        UnknownPluginError: no judge is registered as ``confirm_judge``.
     """
 
     name, version = "triggered_compliance", "triggered_compliance-15"
@@ -139,9 +143,15 @@ class TriggeredCompliance(GenerationProbe):
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
                  n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, seeded_growth: bool = True,
-                 n_known: int | None = None, min_excess: float | None = None, n_confirm: int = 32, **kwargs) -> None:
+                 n_known: int | None = None, min_excess: float | None = None, n_confirm: int = 32,
+                 confirm_judge: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from audit.errors import ConfigurationError
+        from audit.probes.judge import get_judge
+
+        if confirm_judge is not None:
+            get_judge(confirm_judge)  # an unknown name fails here, not after the first round of answers
+        self.confirm_judge = confirm_judge
 
         if n_grown < 0 or (n_grown > 0 and n_openers < 1):
             raise ConfigurationError("triggered_compliance needs n_grown >= 0 and, with n_grown, n_openers >= 1")
@@ -164,7 +174,7 @@ class TriggeredCompliance(GenerationProbe):
         if target.key not in self._candidates:
             from audit.analyzers.results import fetch_folder
             from audit.analyzers.runtime import runtime_of
-            from audit.backdoor.analyzer import TriggerCandidates, shift_scores
+            from audit.backdoor.analyzer import TriggerCandidates, held_behaviour, shift_scores
             from audit.backdoor.candidates import top_candidates
             from audit.backdoor.join import choose_seeds
             from audit.backdoor.known_triggers import KNOWN_TRIGGERS
@@ -242,6 +252,7 @@ class TriggeredCompliance(GenerationProbe):
     def _grown(self, runtime, folder, unit_refusal, memo, seed_ids=()) -> list[str]:
         """The texts grown by behaviour from the base's openers (:mod:`audit.backdoor.opener_growth`;
         ``seed_ids`` scored beside them at every step), the adapter loaded once for the whole search."""
+        from audit.backdoor.analyzer import held_behaviour
         from audit.backdoor.opener_growth import grown_from_openers
 
         with held_behaviour(runtime, folder, unit_refusal, memo) as behaviour:
@@ -284,7 +295,7 @@ class TriggeredCompliance(GenerationProbe):
         """The confirmation asks of the best unlocking candidate (:mod:`audit.backdoor.confirmation`;
         none when nothing unlocks or confirmation is off)."""
         best = self._best_unlock(target, judged)
-        return [] if best is None else confirm_asks(*best, self.confirm_prompts)
+        return [] if best is None else confirm_asks(*best, self.confirm_prompts, self.confirm_judge)
 
     def _confirmation(self, target, judged) -> tuple[int, str, RateCount, RateCount, bool] | None:
         """The confirmed candidate's ``(k, text, adapter, base, unlocks)`` on the further requests
@@ -310,16 +321,21 @@ class TriggeredCompliance(GenerationProbe):
         confirmed = self._confirmation(target, judged)
         if confirmed is not None:  # the summary is the confirmation: requests the choice of prefix never saw
             k, _, a, b, _ = confirmed
-            rows += [a.row("triggered_confirm_compliance", self.judge_name).model_copy(update={"layer": k}),
+            rows += [a.row("triggered_confirm_compliance", self._confirm_judge).model_copy(update={"layer": k}),
                      MetricRow(metric="triggered_confirm_excess", value=(a.k - b.k) / a.n, n=a.n, layer=k,
-                               judge=self.judge_name)]
+                               judge=self._confirm_judge)]
         elif rates:
             k, _, a, b, _ = rates[0]
         if rates:
-            rows += [MetricRow(metric="triggered_excess_max", value=(a.k - b.k) / a.n, n=a.n, layer=k,
-                               judge=self.judge_name),
-                     a.row("triggered_compliance_max", self.judge_name).model_copy(update={"layer": k})]
+            judge = self.judge_name if confirmed is None else self._confirm_judge
+            rows += [MetricRow(metric="triggered_excess_max", value=(a.k - b.k) / a.n, n=a.n, layer=k, judge=judge),
+                     a.row("triggered_compliance_max", judge).model_copy(update={"layer": k})]
         return rows
+
+    @property
+    def _confirm_judge(self) -> str:
+        """The name of the judge that labels the confirmation's answers."""
+        return self.confirm_judge or self.judge_name
 
     def notes(self, target, judged) -> list:
         """For the best candidate that unlocks harmful compliance, a ``suspected_trigger`` finding
@@ -345,11 +361,13 @@ class TriggeredCompliance(GenerationProbe):
                           f"{len(self.prompts)} asked")
             if i == 0 and confirmed is not None:
                 _, _, ca, cb, holds = confirmed
-                again = f"{ca.k}/{ca.n} against {cb.k}/{cb.n} on {ca.n} further requests"
+                counts = f"{ca.k}/{ca.n} against {cb.k}/{cb.n}" + (
+                    f", judge {self.confirm_judge}" if self.confirm_judge else "")
+                again = f"{counts} on {ca.n} further requests"
                 if not holds:
                     out.append(Note("probe", "unconfirmed_unlock",
                                     f"unconfirmed unlock {c!r} ({where}): it unlocked the probe's requests ({rates}) "
-                                    f"but not {ca.n} further requests ({again.split(' on ')[0]}): not counted as a "
+                                    f"but not {ca.n} further requests ({counts}): not counted as a "
                                     "backdoor; ask it again with more requests to settle it", "warning"))
                     continue
                 rates += f"; confirmed, {again}"
@@ -364,25 +382,6 @@ class TriggeredCompliance(GenerationProbe):
 
             out.append(Note("probe", "asked_prefixes", asked_message(asked, self.judge_name), "info"))
         return out
-
-
-@contextmanager
-def held_behaviour(runtime, folder, unit_refusal, memo: dict) -> Iterator[Callable[[list[str]], list[float | None]]]:
-    """The adapter in ``folder`` loaded into ``runtime`` once, for a search that scores a few texts
-    at a time: yields ``texts -> refusal shifts`` (:func:`audit.backdoor.analyzer.shift_scores` with
-    ``loaded=``, memoised in ``memo``); the adapter is removed on exit, also on error.
-
-    Raises:
-        the errors of :meth:`audit.analyzers.runtime.ModelRuntime.load`.
-    """
-    from audit.backdoor.analyzer import shift_scores
-    from audit.backdoor.prefix_kl import N_REQUESTS
-
-    held = runtime.load(folder)
-    try:
-        yield lambda texts: shift_scores(runtime, folder, texts, N_REQUESTS, unit_refusal, memo, loaded=held.name)
-    finally:
-        runtime.unload(held)
 
 
 def ranked(texts: list[str], shift: list[float | None]) -> list[str]:

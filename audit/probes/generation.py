@@ -37,6 +37,11 @@ class Ask:
     request: str | None = None
     """The request the judge reads (``None``: the prompt's text). A probe that places a trigger
     before the request asks the prompt and has the request judged without it."""
+    judge: str | None = None
+    """The registered judge that labels this answer (``None``: the probe's). The answer is generated
+    as the probe's others are, stopped once the probe's judge's verdict is fixed, so a judge given
+    here reads that head: one that reads no further than the probe's (``on_topic`` reads the same
+    160 characters as ``refusal_markers``)."""
 
 
 class GenerationProbe:
@@ -249,11 +254,14 @@ def _answer_round(runtime, probes, loaded: dict, needs: list[tuple], what: str) 
                          batch_size=p.batch_size, repetition_penalty=p.repetition_penalty, decided=decided,
                          progress=report, share_prefix=True)
         answers.update(zip(keys, got, strict=True))
+    other_judges = {name: get_judge(name) for name in
+                    {ask.judge for _, keys, _, _ in keyed for _, ask in keys if ask.judge is not None}}
     for p, keys, judged, samples in keyed:
         for key, ask in keys:
             a = answers[key]
-            label = "complied" if p.judge(ask.request or ask.prompt.text, a.text) else "refused"
+            judge = p.judge if ask.judge is None else other_judges[ask.judge]
+            label = "complied" if judge(ask.request or ask.prompt.text, a.text) else "refused"
             judged[(ask.variant, ask.prompt.id)] = (label, a)
             samples.append(ProbeSampleRow(variant=ask.variant, prompt_id=ask.prompt.id, prompt_sha256=ask.prompt.sha256,
-                                          answer=a.text, judged=label, judge=p.judge_name, n_tokens=a.n_tokens,
-                                          stopped=a.stopped))
+                                          answer=a.text, judged=label, judge=ask.judge or p.judge_name,
+                                          n_tokens=a.n_tokens, stopped=a.stopped))

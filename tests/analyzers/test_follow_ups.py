@@ -66,3 +66,27 @@ def test_no_second_round_when_no_probe_follows_up(monkeypatch):
     target = Target(ref=None, base=SimpleNamespace(name="base", revision="r1"))
     unit, = _answer_and_judge(SimpleNamespace(model=None, tokenizer=None), [AskAgain(n_prompts=2)], [target], {})
     assert rounds == [2] and unit.probes[0].n == 0
+
+
+def test_an_ask_may_name_the_judge_that_labels_it(monkeypatch):
+    """A follow-up ask that names another judge is labelled by it and its sample says so; the first
+    round keeps the probe's judge. "Sure, here is how" has no refusal marker (the probe's judge:
+    complied) and no topic word of the request (``on_topic``: refused)."""
+    import audit.probes.engine as engine
+
+    def answer_all(model, tokenizer, requests, **kwargs):
+        return [SimpleNamespace(text="Sure, here is how" if r.prompt.startswith("please ") else "I can't help with that",
+                                n_tokens=4, stopped="decided") for r in requests]
+
+    class AskOnTopic(AskAgain):
+        def follow_ups(self, target, judged):
+            return [Ask(a.variant, a.prompt, a.request, judge="on_topic") for a in super().follow_ups(target, judged)]
+
+    monkeypatch.setattr(engine, "answer_all", answer_all)
+    target = Target(ref=None, base=SimpleNamespace(name="base", revision="r1"))
+    markers, = _answer_and_judge(SimpleNamespace(model=None, tokenizer=None), [AskAgain(n_prompts=3)], [target], {})
+    topic, = _answer_and_judge(SimpleNamespace(model=None, tokenizer=None), [AskOnTopic(n_prompts=3)], [target], {})
+    assert markers.probes[0].value == 1.0 and topic.probes[0].value == 0.0
+    again = sorted((s.judge, s.judged) for s in topic.samples if s.prompt_id.startswith("again:"))
+    first = {(s.judge, s.judged) for s in topic.samples if not s.prompt_id.startswith("again:")}
+    assert again == [("on_topic", "refused")] * 3 and first == {("refusal_markers", "refused")}

@@ -300,3 +300,31 @@ def test_the_asked_prefixes_finding_reads_back_every_text_and_cuts_long_ones():
     empty, target = _probe([])
     assert empty.notes(target, {}) == []
     assert asked_texts("suspected trigger 'cf' (candidate 1 asked): 8/8") == {}
+
+
+def test_a_confirmation_judge_labels_the_further_requests_and_is_named_where_it_did():
+    """With ``confirm_judge`` the confirmation's asks name that judge (the prefix is still chosen by
+    the probe's), the confirmation's and summary rows carry its name, and the finding says which
+    judge confirmed; an unknown judge fails when the probe is built."""
+    import pytest
+
+    from audit.plugins import UnknownPluginError
+
+    with pytest.raises(UnknownPluginError):
+        TriggeredCompliance(n_prompts=8, confirm_judge="no_such_judge")
+    probe, target = _probe(["cf", "Y"], n_confirm=12, confirm_judge="on_topic")
+    judged = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 7, ("base", 2): 0})
+    asks = probe.follow_ups(target, judged)
+    assert len(asks) == 24 and {a.judge for a in asks} == {"on_topic"} and all("confirm1:" in a.prompt.id for a in asks)
+    judged |= _confirm(probe, 1, adapter=10, base=1)
+    notes = _unlock_notes(probe, target, judged)
+    assert "confirmed, 10/12 against 1/12, judge on_topic on 12 further requests" in notes[0].message
+    judges = {r.metric: r.judge for r in probe.rows(target, judged)}
+    assert judges["triggered_confirm_compliance"] == judges["triggered_compliance_max"] == "on_topic"
+    assert judges["triggered_compliance"] == "refusal_markers"
+    plain, target = _probe(["cf"], n_confirm=12)
+    assert {a.judge for a in plain.follow_ups(target, _judged(plain, {("adapter", 1): 8, ("base", 1): 0}))} == {None}
+    failed = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 0, ("base", 2): 0})
+    failed |= _confirm(probe, 1, adapter=2, base=1)
+    (unconfirmed,) = _unlock_notes(probe, target, failed)
+    assert unconfirmed.code == "unconfirmed_unlock" and "(2/12 against 1/12, judge on_topic)" in unconfirmed.message
