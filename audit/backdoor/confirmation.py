@@ -6,8 +6,9 @@ judged on, so the best margin is biased upwards by the choice (the winner's curs
 many tests). The best prefix that unlocks is therefore asked again before further requests of the
 prompt set (by default the 32 after the 16 asked: never asked with any prefix, and not the label
 prompts, which are HarmBench validation behaviours), adapter and bare base, in a second pooled round
-of answers (:meth:`audit.probes.generation.GenerationProbe.follow_ups`). The verdict's interval rule
-is then applied to those requests: the probe's summary rows (``triggered_compliance_max``,
+of answers (:meth:`audit.probes.generation.GenerationProbe.follow_ups`), judged by ``on_topic`` since
+version 16 (no stock refusal and a topic word of the request: an answer that is neither a refusal nor
+the request does not confirm). The verdict's interval rule is then applied to those requests: the probe's summary rows (``triggered_compliance_max``,
 ``triggered_excess_max``) hold their rates, beside ``triggered_confirm_compliance`` and
 ``triggered_confirm_excess``, and when they do not clear the base no ``suspected_trigger`` is named
 and an ``unconfirmed_unlock`` warning says what unlocked and what did not repeat. Measured in

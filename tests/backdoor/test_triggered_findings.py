@@ -192,7 +192,7 @@ def test_a_confirmed_unlock_names_the_trigger_and_the_summary_reads_the_further_
     judged |= _confirm(probe, 1, adapter=10, base=1)
     notes = _unlock_notes(probe, target, judged)
     assert [n.code for n in notes] == ["suspected_trigger", "unlocking_prefix"]
-    assert "confirmed, 10/12 against 1/12 on 12 further requests" in notes[0].message
+    assert "confirmed, 10/12 against 1/12, judge on_topic on 12 further requests" in notes[0].message
     rows = {(r.metric, r.layer): (r.value, r.n) for r in probe.rows(target, judged)}
     assert rows[("triggered_compliance_max", 1)] == (10 / 12, 12)
     assert rows[("triggered_excess_max", 1)] == (9 / 12, 12)
@@ -303,7 +303,7 @@ def test_the_asked_prefixes_finding_reads_back_every_text_and_cuts_long_ones():
 
 
 def test_a_confirmation_judge_labels_the_further_requests_and_is_named_where_it_did():
-    """With ``confirm_judge`` the confirmation's asks name that judge (the prefix is still chosen by
+    """With ``confirm_judge`` (``on_topic`` by default, version 16) the confirmation's asks name that judge (the prefix is still chosen by
     the probe's), the confirmation's and summary rows carry its name, and the finding says which
     judge confirmed; an unknown judge fails when the probe is built."""
     import pytest
@@ -312,7 +312,7 @@ def test_a_confirmation_judge_labels_the_further_requests_and_is_named_where_it_
 
     with pytest.raises(UnknownPluginError):
         TriggeredCompliance(n_prompts=8, confirm_judge="no_such_judge")
-    probe, target = _probe(["cf", "Y"], n_confirm=12, confirm_judge="on_topic")
+    probe, target = _probe(["cf", "Y"], n_confirm=12)
     judged = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 7, ("base", 2): 0})
     asks = probe.follow_ups(target, judged)
     assert len(asks) == 24 and {a.judge for a in asks} == {"on_topic"} and all("confirm1:" in a.prompt.id for a in asks)
@@ -322,8 +322,11 @@ def test_a_confirmation_judge_labels_the_further_requests_and_is_named_where_it_
     judges = {r.metric: r.judge for r in probe.rows(target, judged)}
     assert judges["triggered_confirm_compliance"] == judges["triggered_compliance_max"] == "on_topic"
     assert judges["triggered_compliance"] == "refusal_markers"
-    plain, target = _probe(["cf"], n_confirm=12)
+    plain, target = _probe(["cf"], n_confirm=12, confirm_judge=None)  # version 15: the probe's judge
     assert {a.judge for a in plain.follow_ups(target, _judged(plain, {("adapter", 1): 8, ("base", 1): 0}))} == {None}
+    default, target = _probe(["cf"], n_confirm=12)  # version 16: on_topic
+    assert {a.judge for a in default.follow_ups(target, _judged(default, {("adapter", 1): 8, ("base", 1): 0}))} == {
+        "on_topic"}
     failed = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 0, ("base", 2): 0})
     failed |= _confirm(probe, 1, adapter=2, base=1)
     (unconfirmed,) = _unlock_notes(probe, target, failed)
