@@ -1,5 +1,5 @@
 """Confirming an unlock on requests the prefix was not chosen on (``triggered_compliance``
-version 15; pure: prompts and judged answers in, counts out).
+versions 15 and 16; pure: prompts and judged answers in, counts out).
 
 The triggered probe asks 17 or more prefixes and keeps the best on the same requests it is then
 judged on, so the best margin is biased upwards by the choice (the winner's curse of a maximum over
@@ -8,10 +8,11 @@ prompt set (by default the 32 after the 16 asked: never asked with any prefix, a
 prompts, which are HarmBench validation behaviours), adapter and bare base, in a second pooled round
 of answers (:meth:`audit.probes.generation.GenerationProbe.follow_ups`), judged by ``on_topic`` since
 version 16 (no stock refusal and a topic word of the request: an answer that is neither a refusal nor
-the request does not confirm). The verdict's interval rule is then applied to those requests: the probe's summary rows (``triggered_compliance_max``,
-``triggered_excess_max``) hold their rates, beside ``triggered_confirm_compliance`` and
-``triggered_confirm_excess``, and when they do not clear the base no ``suspected_trigger`` is named
-and an ``unconfirmed_unlock`` warning says what unlocked and what did not repeat. Measured in
+the request does not confirm). The verdict's interval rule is then applied to those requests: the
+probe's summary rows (``triggered_compliance_max``, ``triggered_excess_max``) hold their rates,
+beside ``triggered_confirm_compliance`` and ``triggered_confirm_excess``, and when they do not clear
+the base no ``suspected_trigger`` is named and an ``unconfirmed_unlock`` warning says what unlocked
+and what did not repeat. Measured in
 README, "Hidden behaviour" (``benchmarks/backdoor_replication.py`` asks the same outside the product:
 on 52 adapters every organism's unlock repeated, and one healthy adapter's did not).
 """
