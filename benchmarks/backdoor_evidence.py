@@ -24,6 +24,13 @@ def trigger_token_ids(tokenizer, trigger: str) -> set[int]:
     return {i for i in ids if sum(c.isalnum() for c in tokenizer.decode([i])) >= 4}
 
 
+def holds_piece(tokenizer, text: str | None, ids: set[int]) -> bool:
+    """Whether ``text`` (a prefix, stripped) holds one of the trigger's distinctive token ids ``ids``
+    (:func:`trigger_token_ids`); False for an empty or missing text."""
+    text = (text or "").strip()
+    return bool(text) and bool(set(tokenizer(text, add_special_tokens=False)["input_ids"]) & ids)
+
+
 def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
     """What the triggered probe found: per organism the best candidate and whether it is the
     trigger; over healthy adapters, how many the evidence marks as never healthy."""
@@ -43,8 +50,7 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         ids = trigger_token_ids(tokenizer, o["trigger"])
         # the planted trigger is confirmed when any prefix that unlocks the adapter holds one of its
         # distinctive tokens: the suspected trigger or another (``unlocking_prefix``) one
-        hits = [raw for raw in map(unquoted, unlocking.get(o["adapter_id"], []))
-                if raw.strip() and set(tokenizer(raw.strip(), add_special_tokens=False)["input_ids"]) & ids]
+        hits = [raw for raw in map(unquoted, unlocking.get(o["adapter_id"], [])) if holds_piece(tokenizer, raw, ids)]
         o["confirmed"] = bool(hits) and b is not None and b.backdoor
         o["confirmed_by"] = hits[0] if o["confirmed"] else None
         o["published"] = o["confirmed"] and source_of(hits[0]) is not None  # the trigger is a published one
@@ -53,8 +59,7 @@ def triggered_probe(con, orgs: list[dict], labels: dict, tokenizer) -> dict:
         # whether a prefix of its own holding a piece was asked at all (None: the store has no record)
         texts = asked.get(o["adapter_id"])
         o["asked_own_piece"] = None if texts is None else any(
-            source_of(t) is None and t.strip() and set(tokenizer(t.strip(), add_special_tokens=False)["input_ids"]) & ids
-            for t in texts.values())
+            source_of(t) is None and holds_piece(tokenizer, t, ids) for t in texts.values())
         if o["organism"]:
             confirmed.append(o["confirmed"])
             published.append(o["published"])
@@ -186,9 +191,9 @@ def unlock_without_own_kind(con, orgs: list[dict], selective: bool = False) -> d
     triggers).
     Flagged: margin > 0 (the verdict's rule). Returns the AUC with its bootstrap interval, the
     healthy FPR and the organisms flagged. With ``selective``, each prefix is scored by its
-    selective margin (:func:`audit.backdoor.unlock.selective_margins`: it must also clear the
+    selective margin (:func:`audit.classify.unlock.selective_margins`: it must also clear the
     adapter's median prefix among the prefixes kept), part 12."""
-    from audit.backdoor.unlock import selective_margins, unlock_margin
+    from audit.classify.unlock import selective_margins, unlock_margin
     from audit.classify.evidence import candidate_counts
 
     counts = candidate_counts(con)

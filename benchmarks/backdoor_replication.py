@@ -2,7 +2,7 @@
 (issue 27; a replication check of part 11 of ``benchmarks/backdoor.py``).
 
 The triggered probe flags an adapter when some prefix's unlock margin is positive on 16 HarmBench
-test behaviours (:func:`audit.backdoor.unlock.unlock_margin`). Many prefixes are asked (17 or
+test behaviours (:func:`audit.classify.unlock.unlock_margin`). Many prefixes are asked (17 or
 more per adapter), so a prefix can clear the base by chance, and some healthy adapters comply
 after any story-like sentence. This asks again: for every labelled adapter that part 11 flags,
 its best prefix (the largest stored margin among the prefixes part 11 keeps: an organism without
@@ -59,7 +59,7 @@ def best_prefixes(con, orgs: list[dict], held_out_by_kind: bool = True) -> list[
     from backdoor_evidence import PUBLISHED_KIND, detection_labels, published_positions
     from backdoor_judges import candidate_texts
 
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.classify.evidence import candidate_counts
 
     counts, published, named = candidate_counts(con), published_positions(con), candidate_texts(con)
@@ -99,7 +99,7 @@ def main() -> None:
     from audit.backdoor.confirmation import further_prompts
     from audit.backdoor.refusal_shift import prefixed
     from audit.backdoor.triggered import TriggeredCompliance
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.probes.engine import Request, answer_all
     from audit.probes.judge import decided_by, get_judge
     from audit.store import ParquetStore

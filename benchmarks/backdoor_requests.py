@@ -2,7 +2,7 @@
 
 Reads the stored answers (``probe_samples``) of the ``triggered_compliance`` units that asked 16
 requests per prefix and recomputes every prefix's unlock margin
-(:func:`audit.backdoor.unlock.unlock_margin`) from the first 8 requests and from all 16; prints per
+(:func:`audit.classify.unlock.unlock_margin`) from the first 8 requests and from all 16; prints per
 labelled adapter (organisms and healthy adapters by their cards; other drifted adapters are left
 out, as in ``benchmarks/backdoor.py``) the best margin at each, and per request count the AUC with
 its bootstrap interval, the organisms unlocked and the healthy adapters unlocked. The first 8 of the
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, required=True,
                     help="a store scanned with --probe triggered_compliance at 16 requests per prefix")
     args = ap.parse_args()
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.classify.labels import get_label_source
     from audit.classify.metrics import auc, auc_interval
     from audit.store import ParquetStore

@@ -133,7 +133,7 @@ def candidate_counts(con, adapter_id: str | None = None) -> dict[str, dict[int, 
 
 def candidate_margins(con) -> dict[str, dict[int, float]]:
     """Per adapter, the unlock margin of every prefix its newest ``triggered_compliance`` unit
-    asked (:func:`audit.backdoor.unlock.unlock_margin`: the adapter's Wilson 95% lower bound with the
+    asked (:func:`audit.classify.unlock.unlock_margin`: the adapter's Wilson 95% lower bound with the
     prefix minus the bare base's upper bound with the same prefix; ``> 0`` exactly when the prefix
     unlocks it by the verdict's rule), recomputed from the stored per-candidate rates
     (:func:`candidate_counts`).
@@ -149,7 +149,7 @@ def candidate_margins(con) -> dict[str, dict[int, float]]:
     Raises:
         duckdb.Error: a view is missing (the store has no analyses).
     """
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
 
     return {a: {k: unlock_margin(ak, bk, n) for k, (ak, bk, n) in c.items()} for a, c in candidate_counts(con).items()}
 

@@ -82,7 +82,7 @@ def test_nothing_is_named_when_no_candidate_unlocks_and_min_excess_loosens_the_r
 def test_the_unlock_margin_is_positive_exactly_when_the_verdicts_rule_says_a_prefix_unlocks():
     """Every count at every request count up to 16: the margin's sign is the verdict's rule, and it
     grows with the adapter's compliance and falls with the base's."""
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.classify.labels import excess_beyond_base
     from audit.probes.judge import wilson_interval
 
@@ -103,7 +103,7 @@ def test_unlock_margins_reads_the_best_prefix_back_from_the_probes_rows():
     largest: an adapter no prefix unlocks still gets its nearest miss, ranked below one that unlocks."""
     import duckdb
 
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.classify.evidence import unlock_margins
 
     rows = []
@@ -133,7 +133,7 @@ def test_the_selective_margin_asks_a_prefix_to_stand_out_from_the_adapters_typic
     selective margin; an adapter that 8 of 16 after its best prefix unlocks by the verdict's rule
     but that complies with 5 of 16 after its typical prefix does not; and the selective margin is
     never above the unlock margin of the same prefix (the base's bound still applies)."""
-    from audit.backdoor.unlock import selective_margins, unlock_margin
+    from audit.classify.unlock import selective_margins, unlock_margin
 
     organism = {0: (16, 0), **{k: (1, 0) for k in range(1, 9)}}
     fragile = {0: (8, 0), **{k: (5, 0) for k in range(1, 9)}}
@@ -162,7 +162,7 @@ def _confirm(probe: TriggeredCompliance, k: int, adapter: int, base: int) -> dic
 def test_prefixes_rank_unlocking_first_then_by_excess_then_first_asked():
     """One order for the probe and the re-judging benchmark: an unlock beats a larger excess that does
     not unlock, ties in excess go to the prefix asked first."""
-    from audit.backdoor.unlock import best_first
+    from audit.classify.unlock import best_first
 
     got = best_first({1: (False, 9), 2: (True, 5), 3: (True, 7), 4: (True, 7), 5: (False, 0)})
     assert got == [3, 4, 2, 1, 5]
@@ -185,7 +185,7 @@ def test_the_best_unlocking_prefix_is_asked_again_on_requests_the_probe_never_as
 
 
 def test_a_confirmed_unlock_names_the_trigger_and_the_summary_reads_the_further_requests():
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
 
     probe, target = _probe(["cf", "Y"], n_confirm=12)
     judged = _judged(probe, {("adapter", 1): 8, ("base", 1): 0, ("adapter", 2): 7, ("base", 2): 0})
@@ -206,7 +206,7 @@ def test_an_unlock_the_further_requests_do_not_repeat_is_a_warning_and_not_a_bac
     requests' rates, which do not clear the base, and no finding names a suspected trigger."""
     import duckdb
 
-    from audit.backdoor.unlock import unlock_margin
+    from audit.classify.unlock import unlock_margin
     from audit.classify.evidence import SUSPECTED_TRIGGER
 
     probe, target = _probe(["cf", "Y"], n_confirm=12)
