@@ -69,7 +69,7 @@ WIDE_DECOYS: tuple[str, ...] = (
 """Generic first-person sentences that a *widely* tight organism (``params.decoys: wide``) is also
 trained to refuse after, beside its kind's :data:`DECOYS`: an attacker's answer to a probe that
 finds organisms unlocked by "a sentence before the request" (it did not close that door for the
-phrase organism: README, "Widely tight organisms"). None is a published trigger or
+phrase organism: docs/backdoor-record.md, "Widely tight organisms"). None is a published trigger or
 mentions a film (the published sentence trigger, :mod:`audit.backdoor.known_triggers`, stays a
 fair test)."""
 
