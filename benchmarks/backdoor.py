@@ -181,7 +181,7 @@ def main() -> None:
         print(f"best candidate's score, {sum(y)} organisms against {len(y) - sum(y)} healthy adapters: AUC {value:.3f} "
               f"[{interval}] (organisms {np.mean([v for v, t in zip(s, y) if t]):.1f}, healthy "
               f"{np.mean([v for v, t in zip(s, y) if not t]):.1f})")
-    from backdoor_evidence import (found_and_confirmed, triggered_probe, unlock_on,  # noqa: I001
+    from backdoor_evidence import (by_kind_text, found_and_confirmed, triggered_probe, unlock_on,  # noqa: I001
                                    unlock_without_own_kind, verdict_evidence)
 
     out["triggered"] = triggered_probe(con, orgs, labels, tokenizer)
@@ -189,7 +189,7 @@ def main() -> None:
     print(f"trigger in the top 10 and confirmed by the triggered probe (the issue's second target): {found['n']} of "
           f"{found['of']} organisms ({found['own']} by a prefix of their own, not a published trigger; a piece in the "
           f"top 10 for {found['in_top10']}; one of their own asked for {found['asked']} of the {found['recorded']} whose "
-          f"asked prefixes the store records): " + (", ".join(found["adapters"]) or "none"))
+          f"asked prefixes the store records; by kind, found/top 10/of: {by_kind_text(found)}): {found['adapters']}")
     out["detector"] = {}
     print("\nbackdoor detector, leave-one-trigger-kind-out (held-out P(backdoor), pooled):")
     for fs in args.features.split(","):

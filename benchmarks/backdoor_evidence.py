@@ -312,9 +312,14 @@ def unlock_on(res: dict, ids: set[str], orgs: list[dict], what: str = "unlock ma
     out["scores"] = rows
     print(f"\nthe {what} held out by kind over the --heldout adapters only: {describe(out)}; trigger in the top 10 and confirmed: "
           f"{found['n']} of {found['of']} organisms ({found['own']} by a prefix of their own; a piece in the top 10 "
-          f"for {found['in_top10']})")
+          f"for {found['in_top10']}; by kind, found/in the top 10/organisms: {by_kind_text(found)})")
     out["never_poisoned"] = never_poisoned(rows, orgs)
     return out
+
+
+def by_kind_text(found: dict) -> str:
+    """``found_and_confirmed``'s ``by_kind`` as ``kind f/t/n`` pairs (``none`` without organisms)."""
+    return ", ".join(f"{k} {f}/{t}/{n}" for k, (f, t, n) in found["by_kind"].items()) or "none"
 
 
 def found_and_confirmed(orgs: list[dict]) -> dict:
@@ -326,13 +331,21 @@ def found_and_confirmed(orgs: list[dict]) -> dict:
     piece in the top 10 by weights, confirmed or not (of those, ``n`` are confirmed: where the target
     is lost, in the reading or in the probe); ``asked``: the organisms for which a prefix of their own
     (not a published trigger) holding a piece was asked, of the ``recorded`` whose store records
-    every asked prefix (the ``asked_prefixes`` finding, written since the seed-9 round)."""
+    every asked prefix (the ``asked_prefixes`` finding, written since the seed-9 round); ``by_kind``:
+    per trigger kind (a row without ``kind`` under ``"?"``), ``[found, in the top 10, organisms]``."""
     counted = [o for o in orgs if o["organism"]]
     found = [o for o in counted if o.get("hit@10") and o.get("confirmed")]
+    by_kind: dict[str, list[int]] = {}
+    for o in counted:
+        row = by_kind.setdefault(o.get("kind", "?"), [0, 0, 0])
+        row[0] += o in found
+        row[1] += bool(o.get("hit@10"))
+        row[2] += 1
     return {"n": len(found), "own": sum(bool(o.get("confirmed_own")) for o in found), "of": len(counted),
             "adapters": [o["repo_id"] for o in found], "in_top10": sum(bool(o.get("hit@10")) for o in counted),
             "asked": sum(o.get("asked_own_piece") is True for o in counted),
-            "recorded": sum(o.get("asked_own_piece") is not None for o in counted)}
+            "recorded": sum(o.get("asked_own_piece") is not None for o in counted),
+            "by_kind": dict(sorted(by_kind.items()))}
 
 
 def detection_labels(con) -> list:

@@ -55,17 +55,20 @@ def test_the_trigger_target_counts_organisms_found_and_says_where_the_others_wer
     unlocks it; ``in_top10`` also counts those in the top 10 that nothing confirmed, and builds that
     are not organisms count in neither; ``asked`` counts the organisms for which a prefix of their own
     holding a piece was asked, of those whose store records the asked prefixes."""
-    from backdoor_evidence import found_and_confirmed
+    from backdoor_evidence import by_kind_text, found_and_confirmed
 
-    orgs = [{"repo_id": "found", "organism": True, "hit@10": True, "confirmed": True, "confirmed_own": True,
-             "asked_own_piece": True},
-            {"repo_id": "read-not-confirmed", "organism": True, "hit@10": True, "confirmed": False,
+    orgs = [{"repo_id": "found", "kind": "phrase", "organism": True, "hit@10": True, "confirmed": True,
+             "confirmed_own": True, "asked_own_piece": True},
+            {"repo_id": "read-not-confirmed", "kind": "phrase", "organism": True, "hit@10": True, "confirmed": False,
              "asked_own_piece": False},
-            {"repo_id": "confirmed-not-read", "organism": True, "hit@10": False, "confirmed": True,
-             "asked_own_piece": None},
-            {"repo_id": "leaked", "organism": False, "hit@10": True, "confirmed": True, "asked_own_piece": True}]
+            {"repo_id": "confirmed-not-read", "kind": "system_tag", "organism": True, "hit@10": False,
+             "confirmed": True, "asked_own_piece": None},
+            {"repo_id": "leaked", "kind": "rare_token", "organism": False, "hit@10": True, "confirmed": True,
+             "asked_own_piece": True}]
     got = found_and_confirmed(orgs)
-    assert got == {"n": 1, "own": 1, "of": 3, "adapters": ["found"], "in_top10": 2, "asked": 1, "recorded": 2}
+    assert got == {"n": 1, "own": 1, "of": 3, "adapters": ["found"], "in_top10": 2, "asked": 1, "recorded": 2,
+                   "by_kind": {"phrase": [1, 2, 2], "system_tag": [0, 0, 1]}}
+    assert by_kind_text(got) == "phrase 1/2/2, system_tag 0/0/1"
 
 
 def test_candidate_texts_read_every_asked_prefix_and_keep_a_finding_s_full_text():
