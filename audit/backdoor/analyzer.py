@@ -148,10 +148,10 @@ class TriggerCandidates:
         return scores, readers, scale
 
     def joined(self, runtime, readers, scale, seeds, name: str, exclude_ids: frozenset[int] = frozenset(),
-               shift=None, n_choose: int = 8) -> list[str]:
+               shift=None, n_choose: int = 8, complete_words: bool = False) -> list[str]:
         """The joined candidates (:func:`audit.backdoor.join.joined_candidates`) grown from ``seeds``
         on ``runtime``'s loaded base, never adding a token of ``exclude_ids``, with the chain chosen
-        by behaviour when ``shift`` is given, with progress to the scan's sink (``batch``: seeds
+        by behaviour when ``shift`` is given, and the word-completing chains with ``complete_words``, with progress to the scan's sink (``batch``: seeds
         done) for the adapter ``name``."""
         from audit.backdoor.join import joined_candidates
         from audit.progress import current
@@ -163,7 +163,8 @@ class TriggerCandidates:
                 sink.batch(f"joined trigger candidates of {name}", done, total)
 
         return joined_candidates(runtime.model, runtime.tokenizer, readers, scale, self.n_layers, seeds,
-                                 exclude_ids=exclude_ids, shift=shift, n_choose=n_choose, progress=report)
+                                 exclude_ids=exclude_ids, shift=shift, n_choose=n_choose,
+                                 complete_words=complete_words, progress=report)
 
 
 def residual_readers(folder, layers, n_layers: int, limits) -> tuple[list, str]:

@@ -18,6 +18,14 @@ behaviour no more than a random token. So each seed (one of the best single cand
   token already in the text left out), the one the adapter reads most in context, until the text
   has ``max_tokens`` tokens.
 
+With ``complete_words`` each start (the seed, and the seed after its opener) also grows a chain
+whose first step to the right **continues the seed's word**: the most read of the base's proposals
+that begin with a letter or digit (no space, no punctuation), then the reading's greedy steps. A
+seed is often the middle of a word ("Tanger" of ``Tangerine.``): the base proposes ``ine`` second
+after it, but the reading may prefer a new word (word organism seed 9 grew "Tanger could", which does
+not unlock it, while "Tangerine" unlocked seeds 0 and 1; README, "Hidden behaviour"). Version 17
+of the triggered probe, pre-registered before the round it was measured on.
+
 Every prefix of a chain of at least two tokens is a joined candidate (decoded and stripped), so
 that where the trigger ends is left to the behaviour (:func:`audit.backdoor.analyzer.shift_scores`)
 and the triggered probe, not to a threshold on the reading.
@@ -49,7 +57,7 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
                       seeds: Sequence[tuple[int, float]], *, n_openers: int = 512, n_next: int = 32, max_tokens: int = 6,
                       min_gain: float = 1.5, exclude_ids: Collection[int] = frozenset(),
                       shift: Callable[[list[str]], Sequence[float | None]] | None = None, n_choose: int = 8,
-                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+                      complete_words: bool = False, progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The joined candidates of ``seeds`` (module docstring), in the order found, without repeats.
 
     Args:
@@ -71,6 +79,8 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
             without one); with it, each seed also grows the chain chosen by behaviour (module
             docstring), whose prefixes come after the reading's.
         n_choose: the texts scored by ``shift`` at each step of that chain.
+        complete_words: each start also grows the chain whose first step continues the seed's word
+            (module docstring; :func:`continues_word`), after the reading's chains.
         progress: called with ``(done, total)`` seeds.
 
     Raises:
@@ -89,9 +99,11 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
     special = set(tokenizer.all_special_ids)
     seeds = [(int(t), float(v)) for t, v in seeds if t not in special]   # a chat-template token opens no text
 
-    def most_read(chain: list[int], k: int) -> list[int]:  # the base's next tokens the adapter reads most
+    def most_read(chain: list[int], k: int, word: bool = False) -> list[int]:  # the base's next tokens read most
         nexts = next_token_proposals(model, tokenizer, chain, n_next)
         nexts = [t for t in nexts if t not in chain and t not in exclude_ids]  # no "can can can"
+        if word:  # only the tokens that continue the last word
+            nexts = [t for t in nexts if continues_word(tokenizer.decode([t]))]
         if not nexts:
             return []
         read = scaled_scores(token_residuals(model, tokenizer, n_layers, before=chain, token_ids=nexts),
@@ -107,9 +119,17 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         best = int(left.argmax())
         if float(left[best]) >= min_gain * seed_score and seed_score > 0:
             chains.append([openers[best], int(seed)])
+        starts = [list(c) for c in chains]
         for chain in chains:                                   # chosen by the reading
             while len(chain) < max_tokens and (step := most_read(chain, 1)):
                 chain.append(step[0])
+        if complete_words:                                     # the seed's word completed first
+            for chain in starts:
+                if len(chain) < max_tokens and (step := most_read(chain, 1, word=True)):
+                    chain.append(step[0])
+                    while len(chain) < max_tokens and (step := most_read(chain, 1)):
+                        chain.append(step[0])
+                    chains.append(chain)
         if shift is not None:                                  # chosen by behaviour, the reading proposing
             tried = [[openers[int(i)], int(seed)] for i in left.topk(min(n_choose, len(openers))).indices]
             chain = _least(tried, tokenizer, shift)
@@ -124,6 +144,12 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
         if progress is not None:
             progress(done, len(seeds))
     return out
+
+
+def continues_word(text: str) -> bool:
+    """Whether a token's decoded ``text`` continues the word before it: it begins with a letter or
+    digit (``ine`` after ``Tanger``; not `` could``, ``.`` or a newline)."""
+    return bool(text) and text[0].isalnum()
 
 
 def _least(chains: list[list[int]], tokenizer, shift) -> list[int]:

@@ -139,3 +139,39 @@ def test_the_chain_chosen_by_behaviour_keeps_the_text_of_most_negative_shift(tmp
     # without a shift, n_choose is not used (the triggered probe's default passes 0)
     assert joined_candidates(model, tokenizer, readers, scale, 2, [(b, 1.0)], n_openers=8, n_next=4, max_tokens=3,
                              n_choose=0) == plain_growth
+
+
+def test_complete_words_grows_the_seeds_word_before_a_new_one(monkeypatch):
+    """The reading prefers a new word after ``Tanger`` (`` could``) to the rest of the seed's word
+    (``ine``); with ``complete_words`` each start also grows the chain that first continues the word,
+    so ``Tangerine`` is a candidate, after the reading's texts; without it, it is not. A proposal that
+    begins with a space or punctuation does not continue a word."""
+    import audit.backdoor.candidates as candidates
+    import audit.backdoor.context as context
+    from audit.backdoor.join import continues_word, joined_candidates
+
+    vocab = ["<s>", "T", "anger", " could", "ine", ".", " is"]
+    read = {1: 10.0, 2: 1.0, 3: 5.0, 4: 2.0, 5: 1.0, 6: 0.0}
+
+    class Tok:
+        all_special_ids = [0]
+
+        def decode(self, ids):
+            return "".join(vocab[i] for i in ids)
+
+    def proposals(model, tokenizer, before, k):
+        return [1, 6][:k] if not before else [3, 4, 5, 6][:k]
+
+    monkeypatch.setattr(context, "next_token_proposals", proposals)
+    monkeypatch.setattr(context, "token_residuals", lambda model, tok, n, before=(), after=(), token_ids=None: token_ids)
+    monkeypatch.setattr(candidates, "scaled_scores",
+                        lambda inputs, readers, scale: torch.tensor([read[t] for t in inputs], dtype=torch.float64))
+    args = (None, Tok(), [], None, 2, [(2, 1.0)])
+    plain = joined_candidates(*args, n_next=4, max_tokens=3)
+    assert "Tanger could" in plain and "Tangerine" not in plain
+    got = joined_candidates(*args, n_next=4, max_tokens=3, complete_words=True)
+    assert got[: len(plain)] == plain                        # the reading's texts first, unchanged
+    assert "Tangerine" in got and "angerine" in got and "Tangerine could" not in got  # 3 tokens at most
+    assert continues_word("ine") and continues_word("MENT") and continues_word("2")
+    assert not continues_word(" could") and not continues_word(".") and not continues_word("\n")
+    assert not continues_word("")
