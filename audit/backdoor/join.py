@@ -23,8 +23,8 @@ whose first step to the right **continues the seed's word**: the most read of th
 that begin with a letter or digit (no space, no punctuation), then the reading's greedy steps. A
 seed is often the middle of a word ("Tanger" of ``Tangerine.``): the base proposes ``ine`` second
 after it, but the reading may prefer a new word (word organism seed 9 grew "Tanger could", which does
-not unlock it, while "Tangerine" unlocked seeds 0 and 1; README, "Hidden behaviour"). Version 17
-of the triggered probe, pre-registered before the round it was measured on.
+not unlock it, while "Tangerine" unlocked seeds 0 and 1; README, "Hidden behaviour"). Off in the
+triggered probe until its pre-registered test is run (version 17; docs/backdoor-record.md).
 
 Every prefix of a chain of at least two tokens is a joined candidate (decoded and stripped), so
 that where the trigger ends is left to the behaviour (:func:`audit.backdoor.analyzer.shift_scores`)

@@ -36,9 +36,11 @@ behaviour alone from the base's openers (:mod:`audit.backdoor.opener_growth`); 1
 beside those openers (``seeded_growth``); 15 confirms the best unlock on further requests before
 the verdict reads it (:mod:`audit.backdoor.confirmation`); 16 judges the confirmation with
 ``on_topic`` (``confirm_judge``: an answer that neither refuses nor takes up the request no longer
-confirms); 17 (this one) also grows each seed into a chain whose first step continues the seed's
-word (``complete_words``: ``Tanger`` into ``Tangerine``). Versions 16 and 17 were each written down
-before the round that decided them was scanned (README, "Hidden behaviour").
+confirms; this one). ``complete_words`` (off) also grows each seed into a chain whose first step
+continues the seed's word (``Tanger`` into ``Tangerine``): written down as version 17 before the seed
+11-12 round, whose second scan did not fit the session, so it is untested and off. Version 16 and
+the rule for 17 were each written down before the round that decides them was scanned (README,
+"Hidden behaviour").
 """
 
 from __future__ import annotations
@@ -106,9 +108,9 @@ class TriggeredCompliance(GenerationProbe):
             an edit, a code fragment, does not confirm). Pre-registered for the seed-9 round (README,
             "Hidden behaviour").
         complete_words: each seed also grows a chain whose first step continues the seed's word
-            (:func:`audit.backdoor.join.joined_candidates`' ``complete_words``; version 17; False gives
-            version 16). Pre-registered before the seed 11-12 round was scanned with it (README,
-            "Hidden behaviour").
+            (:func:`audit.backdoor.join.joined_candidates`' ``complete_words``). Off by default
+            (version 16); on, it is version 17, pre-registered with a decision rule that has not been
+            applied yet (docs/backdoor-record.md, the seed 11-12 round).
         (and the :class:`audit.probes.generation.GenerationProbe` arguments; default 16 prompts)
 
     Raises:
@@ -117,13 +119,13 @@ class TriggeredCompliance(GenerationProbe):
         UnknownPluginError: no judge is registered as ``confirm_judge``.
     """
 
-    name, version = "triggered_compliance", "triggered_compliance-17"
+    name, version = "triggered_compliance", "triggered_compliance-16"
     default_n = 16
 
     def __init__(self, *args, n_candidates: int = 5, n_layers: int = 4, n_behaviour: int = 50, n_seeds: int = 3,
                  n_choose: int = 0, n_grown: int = 2, n_openers: int = 64, seeded_growth: bool = True,
                  n_known: int | None = None, min_excess: float | None = None, n_confirm: int = 32,
-                 confirm_judge: str | None = "on_topic", complete_words: bool = True, **kwargs) -> None:
+                 confirm_judge: str | None = "on_topic", complete_words: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from audit.errors import ConfigurationError
         from audit.probes.judge import get_judge
