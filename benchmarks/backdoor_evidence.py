@@ -338,7 +338,7 @@ def found_and_confirmed(orgs: list[dict]) -> dict:
     by_kind: dict[str, list[int]] = {}
     for o in counted:
         row = by_kind.setdefault(o.get("kind", "?"), [0, 0, 0])
-        row[0] += o in found
+        row[0] += bool(o.get("hit@10") and o.get("confirmed"))
         row[1] += bool(o.get("hit@10"))
         row[2] += 1
     return {"n": len(found), "own": sum(bool(o.get("confirmed_own")) for o in found), "of": len(counted),

@@ -151,8 +151,8 @@ class TriggerCandidates:
                shift=None, n_choose: int = 8, complete_words: bool = False) -> list[str]:
         """The joined candidates (:func:`audit.backdoor.join.joined_candidates`) grown from ``seeds``
         on ``runtime``'s loaded base, never adding a token of ``exclude_ids``, with the chain chosen
-        by behaviour when ``shift`` is given, and the word-completing chains with ``complete_words``, with progress to the scan's sink (``batch``: seeds
-        done) for the adapter ``name``."""
+        by behaviour when ``shift`` is given and the word-completing chains with ``complete_words``,
+        with progress to the scan's sink (``batch``: seeds done) for the adapter ``name``."""
         from audit.backdoor.join import joined_candidates
         from audit.progress import current
 

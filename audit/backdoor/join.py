@@ -124,8 +124,10 @@ def joined_candidates(model, tokenizer, readers: Sequence[Reader], scale: ReadSc
             while len(chain) < max_tokens and (step := most_read(chain, 1)):
                 chain.append(step[0])
         if complete_words:                                     # the seed's word completed first
+            taken = {tuple(c[:len(s) + 1]) for s, c in zip(starts, chains, strict=True)}  # the reading's first steps
             for chain in starts:
-                if len(chain) < max_tokens and (step := most_read(chain, 1, word=True)):
+                step = most_read(chain, 1, word=True) if len(chain) < max_tokens else []
+                if step and tuple(chain + step) not in taken:  # else the reading's chain already holds it
                     chain.append(step[0])
                     while len(chain) < max_tokens and (step := most_read(chain, 1)):
                         chain.append(step[0])

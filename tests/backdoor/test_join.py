@@ -159,7 +159,10 @@ def test_complete_words_grows_the_seeds_word_before_a_new_one(monkeypatch):
         def decode(self, ids):
             return "".join(vocab[i] for i in ids)
 
+    calls = []
+
     def proposals(model, tokenizer, before, k):
+        calls.append(list(before))
         return [1, 6][:k] if not before else [3, 4, 5, 6][:k]
 
     monkeypatch.setattr(context, "next_token_proposals", proposals)
@@ -175,3 +178,11 @@ def test_complete_words_grows_the_seeds_word_before_a_new_one(monkeypatch):
     assert continues_word("ine") and continues_word("MENT") and continues_word("2")
     assert not continues_word(" could") and not continues_word(".") and not continues_word("\n")
     assert not continues_word("")
+    # where the reading itself continues the word, the word's chain is not grown a second time
+    read[4] = 6.0
+    calls.clear()
+    plain = joined_candidates(*args, n_next=4, max_tokens=3)
+    n_plain = len(calls)
+    assert "Tangerine" in plain
+    assert joined_candidates(*args, n_next=4, max_tokens=3, complete_words=True) == plain
+    assert len(calls) == 2 * n_plain + 2                     # one word-step proposal per start, nothing grown
